@@ -1,0 +1,25 @@
+"""Speed of the analytic path: the cost of all five shipped suites (load, validate, interpret).
+
+    tox -e bench            # or: pytest bench --benchmark-only
+Figures go in the closing notes; no test asserts on time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pibench.analytic import suite_costs
+from pibench.suite import load_suite
+
+SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
+
+
+def cost_all_suites() -> int:
+    return sum(len(suite_costs(load_suite(path))) for path in SUITES)
+
+
+def test_analytic_cost_of_all_suites(benchmark):
+    variants = benchmark(cost_all_suites)
+    benchmark.extra_info["suites"] = len(SUITES)
+    benchmark.extra_info["variants"] = variants
+    assert len(SUITES) == 5 and variants == 10 + 8 + 8 + 8 + 6

@@ -1,0 +1,5 @@
+import sys
+
+from pibench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""`pibench` command line: one subcommand per module of this package (see SUBCOMMANDS)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pibench import __version__
+from pibench.errors import PibenchError
+
+SUBCOMMANDS = ("list", "cost", "run")
+
+QUICK_START = """\
+quick start:
+  pibench list                                   variants and their papers' labels
+  pibench cost suites/gpt2_t128.yaml             nonlinear ops and FLOPs of every variant (instant)
+  pibench cost suites/gpt2_t128.yaml --format json --flops exact
+  pibench run suites/gpt2_t128.yaml              the main job
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    parser = argparse.ArgumentParser(
+        prog="pibench",
+        description="Cost of private (2PC) inference of transformer language-model variants.",
+        epilog=QUICK_START,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"pibench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"pibench.cli.{name}_cmd")
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            parents=[common],
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(handler=module.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        return int(args.handler(args) or 0)
+    except PibenchError as err:
+        if debug:
+            raise
+        print(f"pibench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("pibench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as err:  # the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(f"pibench: internal error: {type(err).__name__}: {err} (rerun with --debug)", file=sys.stderr)
+        return 1

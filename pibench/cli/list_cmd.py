@@ -1,0 +1,25 @@
+"""`pibench list`: the registered variants, with the papers' labels and what each changes."""
+
+from __future__ import annotations
+
+import argparse
+
+from tabulate import tabulate
+
+from pibench.variants import BASELINE, VARIANTS
+
+HELP = "list the registered model variants"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(args: argparse.Namespace) -> int:
+    rows = []
+    for entry in VARIANTS:
+        v = entry.load()
+        note = v.note + (" (the baseline of savings)" if v.name == BASELINE else "")
+        rows.append([v.name, v.label, note])
+    print(tabulate(rows, headers=["variant", "label", "note"], tablefmt="simple"))
+    return 0

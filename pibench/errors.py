@@ -1,0 +1,18 @@
+"""User-facing errors: one line, no traceback, a non-zero exit code (see `pibench.cli`)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PibenchError(Exception):
+    """An error caused by the user's input; the CLI prints `str(err)` on one line and exits 2."""
+
+    exit_code = 2
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `choices`, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,114 @@
+"""Plaintext interpreter: the model definition on torch tensors, with autograd.
+
+`TorchModel(cfg)` is an `nn.Module` holding random weights (GPT-2 style init) for any variant;
+weight- and spectral-normalised FFN weights are torch parametrisations, folded into plain tensors by
+`effective_weights()` (what an inference backend receives). `TorchOps` is also the reference the MPC
+interpreters are compared against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from pibench.config import ModelConfig
+from pibench.interp.base import LAYERNORM_EPS, MASK_VALUE, Ops
+from pibench.model import forward, param_specs
+
+Tensor = torch.Tensor
+
+
+class TorchOps(Ops):
+    """`Ops` on torch tensors. gelu: "tanh" (default; the form MPC backends approximate well) or "erf"."""
+
+    def __init__(self, gelu: str = "tanh") -> None:
+        if gelu not in ("tanh", "erf"):
+            raise ValueError(f"gelu must be 'tanh' or 'erf', not {gelu!r}")
+        self.gelu_approximate = "tanh" if gelu == "tanh" else "none"
+
+    def matmul(self, a: Tensor, b: Tensor, role: str) -> Tensor:
+        return torch.matmul(a, b)
+
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def mul(self, a: Tensor, b: Tensor) -> Tensor:
+        return a * b
+
+    def scale(self, a: Tensor, c: float) -> Tensor:
+        return a * c
+
+    def softmax(self, x: Tensor) -> Tensor:
+        return torch.softmax(x, dim=-1)
+
+    def layernorm(self, x: Tensor, gain: Tensor, bias: Tensor) -> Tensor:
+        return nn.functional.layer_norm(x, x.shape[-1:], gain, bias, LAYERNORM_EPS)
+
+    def gelu(self, x: Tensor) -> Tensor:
+        return nn.functional.gelu(x, approximate=self.gelu_approximate)
+
+    def relu(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def split_heads(self, x: Tensor, heads: int) -> Tensor:
+        T, d = x.shape
+        return x.reshape(T, heads, d // heads).transpose(0, 1)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        H, T, dh = x.shape
+        return x.transpose(0, 1).reshape(T, H * dh)
+
+    def transpose(self, x: Tensor) -> Tensor:
+        return x.transpose(-2, -1)
+
+    def causal_mask(self, T: int) -> Tensor:
+        return torch.full((T, T), MASK_VALUE).triu(1)
+
+    def causal_average(self, T: int) -> Tensor:
+        return torch.ones(T, T).tril() / torch.arange(1, T + 1, dtype=torch.float32)[:, None]
+
+    def eye(self, T: int) -> Tensor:
+        return torch.eye(T)
+
+
+class _Weight(nn.Module):
+    """Holds one weight so torch parametrisations (weight/spectral norm) can wrap it."""
+
+    def __init__(self, value: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(value)
+
+
+class TorchModel(nn.Module):
+    """A trainable plaintext model of `cfg` with random weights; forward: (T, d) -> (T, d)."""
+
+    def __init__(self, cfg: ModelConfig, seed: int = 0, gelu: str = "tanh") -> None:
+        super().__init__()
+        self.cfg, self.ops = cfg, TorchOps(gelu)
+        gen = torch.Generator().manual_seed(seed)
+        self.names = list(param_specs(cfg))
+        self.weights = nn.ModuleList()
+        for name, spec in param_specs(cfg).items():
+            if spec.init == "normal":
+                value = torch.randn(spec.shape, generator=gen) * 0.02
+                if name.endswith((".o.w", "ffn.out.w", "ffn.fused.w")):  # GPT-2: residual projections
+                    value /= math.sqrt(2 * cfg.L)
+            else:
+                value = (torch.ones if spec.init == "ones" else torch.zeros)(spec.shape)
+            holder = _Weight(value)
+            if ".ffn." in name and name.endswith(".w") and cfg.ffn_weight_param != "none":
+                if cfg.ffn_weight_param == "weight_norm":
+                    holder = parametrizations.weight_norm(holder, dim=1)  # g per output column
+                else:
+                    holder = parametrizations.spectral_norm(holder)
+            self.weights.append(holder)
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """Plain weight tensors by name, reparametrisations applied (what inference uses)."""
+        return {name: holder.weight for name, holder in zip(self.names, self.weights, strict=True)}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return forward(self.ops, self.effective_weights(), x, self.cfg)

@@ -1,0 +1,29 @@
+"""How the papers write costs: "SM:144×ℝ^{128×128}" for nonlinear operations, "14.5B" for FLOPs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pibench.cost import KIND_ABBREV, VariantCost
+
+
+def nonlinear_notation(cost: VariantCost) -> str:
+    """E.g. "SM:144×ℝ^{128×128} LN:24×ℝ^{128×768} G:12×ℝ^{128×3072}"; "-" when there are none."""
+    parts = [f"{KIND_ABBREV[n.kind]}:{n.count}×ℝ^{{{n.shape[0]}×{n.shape[1]}}}" for n in cost.nonlinear]
+    return " ".join(parts) or "-"
+
+
+def billions(flops: int) -> str:
+    """FLOPs as the papers print them: 14495514624 -> "14.5B"; small counts in M, K or units."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if flops >= scale:
+            return f"{flops / scale:.1f}{suffix}"
+    return str(flops)
+
+
+COST_COLUMNS = ("variant", "label", "#nonlinear ops", "FLOPs FFN", "FLOPs attn")
+
+
+def cost_rows(costs: Sequence[VariantCost]) -> list[list[str]]:
+    """One row per variant, in COST_COLUMNS order."""
+    return [[c.variant, c.label, nonlinear_notation(c), billions(c.flops_ffn), billions(c.flops_attn)] for c in costs]

@@ -1,0 +1,23 @@
+"""Shared helpers: run the CLI in a subprocess as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m pibench ARGS` with captured output; bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "pibench", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,88 @@
+"""The CLI as a user runs it: list, cost in three formats, run, and an analytic path free of torch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+SUITE = "suites/gpt2_t128.yaml"
+
+
+def test_cost_table_uses_the_papers_notation(cli):
+    proc = cli("cost", SUITE)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("sm_ln_g "))
+    assert "SM:144×ℝ^{128×128} LN:24×ℝ^{128×768} G:12×ℝ^{128×3072}" in line
+    assert line.split()[-2:] == ["14.5B", "7.7B"]
+    pruned = next(ln for ln in proc.stdout.splitlines() if ln.startswith("hehofmann_scfuffn_pruned "))
+    assert "SM:144×ℝ^{128×128} LN:1×ℝ^{128×768}" in pruned and pruned.split()[-2:] == ["1.2B", "3.9B"]
+
+
+def test_cost_json(cli):
+    proc = cli("cost", SUITE, "--format", "json")
+    data = json.loads(proc.stdout)
+    assert [d["variant"] for d in data][:3] == ["sm_ln_g", "sm_ln_r", "sm_scffn"]
+    base = data[0]
+    assert base["label"] == "SM + LN + G"
+    assert {k: base["config"][k] for k in "LHdT"} == {"L": 12, "H": 12, "d": 768, "T": 128}
+    # 24 LayerNorms of 128 x 768 = 2,359,296 elements; 12 GELUs of 128 x 3072 = 4,718,592
+    assert base["nonlinear"] == {
+        "softmax": {"count": 144, "shape": [128, 128], "elements": 144 * 128 * 128},
+        "layernorm": {"count": 24, "shape": [128, 768], "elements": 2_359_296},
+        "gelu": {"count": 12, "shape": [128, 3072], "elements": 4_718_592},
+    }
+    assert base["flops"]["ffn"] == 14_495_514_624 and base["flops"]["attn"] == 7_700_742_144
+    assert data[3]["variant"] == "sm_scfuffn" and data[3]["nonlinear"].keys() == {"softmax"}
+
+
+def test_cost_json_exact(cli):
+    data = json.loads(cli("cost", SUITE, "--format", "json", "--flops", "exact").stdout)
+    # exact attention: 12 * (8 T d^2 + 4 T^2 d) = 12 * (603,979,776 + 50,331,648) = 7,851,737,088
+    assert data[0]["flops"] == {"ffn": 14_495_514_624, "attn": 7_851_737_088, "convention": "exact"}
+
+
+def test_cost_csv(cli):
+    rows = list(csv.reader(io.StringIO(cli("cost", SUITE, "--format", "csv").stdout)))
+    assert rows[0] == ["variant", "label", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
+    assert rows[4] == ["sm_scfuffn", "SM + ScFuFFN", "SM:144×ℝ^{128×128}", "1.8B", "7.7B"]
+    assert len(rows) == 11
+
+
+def test_list_names_every_variant_with_its_label(cli):
+    out = cli("list").stdout
+    for name, label in [
+        ("sm_ln_g", "SM + LN + G"),
+        ("ereg_smt_scfuffn", "EReg(SM(t) + ScFuFFN)"),
+        ("sm_snffn", "SM + SNorm FFN"),
+    ]:
+        assert any(ln.split()[0] == name and label in ln for ln in out.splitlines())
+
+
+def test_run_prints_the_table(cli):
+    proc = cli("run", SUITE)
+    assert proc.returncode == 0 and "SM:144×ℝ^{128×128}" in proc.stdout
+
+
+def test_unknown_flops_convention_is_rejected(cli):
+    proc = cli("cost", SUITE, "--flops", "papers")
+    assert proc.returncode == 2 and "invalid choice: 'papers'" in proc.stderr
+
+
+def test_analytic_path_imports_neither_torch_nor_crypten():
+    code = (
+        "import sys, io, contextlib\n"
+        "from pibench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for s in ('gpt2_t128', 'gpt2_t512', 'smoke'):\n"
+        "        assert main(['cost', f'suites/{s}.yaml', '--format', 'json']) == 0\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'crypten'))\n"
+        "print(heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,106 @@
+"""Suites are validated on load: one-line errors naming file, line and key; exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from pibench.errors import PibenchError
+from pibench.suite import load_suite
+from tests.conftest import ROOT
+
+HEAD = "model: {L: 2, H: 2, d: 32, T: 8}\nvariants:\n"
+
+BAD = {
+    # name: (file text, expected message fragment)
+    "unknown_variant": (
+        HEAD + "  - sm_ln_g\n  - sm_ln_gg\n",
+        "x.yaml:4: variants[1]: unknown variant 'sm_ln_gg' (did you mean 'sm_ln_g'?)",
+    ),
+    "unknown_key": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvarients:\n  - sm_ln_g\n",
+        "x.yaml:2: varients: unknown key 'varients' (did you mean 'variants'?)",
+    ),
+    "wrong_type": (
+        "model: {L: '2', H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n",
+        "x.yaml:1: model.L: Input should be a valid integer (got '2')",
+    ),
+    "override_typo": (
+        HEAD + "  - variant: sm_scfuffn_pruned\n    overrides:\n      ffn_blocks_kep: 1\n",
+        "x.yaml:5: variants[0].overrides.ffn_blocks_kep: unknown key 'ffn_blocks_kep' (did you mean 'ffn_blocks_kept'?)",
+    ),
+    "override_value": (
+        HEAD + "  - variant: sm_ln_g\n    overrides: {activation: swish}\n",
+        "x.yaml:4: variants[0].overrides.activation: Input should be 'gelu', 'relu' or 'identity' (got 'swish')",
+    ),
+    "override_range": (
+        HEAD + "  - variant: sm_scfuffn_pruned\n    overrides: {ffn_blocks_kept: 5}\n",
+        "ffn_blocks_kept=5 exceeds L=2",
+    ),
+    "override_dimension": (
+        HEAD + "  - variant: sm_ln_g\n    overrides: {T: 16}\n",
+        "variants[0].overrides.T: 'T' is a dimension; set it under 'model'",
+    ),
+    "indivisible_heads": (
+        "model: {L: 2, H: 3, d: 32, T: 8}\nvariants: [sm_ln_g]\n",
+        "x.yaml:1: model: d=32 is not divisible by H=3",
+    ),
+    "missing_dim": ("model: {L: 2, H: 2, d: 32}\nvariants: [sm_ln_g]\n", "x.yaml:1: model.T: missing required key 'T'"),
+    "empty_variants": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: []\n",
+        "x.yaml:2: variants: List should have at least 1 item",
+    ),
+    "duplicate_entry": (HEAD + "  - sm_ln_g\n  - sm_ln_g\n", "x.yaml:4: variants[1]: 'sm_ln_g' appears twice"),
+    "not_a_mapping": ("- sm_ln_g\n", "x.yaml:1: a suite must be a mapping"),
+    "bad_yaml": ("model: {L: 2, H: 2, d: 32, T: 8\nvariants: [sm_ln_g]\n", "x.yaml:2: invalid YAML"),
+    "empty_file": ("", "x.yaml: a suite must be a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_suite_is_one_line_error(tmp_path, cli, case):
+    text, fragment = BAD[case]
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(PibenchError) as err:
+        load_suite(path)
+    assert fragment in str(err.value)
+    proc = cli("cost", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("pibench: error: ")
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_suite_file(cli, tmp_path):
+    proc = cli("cost", "nope.yaml", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, "pibench: error: suite file 'nope.yaml' not found\n")
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    proc = cli("--debug", "cost", "nope.yaml", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["gpt2_t128", "gpt2_t256", "gpt2_l18_t128", "gpt2_t512", "smoke"])
+def test_shipped_suites_load(name):
+    suite = load_suite(ROOT / "suites" / f"{name}.yaml")
+    assert suite.name == name and suite.entries
+
+
+def test_gpt2_t128_has_every_t128_reference_row():
+    from pibench.reference import published_rows
+
+    suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml")
+    rows = [r for r in published_rows() if (r.L, r.T) == (12, 128)]
+    assert {e.config for e in suite.entries} == {r.config() for r in rows}
+    assert len(suite.entries) == len(rows) == 10
+
+
+def test_overrides_and_names(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        HEAD
+        + "  - sm_scfuffn_pruned\n  - variant: sm_scfuffn_pruned\n    name: keep2\n    overrides: {ffn_blocks_kept: 2}\n"
+    )
+    suite = load_suite(path)
+    assert [(e.name, e.config.ffn_blocks_kept) for e in suite.entries] == [("sm_scfuffn_pruned", 1), ("keep2", 2)]
