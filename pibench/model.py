@@ -8,7 +8,7 @@ them too). `param_specs(cfg)` lists every weight with its shape; interpreters bu
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,14 +68,50 @@ def param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
     return specs
 
 
-def forward(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig) -> Tensor:
-    """Input embeddings x (T, d) -> hidden states (T, d) of the whole stack."""
+def forward(
+    ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig, layers: Sequence[int] | None = None
+) -> Tensor:
+    """Input embeddings x (T, d) -> hidden states (T, d): the input stage, then every layer (or only
+    `layers`, in that order: the MPC runner measures a sample of layers this way)."""
+    x = input_stage(ops, weights, x, cfg)
+    for index in range(cfg.L) if layers is None else layers:
+        x = layer(ops, weights, x, cfg, index)
+    return x
+
+
+def input_stage(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig) -> Tensor:
+    """What runs once before the first layer: He & Hofmann's single LayerNorm, else nothing."""
     if cfg.norm == "input_ln":
         x = ops.layernorm(x, weights["ln_in.g"], weights["ln_in.b"])
-    block = _parallel_block if cfg.attention == "shaped" else _sequential_block
-    for layer in range(cfg.L):
-        x = block(_Layer(ops, weights, cfg, layer), x)
     return x
+
+
+def layer(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig, index: int) -> Tensor:
+    """Layer `index` of the stack: (T, d) -> (T, d)."""
+    block = _parallel_block if cfg.attention == "shaped" else _sequential_block
+    return block(_Layer(ops, weights, cfg, index), x)
+
+
+def layer_signature(cfg: ModelConfig, index: int) -> tuple[bool, str]:
+    """Layers with equal signatures execute the same operations on the same shapes, so they cost
+    the same bytes and rounds under 2PC: (has an FFN, FFN activation)."""
+    return cfg.has_ffn(index), cfg.ffn_activation(index)
+
+
+def layer_sample(cfg: ModelConfig) -> dict[int, int]:
+    """One representative layer per signature -> how many layers it stands for (sums to L)."""
+    first: dict[tuple[bool, str], int] = {}
+    sample: dict[int, int] = {}
+    for index in range(cfg.L):
+        rep = first.setdefault(layer_signature(cfg, index), index)
+        sample[rep] = sample.get(rep, 0) + 1
+    return sample
+
+
+def layer_weight_names(cfg: ModelConfig, layers: Sequence[int]) -> list[str]:
+    """Names of the weights that the input stage and `layers` read."""
+    prefixes = tuple(f"h{i}." for i in layers)
+    return [n for n in param_specs(cfg) if n.startswith(prefixes) or not n.startswith("h")]
 
 
 @dataclass(frozen=True)
