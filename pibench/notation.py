@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pibench.cost import KIND_ABBREV, VariantCost
 
 
+def _term(kind: str, count: int, shape: Sequence[int]) -> str:
+    return f"{KIND_ABBREV[kind]}:{count}×ℝ^{{{shape[0]}×{shape[1]}}}"
+
+
 def nonlinear_notation(cost: VariantCost) -> str:
     """E.g. "SM:144×ℝ^{128×128} LN:24×ℝ^{128×768} G:12×ℝ^{128×3072}"; "-" when there are none."""
-    parts = [f"{KIND_ABBREV[n.kind]}:{n.count}×ℝ^{{{n.shape[0]}×{n.shape[1]}}}" for n in cost.nonlinear]
-    return " ".join(parts) or "-"
+    return " ".join(_term(n.kind, n.count, n.shape) for n in cost.nonlinear) or "-"
+
+
+def nonlinear_notation_json(nonlinear: dict[str, Any]) -> str:
+    """The same notation from a record's `nonlinear` object (`VariantCost.to_json`)."""
+    terms = []
+    for kind, entry in nonlinear.items():
+        for group in entry.get("groups") or [entry]:
+            terms.append(_term(kind, group["count"], group["shape"]))
+    return " ".join(terms) or "-"
 
 
 def billions(flops: int) -> str:

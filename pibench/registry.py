@@ -52,6 +52,11 @@ class Registry(Generic[T]):
             raise PibenchError(f"{self.kind} '{name}' is already registered; choose another name")
         self._entries[name] = Entry(name, target, meta)
 
+    def remove(self, name: str) -> None:
+        """Unregister `name` (for plugins and tests that register temporarily)."""
+        self.entry(name)
+        del self._entries[name]
+
     def entry(self, name: str) -> Entry[T]:
         try:
             return self._entries[name]

@@ -8,12 +8,19 @@
       - variant: sm_scfuffn_pruned    # ... or a mapping with architecture overrides
         overrides: {ffn_blocks_kept: 6}
         name: pruned6                 # optional key in results (default: the variant name)
+    seed: 0                           # synthetic weights and input of MPC runs
+    crypten:                          # backend settings (pibench.mpc.settings), CrypTen's defaults
+      provider: TFP
+      precision_bits: 16
+      gelu: tanh
+      functions: {exp_iterations: 8}
 
 Every problem is a `PibenchError` naming the file, the line and the key; YAML never runs code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +31,7 @@ from pydantic.dataclasses import dataclass as schema
 
 from pibench.config import DIMENSIONS, FIELDS, ModelConfig
 from pibench.errors import PibenchError, did_you_mean
+from pibench.mpc.settings import CrypTenFunctions, CrypTenSettings
 from pibench.variants import VARIANTS, Variant
 
 STRICT = ConfigDict(extra="forbid")  # fields are Strict*: no "12" -> 12 coercion
@@ -54,9 +62,14 @@ class SuiteSpec:
     variants: list[Annotated[EntrySpec, BeforeValidator(_entry_shorthand)]] = Field(min_length=1)
     name: StrictStr | None = None
     description: StrictStr = ""
+    seed: StrictInt = 0
+    crypten: CrypTenSettings = dataclasses.field(default_factory=CrypTenSettings)
 
 
-KNOWN_KEYS = {"model", "variants", "name", "description", "variant", "overrides", *FIELDS}
+KNOWN_KEYS = {
+    *(f.name for cls in (SuiteSpec, EntrySpec, CrypTenSettings, CrypTenFunctions) for f in dataclasses.fields(cls)),
+    *FIELDS,
+}
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class Suite:
     dims: dict[str, int]
     entries: tuple[SuiteEntry, ...]
     source: dict[str, Any]  # the YAML as loaded, for result records
+    seed: int = 0  # of the synthetic weights and inputs of MPC runs
+    crypten: CrypTenSettings = dataclasses.field(default_factory=CrypTenSettings)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -178,4 +193,6 @@ def load_suite(path: str | Path) -> Suite:
         if any(e.name == name for e in entries):
             raise file.error(("variants", i), f"'{name}' appears twice; give one entry a distinct 'name'")
         entries.append(SuiteEntry(name, variant, cfg))
-    return Suite(spec.name or path.stem, str(path), spec.description, dims, tuple(entries), data)
+    return Suite(
+        spec.name or path.stem, str(path), spec.description, dims, tuple(entries), data, spec.seed, spec.crypten
+    )

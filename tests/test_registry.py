@@ -41,13 +41,19 @@ def test_lazy_entries_import_on_first_use():
     assert reg.get("join") is os.path.join
 
 
-# The README's worked example: ReLU in the first half of the FFNs, no activation in the second.
-@variant("test_relu_half", "SM + LN + R/-", note="test only")
-def _relu_half(c: ModelConfig) -> ModelConfig:
-    return c.replace(activation="relu", activation_blocks=c.L // 2)
+@pytest.fixture
+def relu_half():
+    """The README's worked example: ReLU in the first half of the FFNs, no activation in the second."""
+
+    @variant("test_relu_half", "SM + LN + R/-", note="test only")
+    def _(c: ModelConfig) -> ModelConfig:
+        return c.replace(activation="relu", activation_blocks=c.L // 2)
+
+    yield
+    VARIANTS.remove("test_relu_half")
 
 
-def test_user_variant_end_to_end(tmp_path):
+def test_user_variant_end_to_end(tmp_path, relu_half):
     path = tmp_path / "mine.yaml"
     path.write_text("model: {L: 12, H: 12, d: 768, T: 128}\nvariants: [sm_ln_g, test_relu_half]\n")
     entry = load_suite(path).entries[1]

@@ -1,19 +1,40 @@
-"""`pibench run SUITE`: the main job. Until the 2PC runner lands it prints the analytic table."""
+"""`pibench run SUITE`: the main job. Every variant under CrypTen 2PC, two parties on this machine."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from pibench.cli.cost_cmd import print_cost_table
+from pibench.cli.cost_cmd import suite_header
+from pibench.results import default_record_path, write_record
 from pibench.suite import load_suite
 
-HELP = "run a suite's variants (for now: the analytic cost table)"
+HELP = "measure a suite's variants under CrypTen 2PC (two parties on localhost)"
+EPILOG = """\
+By default one layer per kind is measured and bytes and rounds are extrapolated exactly (layers of a
+kind cost the same); --full measures every layer. The record goes to results/SUITE-TIME.json.
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file, e.g. suites/gpt2_t128.yaml")
+    parser.add_argument("--full", action="store_true", help="measure every layer instead of a sample")
+    parser.add_argument("--out", help="record path (default: results/SUITE-TIME.json)")
+    parser.add_argument(
+        "--timeout", type=float, default=45.0, metavar="S", help="stop when the parties make no progress for S s"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
-    print_cost_table(load_suite(args.suite), "paper")
+    suite = load_suite(args.suite)
+    out = args.out or default_record_path(suite.name)
+    from pibench.runner import run_local  # torch and friends only when running
+    from pibench.savings import savings_table
+
+    print(suite_header(suite), flush=True)
+    record = run_local(suite, full=args.full, timeout_s=args.timeout, progress=not args.no_progress)
+    path = write_record(out, record)
+    print(savings_table(record))
+    print(f"record: {path}", file=sys.stderr)
     return 0

@@ -21,7 +21,20 @@ from pibench.model import forward, param_specs
 Tensor = torch.Tensor
 
 
-class TorchOps(Ops):
+class TorchConstants:
+    """The public constants of `Ops` as plain torch tensors (shared with the MPC interpreters)."""
+
+    def causal_mask(self, T: int) -> Tensor:
+        return torch.full((T, T), MASK_VALUE).triu(1)
+
+    def causal_average(self, T: int) -> Tensor:
+        return torch.ones(T, T).tril() / torch.arange(1, T + 1, dtype=torch.float32)[:, None]
+
+    def eye(self, T: int) -> Tensor:
+        return torch.eye(T)
+
+
+class TorchOps(TorchConstants, Ops):
     """`Ops` on torch tensors. gelu: "tanh" (default; the form MPC backends approximate well) or "erf"."""
 
     def __init__(self, gelu: str = "tanh") -> None:
@@ -63,15 +76,6 @@ class TorchOps(Ops):
 
     def transpose(self, x: Tensor) -> Tensor:
         return x.transpose(-2, -1)
-
-    def causal_mask(self, T: int) -> Tensor:
-        return torch.full((T, T), MASK_VALUE).triu(1)
-
-    def causal_average(self, T: int) -> Tensor:
-        return torch.ones(T, T).tril() / torch.arange(1, T + 1, dtype=torch.float32)[:, None]
-
-    def eye(self, T: int) -> Tensor:
-        return torch.eye(T)
 
 
 class _Weight(nn.Module):

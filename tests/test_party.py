@@ -1,0 +1,61 @@
+"""`pibench party`: both ranks through the two-host entry point on loopback; the TTP provider."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pibench.runner import free_port, kill_tree
+from tests.conftest import ROOT, run_cli, write_suite
+
+TINY = "name: tiny\nmodel: {L: 2, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_scfuffn]\n"
+
+
+def test_two_ranks_through_the_party_entry_point(tmp_path):
+    suite = write_suite(tmp_path, TINY)
+    rendezvous = f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "party.json"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous, str(suite)]
+            + (["--out", str(out)] if rank == 0 else []),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        results = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            kill_tree(p.pid)
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert "SM + ScFuFFN" in results[0][0]  # rank 0 prints the table and writes the record
+    party = json.loads(out.read_text())
+    assert party["run"]["mode"] == "party" and party["run"]["rendezvous"] == rendezvous
+
+    local = tmp_path / "local.json"
+    proc = run_cli("run", str(suite), "--out", str(local), "--no-progress", timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    for a, b in zip(party["variants"], json.loads(local.read_text())["variants"], strict=True):
+        assert (a["measured"]["bytes"], a["measured"]["rounds"]) == (b["measured"]["bytes"], b["measured"]["rounds"])
+
+
+def test_ttp_provider_runs_a_third_process(tmp_path):
+    suite = write_suite(tmp_path, TINY + "crypten: {provider: TTP}\n")
+    tfp = write_suite(tmp_path, TINY, "tfp.yaml")
+    recs = {}
+    for name, path in (("ttp", suite), ("tfp", tfp)):
+        proc = run_cli("run", str(path), "--out", str(tmp_path / f"{name}.json"), "--no-progress", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        recs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert recs["ttp"]["run"]["ttp"] is True and recs["ttp"]["backend"]["settings"]["provider"] == "TTP"
+    for t, f in zip(recs["ttp"]["variants"], recs["tfp"]["variants"], strict=True):
+        tm, fm = t["measured"], f["measured"]
+        # the server receives its triple shares from the TTP: more bytes received than the client
+        assert tm["parties"][0]["received"] > tm["parties"][1]["received"]
+        assert tm["bytes"] > fm["bytes"]
+        assert tm["max_abs_error"] < 2e-2
