@@ -4,7 +4,9 @@
 Both parties walk the suite in order. For each variant they secret-share weights and input, run the
 input stage and a sample of layers (one per layer signature, see `pibench.model.layer_sample`; all
 layers with `full`), meter every exchange by operation kind, and extrapolate bytes and rounds exactly
-(layers of one signature cost the same) and time proportionally. Progress goes to `emit` as events.
+(layers of one signature cost the same) and time proportionally. Timing starts after one unmeasured
+warm-up pass of the first layer, so it is that of steady state.
+Progress goes to `emit` as events.
 """
 
 from __future__ import annotations
@@ -148,22 +150,37 @@ def _measure(crypten: Any, meter: Meter, opts: PartyOptions, entry: SuiteEntry, 
         }
         x_plain = synthetic_input(entry, seed) if rank == 1 else torch.zeros(cfg.T, cfg.d)
         x = crypten.cryptensor(x_plain, src=1)
+        # The first passes in a process pay for fresh allocations (~10% of a GPT-2 variant's time):
+        # one unmeasured pass of the first layer makes the timing that of steady state.
+        layer(ops, weights, x, cfg, layers[0])
+        emit({"event": "warm-up", "variant": entry.name})
         steps: list[tuple[str, int, int | None]] = [("input stage", 1, None)]
         steps += [(f"layer {i}", sample[i], i) for i in layers]
+        step_log = []
         for label, times, index in steps:
-            meter.reset()
-            comm.reset_communication_stats()
-            start = time.perf_counter()
-            x = input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index)
-            wall = time.perf_counter() - start
-            stats = comm.get_communication_stats()
+            # A step that stands for several layers is timed twice and the faster pass kept: its
+            # time is multiplied, so one-off noise would be too. Both passes must move the same bytes.
+            best = None
+            for _ in range(2 if times > 1 else 1):
+                meter.reset()
+                comm.reset_communication_stats()
+                start = time.perf_counter()
+                y = input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index)
+                wall = time.perf_counter() - start
+                stats, kinds, step = comm.get_communication_stats(), dict(meter.by_kind), meter.total()
+                step.wall_s = wall
+                if best and (step.sent, step.rounds) != (best[2].sent, best[2].rounds):
+                    raise RuntimeError(f"{entry.name} {label}: two passes moved different bytes or rounds")
+                if best is None or wall < best[2].wall_s:
+                    best = (stats, kinds, step)
+            x = y
+            stats, kinds, step = best
             own["bytes"] += int(stats["bytes"]) * times
             own["rounds"] += stats["rounds"] * times
-            for kind, counts in meter.by_kind.items():
+            for kind, counts in kinds.items():
                 by_kind[kind].add(counts, times)
-            step = meter.total()
-            step.wall_s = wall
             total.add(step, times)
+            step_log.append({"step": label, "stands_for": times, **step.to_json()})
             emit({"event": "step", "variant": entry.name, "step": label, "stands_for": times})
         meter.reset()
         out = x.get_plain_text()
@@ -185,6 +202,7 @@ def _measure(crypten: Any, meter: Meter, opts: PartyOptions, entry: SuiteEntry, 
         "peak_rss_bytes": rss.peak,
         "max_abs_error": error,
         "layers_measured": {str(i): sample[i] for i in layers},
+        "steps": step_log,
     }
 
 
