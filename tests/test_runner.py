@@ -135,3 +135,29 @@ def test_heads_are_batched(tmp_path):
         assert proc.returncode == 0, proc.stderr
         rounds.append(json.loads((tmp_path / f"h{H}.json").read_text())["variants"][0]["measured"]["rounds"])
     assert rounds[0] == rounds[1]
+
+
+def test_settings_reach_crypten(tmp_path, all_variants):
+    _, default = all_variants
+    suite = write_suite(
+        tmp_path,
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n"
+        "crypten: {gelu: erf, precision_bits: 12, functions: {exp_iterations: 4}}\n",
+    )
+    proc = run_cli("run", str(suite), "--out", str(tmp_path / "r.json"), "--no-progress", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "r.json").read_text())
+    settings = rec["backend"]["settings"]
+    assert (settings["gelu"], settings["precision_bits"], settings["functions"]["exp_iterations"]) == ("erf", 12, 4)
+    mine = rec["variants"][0]["measured"]["by_kind"]
+    base = next(v for v in default["variants"] if v["name"] == "sm_ln_g")["measured"]["by_kind"]
+    # exp as (1 + x/2^n)^(2^n) squares n times, one round each: 8 -> 4 iterations saves 4 rounds
+    # per exp. A softmax has two: the numerator, and the initial guess 3 exp(1 - 2x) + 0.003 of its
+    # Newton reciprocal. One softmax (batched over heads) per layer, 2 layers: 2 * 2 * 4 = 16 rounds
+    assert base["softmax"]["rounds"] - mine["softmax"]["rounds"] == 16
+    # the erf form replaces tanh's reciprocal with a Taylor series: a different exchange pattern
+    assert mine["gelu"]["rounds"] != base["gelu"]["rounds"]
+    # LayerNorm's inverse square root starts from an exp too; the matrix products are untouched
+    assert mine["layernorm"]["rounds"] < base["layernorm"]["rounds"]
+    assert mine["linear"]["bytes"] == base["linear"]["bytes"]
+    assert mine["attn_matmul"]["bytes"] == base["attn_matmul"]["bytes"]
