@@ -136,9 +136,7 @@ def _read_events(party: _Party, stream: IO[str], events: queue.Queue[tuple[int, 
         events.put((party.rank, event))
 
 
-def run_local(
-    suite: Suite, *, full: bool = False, timeout_s: float = 45.0, progress: bool = True, extra_args: Sequence[str] = ()
-) -> dict[str, Any]:
+def run_local(suite: Suite, *, full: bool = False, timeout_s: float = 45.0, progress: bool = True) -> dict[str, Any]:
     """Run `suite` with all parties on 127.0.0.1; returns the record (not yet written)."""
     rendezvous = f"tcp://127.0.0.1:{free_port()}"
     ranks = [0, 1, 2] if suite.crypten.provider == "TTP" else [0, 1]
@@ -175,7 +173,7 @@ def run_local(
                 # the parties' own exchange timeout is longer, so that this monitor names the hung party
                 cmd += [suite_path, "--events", "--timeout", str(timeout_s + 15), *(["--full"] if full else [])]
                 with log.open("w") as err:
-                    proc = subprocess.Popen([*cmd, *extra_args], stdout=subprocess.PIPE, stderr=err, text=True)
+                    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
                 party = _Party(rank, proc, log)
                 parties.append(party)
                 reader = threading.Thread(target=_read_events, args=(party, proc.stdout, events), daemon=True)

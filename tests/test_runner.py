@@ -161,3 +161,15 @@ def test_settings_reach_crypten(tmp_path, all_variants):
     assert mine["layernorm"]["rounds"] < base["layernorm"]["rounds"]
     assert mine["linear"]["bytes"] == base["linear"]["bytes"]
     assert mine["attn_matmul"]["bytes"] == base["attn_matmul"]["bytes"]
+
+
+def test_records_of_another_schema_version_are_refused(tmp_path, all_variants):
+    from pibench.errors import PibenchError
+    from pibench.results import read_record, write_record
+
+    _, rec = all_variants
+    assert read_record(write_record(tmp_path / "ok.json", rec))["variants"] == rec["variants"]
+    old = write_record(tmp_path / "old.json", {**rec, "schema_version": 0})
+    with pytest.raises(PibenchError, match="has schema_version 0; this pibench reads 1: rerun the suite"):
+        read_record(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json", "old.json"]  # no temporary files left

@@ -1,14 +1,7 @@
-"""Interpreters of the one model definition (`pibench.model.forward`).
-
-Each implements `Ops`; the model never touches torch or CrypTen directly. Backends are looked up by
-name in `INTERPRETERS`, imported lazily so that the analytic path imports neither torch nor CrypTen.
-"""
+"""Interpreters of the one model definition (`pibench.model.forward`), each an implementation of `Ops`:
+symbolic.py (shapes only, tallies costs), plaintext.py (torch, autograd). The CrypTen interpreter
+lives in `pibench.mpc`; none of them is imported by the analytic path except the symbolic one."""
 
 from pibench.interp.base import Ops
-from pibench.registry import Registry
 
-INTERPRETERS: Registry[type[Ops]] = Registry("interpreter")
-INTERPRETERS.add("symbolic", "pibench.interp.symbolic:SymbolicOps")
-INTERPRETERS.add("plaintext", "pibench.interp.plaintext:TorchOps")
-
-__all__ = ["INTERPRETERS", "Ops"]
+__all__ = ["Ops"]
