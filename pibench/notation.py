@@ -27,9 +27,10 @@ def nonlinear_notation_json(nonlinear: dict[str, Any]) -> str:
 
 
 def billions(flops: int) -> str:
-    """FLOPs as the papers print them: 14495514624 -> "14.5B"; small counts in M, K or units."""
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if flops >= scale:
+    """FLOPs as the papers print them: 14495514624 -> "14.5B", 905969664 -> "0.9B"; counts under
+    0.1B in M, K or units."""
+    for scale, floor, suffix in ((1e9, 1e8, "B"), (1e6, 1e5, "M"), (1e3, 1e2, "K")):
+        if flops >= floor:
             return f"{flops / scale:.1f}{suffix}"
     return str(flops)
 

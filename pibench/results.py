@@ -82,6 +82,9 @@ def write_record(path: str | Path, record: dict[str, Any]) -> Path:
     except OSError as err:
         raise PibenchError(f"cannot write result record '{path}': {err.strerror}") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a record is an ordinary file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1, ensure_ascii=False)
             f.write("\n")

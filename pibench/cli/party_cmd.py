@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from pibench.cli.report_cmd import add_report_options, emit_report
 from pibench.errors import PibenchError
 from pibench.suite import load_suite
 
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="record path, rank 0 (default: results/SUITE-TIME.json)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="longest wait for another party")
     parser.add_argument("--events", action="store_true", help=argparse.SUPPRESS)  # JSON lines for `pibench run`
+    add_report_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,7 +72,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from pibench.results import default_record_path, write_record
     from pibench.runner import build_record
-    from pibench.savings import savings_table
 
     run = {
         "mode": "party",
@@ -85,6 +86,6 @@ def main(args: argparse.Namespace) -> int:
     }
     record = build_record(suite, measured, run)
     path = write_record(args.out or default_record_path(suite.name), record)
-    print(savings_table(record))
+    emit_report([(str(path), record)], args)
     print(f"record: {path}", file=sys.stderr)
     return 0

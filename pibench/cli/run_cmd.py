@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from pibench.cli.cost_cmd import suite_header
+from pibench.cli.report_cmd import add_report_options, emit_report
 from pibench.results import default_record_path, write_record
 from pibench.suite import load_suite
 
@@ -24,17 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=45.0, metavar="S", help="stop when the parties make no progress for S s"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_report_options(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     out = args.out or default_record_path(suite.name)
     from pibench.runner import run_local  # torch and friends only when running
-    from pibench.savings import savings_table
 
-    print(suite_header(suite), flush=True)
+    print(suite_header(suite), file=sys.stderr, flush=True)
     record = run_local(suite, full=args.full, timeout_s=args.timeout, progress=not args.no_progress)
     path = write_record(out, record)
-    print(savings_table(record))
+    emit_report([(str(path), record)], args)
     print(f"record: {path}", file=sys.stderr)
     return 0

@@ -55,20 +55,15 @@ def _configure(crypten: Any, settings: CrypTenSettings) -> None:
         setattr(cfg.functions, key, value)
 
 
-def start_crypten(opts: PartyOptions) -> Any:
+def start_crypten(rank: int, rendezvous: str, settings: CrypTenSettings, timeout_s: float) -> Any:
     """Join the parties (and the TTP) over torch.distributed/gloo, with `timeout_s` on every wait."""
     crypten = import_crypten()
-    os.environ.update(
-        RANK=str(opts.rank),
-        WORLD_SIZE=str(WORLD_SIZE),
-        RENDEZVOUS=opts.rendezvous,
-        DISTRIBUTED_BACKEND="gloo",
-    )
-    _configure(crypten, opts.suite.crypten)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), RENDEZVOUS=rendezvous, DISTRIBUTED_BACKEND="gloo")
+    _configure(crypten, settings)
     original = dist.init_process_group
 
     def with_timeout(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", dt.timedelta(seconds=opts.timeout_s))
+        kwargs.setdefault("timeout", dt.timedelta(seconds=timeout_s))
         return original(*args, **kwargs)
 
     dist.init_process_group = with_timeout
@@ -76,8 +71,8 @@ def start_crypten(opts: PartyOptions) -> Any:
         crypten.init()
     except (RuntimeError, ValueError) as err:
         raise PibenchError(
-            f"party {opts.rank} ({ROLES[opts.rank]}) could not join the others at {opts.rendezvous} "
-            f"within {opts.timeout_s:.0f} s: {str(err).splitlines()[0]}"
+            f"party {rank} ({ROLES[rank]}) could not join the others at {rendezvous} "
+            f"within {timeout_s:.0f} s: {str(err).splitlines()[0]}"
         ) from None
     finally:
         dist.init_process_group = original
@@ -257,7 +252,7 @@ def _watch_waits(meter: Meter, emit: Emit, stop: threading.Event, after_s: float
 def run_party(opts: PartyOptions, emit: Emit) -> list[dict[str, Any]]:
     """Run every variant of the suite as party `opts.rank`; returns the merged measurements."""
     torch.set_num_threads(1)  # two parties share the machine's cores; also avoids fork/thread hangs
-    crypten = start_crypten(opts)
+    crypten = start_crypten(opts.rank, opts.rendezvous, opts.suite.crypten, opts.timeout_s)
     comm = crypten.communicator.get()
     emit({"event": "ready", "rank": opts.rank})
     meter = Meter(opts.rank, WORLD_SIZE, on_op=_ticker(emit))

@@ -1,0 +1,44 @@
+"""`pibench report RECORD [RECORD ...]`: savings tables in the papers' layout, measured beside published."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pibench.report import FORMATS, build_report, plot, render
+from pibench.results import read_record
+from pibench.variants import BASELINE
+
+HELP = "print savings tables of run records in the papers' layout (and plot them)"
+EPILOG = """\
+Measured columns are labelled [CrypTen] and say under the table which settings and network produced
+them; published columns (SecretFlow SPU, from the papers) are labelled [pub.] and appear where a
+variant's configuration matches a published row. LaTeX output is a tabular that needs amssymb.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("records", nargs="+", metavar="RECORD", help="run records (results/*.json)")
+    add_report_options(parser)
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--baseline", default=BASELINE, help=f"variant to compute savings against ({BASELINE})")
+    parser.add_argument("--plot", metavar="DIR", help="write the plots (PNG and SVG) to DIR")
+
+
+def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> None:
+    """Print the report of `records` ((name, record) pairs) and write plots, as the options say."""
+    reports = [build_report(rec, name, args.baseline) for name, rec in records]
+    print(render(reports, args.format))
+    if args.plot:
+        for (name, rec), rep in zip(records, reports, strict=True):
+            for path in plot(rec, rep, args.plot, Path(name).stem):
+                print(f"plot: {path}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> int:
+    emit_report([(path, read_record(path)) for path in args.records], args)
+    return 0

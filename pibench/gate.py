@@ -1,0 +1,180 @@
+"""Compare two run records variant by variant, each metric in its own direction.
+
+Counted metrics (bytes, rounds, per operation kind; nonlinear elements; FLOPs; communication savings)
+are deterministic for a given configuration and backend settings, so by default any change in the bad
+direction fails. Time is compared loosely, as a ratio; the MPC error too (CrypTen's shares are random).
+Records whose common variants differ in configuration, backend settings or network are "not
+comparable", never "regressed".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pibench.errors import PibenchError
+from pibench.mpc.meter import KINDS
+from pibench.variants import BASELINE
+
+PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    lower_is_better: bool
+    tolerance: float  # allowed worsening, as a fraction of the baseline value (0: exact)
+    counted: bool  # deterministic count, as opposed to a measured time or error
+
+
+def _metrics() -> dict[str, Metric]:
+    out = {
+        "bytes": Metric("bytes", True, 0.0, True),
+        "rounds": Metric("rounds", True, 0.0, True),
+        "flops.ffn": Metric("flops.ffn", True, 0.0, True),
+        "flops.attn": Metric("flops.attn", True, 0.0, True),
+        "comm_savings": Metric("comm_savings", False, 0.0, True),
+        "wall_s": Metric("wall_s", True, 0.5, False),
+        "comm_s": Metric("comm_s", True, 0.5, False),
+        "time_savings": Metric("time_savings", False, 0.33, False),
+        "max_abs_error": Metric("max_abs_error", True, 1.0, False),
+    }
+    for kind in KINDS:
+        out[f"bytes.{kind}"] = Metric(f"bytes.{kind}", True, 0.0, True)
+        out[f"rounds.{kind}"] = Metric(f"rounds.{kind}", True, 0.0, True)
+    for kind in ("softmax", "layernorm", "gelu", "relu"):
+        out[f"nonlinear.{kind}"] = Metric(f"nonlinear.{kind}", True, 0.0, True)
+    return out
+
+
+METRICS = _metrics()
+
+
+def values(variant: dict[str, Any], base: dict[str, Any] | None) -> Iterator[tuple[str, float]]:
+    """Every metric of one variant of a record (`base`: the record's baseline variant)."""
+    m, a = variant["measured"], variant["analytic"]
+    yield "bytes", m["bytes"]
+    yield "rounds", m["rounds"]
+    yield "wall_s", m["wall_s"]
+    yield "comm_s", m["comm_s"]
+    if m.get("max_abs_error") is not None:
+        yield "max_abs_error", m["max_abs_error"]
+    for kind in KINDS:
+        yield f"bytes.{kind}", m["by_kind"][kind]["bytes"]
+        yield f"rounds.{kind}", m["by_kind"][kind]["rounds"]
+    for kind in ("softmax", "layernorm", "gelu", "relu"):
+        yield f"nonlinear.{kind}", a["nonlinear"].get(kind, {}).get("elements", 0)
+    yield "flops.ffn", a["flops"]["ffn"]
+    yield "flops.attn", a["flops"]["attn"]
+    if base is not None:
+        yield "comm_savings", base["measured"]["bytes"] / m["bytes"]
+        yield "time_savings", base["measured"]["wall_s"] / m["wall_s"]
+
+
+def parse_fail_on(specs: Sequence[str]) -> dict[str, float]:
+    """`METRIC:+X%` (a lower-is-better metric may grow X%) or `METRIC:-X%` (a higher-is-better one
+    may shrink X%); METRIC may be a pattern such as 'bytes.*'."""
+    out = {}
+    for spec in specs:
+        match = re.fullmatch(r"([\w.*?]+):([+-])(\d+(?:\.\d+)?)%", spec)
+        if not match:
+            raise PibenchError(f"--fail-on '{spec}' is not of the form METRIC:+X% or METRIC:-X%")
+        pattern, sign, pct = match.groups()
+        names = fnmatch.filter(METRICS, pattern)
+        if not names:
+            raise PibenchError(f"--fail-on '{spec}': no metric matches '{pattern}'; metrics: {', '.join(METRICS)}")
+        for name in names:
+            if (sign == "+") != METRICS[name].lower_is_better:
+                better = "lower" if METRICS[name].lower_is_better else "higher"
+                want = "+" if METRICS[name].lower_is_better else "-"
+                raise PibenchError(f"--fail-on '{spec}': {name} is better {better}; write {name}:{want}{pct}%")
+            out[name] = float(pct) / 100
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    variant: str
+    metric: str
+    baseline: float
+    candidate: float
+    allowed: float  # fraction
+
+    @property
+    def change(self) -> float:
+        return (self.candidate - self.baseline) / self.baseline if self.baseline else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**vars(self), "change": self.change}
+
+
+@dataclass
+class Outcome:
+    status: int  # PASS, REGRESSION or NOT_COMPARABLE
+    reasons: list[str]  # why not comparable
+    regressions: list[Finding]
+    compared: int  # (variant, metric) pairs compared
+    variants: list[str]
+    only_in_one: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        status = {PASS: "pass", REGRESSION: "regression", NOT_COMPARABLE: "not comparable"}[self.status]
+        return {
+            "status": status,
+            "exit_code": self.status,
+            "reasons": self.reasons,
+            "regressions": [f.to_json() for f in self.regressions],
+            "compared": self.compared,
+            "variants": self.variants,
+            "only_in_one_record": self.only_in_one,
+        }
+
+
+def _baseline_variant(record: dict[str, Any]) -> dict[str, Any] | None:
+    return next((v for v in record["variants"] if v["variant"] == BASELINE), None)
+
+
+def compare(
+    old: dict[str, Any], new: dict[str, Any], tolerances: dict[str, float] | None = None, counted_only: bool = False
+) -> Outcome:
+    """Gate `new` against `old`."""
+    reasons = []
+    if old["backend"]["name"] != new["backend"]["name"] or old["backend"]["settings"] != new["backend"]["settings"]:
+        diff = {
+            k
+            for k in set(old["backend"]["settings"]) | set(new["backend"]["settings"])
+            if old["backend"]["settings"].get(k) != new["backend"]["settings"].get(k)
+        }
+        reasons.append(f"backend settings differ ({', '.join(sorted(diff)) or 'backend'})")
+    if old["run"]["network"] != new["run"]["network"]:
+        reasons.append(f"network differs ({old['run']['network']} vs {new['run']['network']})")
+    old_v = {v["name"]: v for v in old["variants"]}
+    new_v = {v["name"]: v for v in new["variants"]}
+    common = [n for n in old_v if n in new_v]
+    only = sorted(set(old_v) ^ set(new_v))
+    if not common:
+        reasons.append("no variant in common")
+    for name in common:
+        if old_v[name]["config"] != new_v[name]["config"]:
+            fields = [k for k in old_v[name]["config"] if old_v[name]["config"][k] != new_v[name]["config"].get(k)]
+            reasons.append(f"variant '{name}' has another configuration ({', '.join(fields)})")
+    if reasons:
+        return Outcome(NOT_COMPARABLE, reasons, [], 0, common, only)
+    tol = {name: m.tolerance for name, m in METRICS.items()} | (tolerances or {})
+    old_base, new_base = _baseline_variant(old), _baseline_variant(new)
+    regressions, compared = [], 0
+    for name in common:
+        before = dict(values(old_v[name], old_base))
+        for metric, after in values(new_v[name], new_base):
+            spec = METRICS[metric]
+            if metric not in before or (counted_only and not spec.counted):
+                continue
+            compared += 1
+            b = before[metric]
+            worse = after - b if spec.lower_is_better else b - after
+            if worse > tol[metric] * abs(b) + 1e-12 * max(abs(b), 1.0):
+                regressions.append(Finding(name, metric, b, after, tol[metric]))
+    return Outcome(REGRESSION if regressions else PASS, [], regressions, compared, common, only)

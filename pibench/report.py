@@ -1,0 +1,310 @@
+"""Savings tables in the papers' layout (Network Arch., PPL, #Nonlinear Ops, FLOPs, Comm., Lat.,
+Savings), measured beside published, in five formats; and the two plots.
+
+Measured columns come from a run record and name their backend, settings and network in a footer.
+Where a record's variant config equals a published row's (`pibench/data/published_costs.csv`), that
+row's figures (SecretFlow SPU, as the papers measured them) stand beside as their own columns, with
+their own savings against the published baseline. PPL is the published one (pibench does not train).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from pibench.config import ModelConfig
+from pibench.errors import PibenchError
+from pibench.notation import billions, nonlinear_notation_json
+from pibench.reference import PublishedRow, published_rows
+from pibench.variants import BASELINE
+
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+KIND_ORDER = ("softmax", "layernorm", "gelu", "relu", "linear", "attn_matmul", "other")
+PUBLISHED_SETUP = (
+    "SecretFlow SPU, BumbleBee 2PC, two AMD EPYC 7502 machines, WAN emulated at 100 Mbit/s and 80 ms "
+    "(Jha & Reagen); whether GB counts one party or both is not stated"
+)
+
+
+@dataclass
+class Row:
+    """One variant's line; None where there is no figure."""
+
+    variant: str
+    arch: str
+    ppl: float | None
+    nonlinear: str
+    flops_ffn: int
+    flops_attn: int
+    comm_gb: float
+    lat_min: float
+    save_comm: float | None
+    save_lat: float | None
+    pub_comm_gb: float | None
+    pub_lat_min: float | None
+    pub_save_comm: float | None
+    pub_save_lat: float | None
+    pub_source: str | None
+
+
+@dataclass
+class Report:
+    """The rows of one record, and what produced them."""
+
+    record: str
+    suite: str
+    dims: dict[str, int]
+    measured_by: str
+    published_by: str | None
+    baseline: str | None
+    rows: list[Row]
+
+
+def _published_index() -> dict[ModelConfig, PublishedRow]:
+    return {row.config(): row for row in reversed(published_rows())}  # first row wins
+
+
+def measured_by(record: dict[str, Any]) -> str:
+    """Which backend, settings and network produced a record's measured columns."""
+    s, run = record["backend"]["settings"], record["run"]
+    version = record["environment"]["packages"].get("crypten")
+    how = "every layer measured" if run["full"] else "layers sampled, bytes and rounds extrapolated exactly"
+    return (
+        f"CrypTen {version} 2PC ({s['provider']} triples, {s['precision_bits']} fraction bits, {s['gelu']}-GELU, "
+        f"exp {s['functions']['exp_iterations']} it., reciprocal {s['functions']['reciprocal_method']}), "
+        f"network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
+        f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores"
+    )
+
+
+def build_report(record: dict[str, Any], name: str = "", baseline: str = BASELINE) -> Report:
+    variants = record["variants"]
+    base = next((v for v in variants if baseline in (v["name"], v["variant"])), None)
+    index = _published_index()
+    published = {v["name"]: index.get(ModelConfig(**v["config"])) for v in variants}
+    pub_base = published.get(base["name"]) if base else None
+    rows = []
+    for v in variants:
+        m, a, pub = v["measured"], v["analytic"], published[v["name"]]
+        row = Row(
+            variant=v["name"],
+            arch=v["label"],
+            ppl=pub.ppl if pub else None,
+            nonlinear=nonlinear_notation_json(a["nonlinear"]),
+            flops_ffn=a["flops"]["ffn"],
+            flops_attn=a["flops"]["attn"],
+            comm_gb=m["bytes"] / 1e9,
+            lat_min=m["wall_s"] / 60,
+            save_comm=base["measured"]["bytes"] / m["bytes"] if base else None,
+            save_lat=base["measured"]["wall_s"] / m["wall_s"] if base else None,
+            pub_comm_gb=pub.comm_gb if pub else None,
+            pub_lat_min=pub.lat_min if pub else None,
+            pub_save_comm=pub_base.comm_gb / pub.comm_gb if pub and pub_base and pub.comm_gb else None,
+            pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub.lat_min else None,
+            pub_source=pub.source if pub else None,
+        )
+        rows.append(row)
+    sources = sorted({r.pub_source for r in rows if r.pub_source})
+    return Report(
+        record=name,
+        suite=record["suite"]["name"],
+        dims=record["suite"]["dims"],
+        measured_by=measured_by(record),
+        published_by=f"{', '.join(sources)}: {PUBLISHED_SETUP}" if sources else None,
+        baseline=base["label"] if base else None,
+        rows=rows,
+    )
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+HEADERS = (
+    "Network Arch.",
+    "PPL [pub.]",
+    "#Nonlinear Ops",
+    "FLOPs FFN",
+    "FLOPs Attn.",
+    "Comm. (GB) [CrypTen]",
+    "Lat. (min.) [CrypTen]",
+    "Savings Comm. [CrypTen]",
+    "Savings Lat. [CrypTen]",
+    "Comm. (GB) [SPU, pub.]",
+    "Lat. (min.) [SPU, pub.]",
+    "Savings Comm. [pub.]",
+    "Savings Lat. [pub.]",
+)
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _times(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}×"
+
+
+def _cells(r: Row) -> list[str]:
+    return [
+        r.arch,
+        _num(r.ppl, ".2f"),
+        r.nonlinear,
+        billions(r.flops_ffn),
+        billions(r.flops_attn),
+        f"{r.comm_gb:.3f}",
+        f"{r.lat_min:.3f}",
+        _times(r.save_comm),
+        _times(r.save_lat),
+        _num(r.pub_comm_gb, ".2f"),
+        _num(r.pub_lat_min, ".2f"),
+        _times(r.pub_save_comm),
+        _times(r.pub_save_lat),
+    ]
+
+
+def _title(rep: Report) -> str:
+    dims = ", ".join(f"{k}={v}" for k, v in rep.dims.items())
+    return f"{rep.suite} ({dims})" + (f" — {rep.record}" if rep.record else "")
+
+
+def _footer(rep: Report) -> list[str]:
+    lines = [f"[CrypTen]: measured by pibench: {rep.measured_by}."]
+    lines.append(
+        f"[SPU, pub.], [pub.]: published: {rep.published_by}."
+        if rep.published_by
+        else "[pub.]: no published row matches."
+    )
+    lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
+    return lines
+
+
+LATEX_SPECIALS = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(c, c) for c in text).replace("×", r"$\times$").replace("—", "--")
+
+
+def _latex_cell(text: str, column: int) -> str:
+    if column == 2 and text != "-":  # nonlinear ops: SM:144×ℝ^{128×128} -> SM:$144\times\mathbb{R}^{128\times128}$
+        terms = []
+        for term in text.split():
+            kind, _, rest = term.partition(":")
+            count, _, shape = rest.partition("×ℝ^")
+            dims = shape.strip("{}").replace("×", r"\times ")
+            terms.append(f"{kind}:${count}\\times\\mathbb{{R}}^{{{dims}}}$")
+        return " ".join(terms)
+    return latex_escape(text)
+
+
+def to_latex(rep: Report) -> str:
+    """A `tabular` (needs \\usepackage{amssymb} for \\mathbb); the footer is its last, spanning row."""
+    n = len(HEADERS)
+    out = [f"% {latex_escape(_title(rep))}", r"\begin{tabular}{l" + "r" * (n - 1) + "}", r"\hline"]
+    out.append(" & ".join(latex_escape(h) for h in HEADERS) + r" \\")
+    out.append(r"\hline")
+    for r in rep.rows:
+        out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(_cells(r))) + r" \\")
+    out.append(r"\hline")
+    for line in _footer(rep):
+        out.append(rf"\multicolumn{{{n}}}{{p{{\linewidth}}}}{{\footnotesize {latex_escape(line)}}} \\")
+    out.append(r"\end{tabular}")
+    return "\n".join(out)
+
+
+def render(reports: list[Report], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise PibenchError(f"unknown format '{fmt}'; one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps([asdict(r) for r in reports], indent=2, ensure_ascii=False)
+    parts = []
+    for rep in reports:
+        rows = [_cells(r) for r in rep.rows]
+        if fmt == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(["record", "suite", *HEADERS, "measured_by", "published_by"])
+            for cells in rows:
+                writer.writerow([rep.record, rep.suite, *cells, rep.measured_by, rep.published_by or ""])
+            parts.append(buf.getvalue().rstrip("\n"))
+        elif fmt == "latex":
+            parts.append(to_latex(rep))
+        else:
+            style = "github" if fmt == "markdown" else "simple"
+            table = tabulate(rows, headers=HEADERS, tablefmt=style, disable_numparse=True)
+            title = f"**{_title(rep)}**" if fmt == "markdown" else _title(rep)
+            sep = "\n\n" if fmt == "markdown" else "\n"
+            parts.append(title + sep + table + sep + sep.join(_footer(rep)))
+    return "\n\n".join(parts)
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) -> list[Path]:
+    """Two figures, PNG and SVG each: communication per variant stacked by operation kind, and
+    savings against the baseline, measured beside published."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = [r.arch for r in rep.rows]
+    written = []
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
+    bottom = [0.0] * len(labels)
+    for kind in KIND_ORDER:
+        values = [v["measured"]["by_kind"][kind]["bytes"] / 1e9 for v in record["variants"]]
+        if any(values):
+            ax.bar(labels, values, bottom=bottom, label=kind)
+            bottom = [b + x for b, x in zip(bottom, values, strict=True)]
+    ax.set_ylabel("communication (GB, both parties)")
+    ax.set_title(f"{_title(rep)}: CrypTen communication by operation", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7, ha="right")
+    fig.tight_layout()
+    written += _save(fig, out_dir / f"{stem}-comm_by_kind")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(labels)), 4.5), sharey=True)
+    x = range(len(labels))
+    for ax, (what, mine, pub) in zip(
+        axes, (("Comm.", "save_comm", "pub_save_comm"), ("Lat.", "save_lat", "pub_save_lat")), strict=True
+    ):
+        ax.bar([i - 0.2 for i in x], [getattr(r, mine) or 0 for r in rep.rows], 0.4, label="measured (CrypTen)")
+        ax.bar([i + 0.2 for i in x], [getattr(r, pub) or 0 for r in rep.rows], 0.4, label="published (SPU)")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xticks(list(x), labels, rotation=35, fontsize=7, ha="right")
+        ax.set_title(f"{what} savings vs {rep.baseline or 'baseline'}", fontsize=9)
+    axes[0].set_ylabel("savings (×)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    written += _save(fig, out_dir / f"{stem}-savings")
+    plt.close(fig)
+    return written
+
+
+def _save(fig: Any, base: Path) -> list[Path]:
+    paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    return paths

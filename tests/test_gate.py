@@ -1,0 +1,140 @@
+"""`pibench gate`: pass, regression and not comparable; every metric in its own direction."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from pibench.errors import PibenchError
+from pibench.gate import METRICS, NOT_COMPARABLE, PASS, REGRESSION, compare, parse_fail_on
+from pibench.results import read_record, write_record
+from tests.conftest import ROOT, run_cli
+
+BASELINE = ROOT / ".ci" / "baselines" / "smoke.json"
+
+
+@pytest.fixture
+def base():
+    return read_record(BASELINE)
+
+
+def variant(record, name):
+    return next(v for v in record["variants"] if v["name"] == name)
+
+
+def bump(record, name, field, factor):
+    """A copy of `record` with one measured field of one variant scaled (kinds scaled along)."""
+    new = copy.deepcopy(record)
+    m = variant(new, name)["measured"]
+    m[field] = type(m[field])(m[field] * factor)
+    if field in ("bytes", "rounds"):
+        m["by_kind"]["softmax"][field] = type(m[field])(m["by_kind"]["softmax"][field] + m[field] - m[field] / factor)
+    return new
+
+
+def test_identical_records_pass(base):
+    out = compare(base, copy.deepcopy(base))
+    assert out.status == PASS and not out.regressions
+    # 6 variants; metrics per variant: 9 scalar + 7 kinds x 2 + 4 nonlinear kinds = 27
+    assert out.compared == 6 * 27
+
+
+@pytest.mark.parametrize("metric", [m for m in METRICS.values() if m.lower_is_better and m.name in ("bytes", "rounds")])
+def test_counted_metrics_are_exact(base, metric):
+    worse = copy.deepcopy(base)
+    m = variant(worse, "sm_ln_r")["measured"]
+    m[metric.name] += 1
+    m["by_kind"]["softmax"][metric.name] += 1
+    out = compare(base, worse)
+    assert out.status == REGRESSION
+    assert {(f.variant, f.metric) for f in out.regressions} == {
+        ("sm_ln_r", metric.name),
+        ("sm_ln_r", f"{metric.name}.softmax"),  # says which operation grew
+        *([("sm_ln_r", "comm_savings")] if metric.name == "bytes" else []),  # higher-is-better, fell
+    }
+    better = copy.deepcopy(base)
+    variant(better, "sm_ln_r")["measured"][metric.name] -= 1
+    assert compare(base, better).status == PASS
+
+
+def test_higher_is_better_metric_falls(base):
+    # the baseline variant's bytes fall by half: its own bytes improve, but every other variant's
+    # comm_savings (baseline bytes / own bytes) halves -> regressions in the higher-is-better direction
+    cand = copy.deepcopy(base)
+    variant(cand, "sm_ln_g")["measured"]["bytes"] //= 2
+    out = compare(base, cand)
+    assert out.status == REGRESSION
+    assert {f.metric for f in out.regressions} == {"comm_savings"}
+    assert {f.variant for f in out.regressions} == {v["name"] for v in base["variants"]} - {"sm_ln_g"}
+    assert all(f.candidate < f.baseline for f in out.regressions)
+
+
+def test_time_is_loose_and_tunable(base):
+    slower = bump(base, "sm_scfuffn", "wall_s", 1.4)  # +40% < the default +50%
+    assert compare(base, slower).status == PASS
+    assert compare(base, bump(base, "sm_scfuffn", "wall_s", 1.6)).status == REGRESSION
+    tight = parse_fail_on(["wall_s:+10%", "time_savings:-100%"])
+    out = compare(base, slower, tight)
+    assert [(f.variant, f.metric) for f in out.regressions] == [("sm_scfuffn", "wall_s")]
+    assert compare(base, bump(base, "sm_scfuffn", "wall_s", 5.0), counted_only=True).status == PASS
+
+
+def test_fail_on_syntax_and_direction():
+    assert parse_fail_on(["bytes.*:+1%"])["bytes.softmax"] == 0.01
+    with pytest.raises(PibenchError, match="comm_savings is better higher; write comm_savings:-5%"):
+        parse_fail_on(["comm_savings:+5%"])
+    with pytest.raises(PibenchError, match="not of the form"):
+        parse_fail_on(["bytes=5"])
+    with pytest.raises(PibenchError, match="no metric matches 'byts'"):
+        parse_fail_on(["byts:+1%"])
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda r: r["backend"]["settings"].update(precision_bits=20), "backend settings differ (precision_bits)"),
+        (lambda r: r["run"].update(network="lan"), "network differs (loopback vs lan)"),
+        (lambda r: variant(r, "sm_ln_g")["config"].update(T=16), "variant 'sm_ln_g' has another configuration (T)"),
+        (lambda r: r.update(variants=[]), "no variant in common"),
+    ],
+)
+def test_not_comparable(base, change, reason):
+    cand = copy.deepcopy(base)
+    change(cand)
+    out = compare(base, cand)
+    assert out.status == NOT_COMPARABLE and reason in out.reasons
+
+
+def test_cli_exit_codes(tmp_path, base):
+    worse = write_record(tmp_path / "worse.json", bump(base, "sm_ln_g", "rounds", 2))
+    other = copy.deepcopy(base)
+    other["backend"]["settings"]["gelu"] = "erf"
+    other = write_record(tmp_path / "other.json", other)
+    ok = run_cli("gate", str(BASELINE), str(BASELINE))
+    assert (ok.returncode, ok.stdout.splitlines()[0]) == (
+        0,
+        f"all clear: 6 variants, {6 * 27} comparisons, nothing got worse",
+    )
+    bad = run_cli("gate", str(BASELINE), str(worse))
+    assert bad.returncode == 1 and bad.stdout.startswith("REGRESSION:")
+    assert any(ln.split()[:2] == ["sm_ln_g", "rounds"] and "+100.00%" in ln for ln in bad.stdout.splitlines())
+    assert any(ln.split()[:2] == ["sm_ln_g", "rounds.softmax"] for ln in bad.stdout.splitlines())
+    nc = run_cli("gate", str(BASELINE), str(other), "--format", "json")
+    data = json.loads(nc.stdout)
+    assert (
+        nc.returncode == 2
+        and data["status"] == "not comparable"
+        and data["reasons"] == ["backend settings differ (gelu)"]
+    )
+
+
+def test_ci_gate_catches_more_bytes_or_rounds(tmp_path, base):
+    """What .ci/run does after the tests, on a doctored candidate: exit 1 for +1 byte or +1 round."""
+    for field in ("bytes", "rounds"):
+        cand = copy.deepcopy(base)
+        variant(cand, "sm_scfuffn")["measured"][field] += 1
+        path = write_record(tmp_path / f"{field}.json", cand)
+        proc = run_cli("gate", str(BASELINE), str(path), "--counted-only")
+        assert proc.returncode == 1, proc.stdout
