@@ -1,0 +1,88 @@
+"""Network profiles, and the latency projection from a loopback measurement to any profile.
+
+Profiles (bandwidth per direction, round-trip time):
+    loopback   as measured, no link modelled
+    lan        1 Gbit/s, 0.5 ms    a switched gigabit LAN
+    wan        400 Mbit/s, 40 ms   the WAN setting common in 2PC inference papers (e.g. BumbleBee's)
+    paper-wan  100 Mbit/s, 80 ms   the WAN of the seed paper (Jha & Reagen, sec. 5)
+    "BW,RTT"   custom, e.g. "50mbit,100ms" (bandwidth in bit/kbit/mbit/gbit per second, RTT in us/ms/s)
+
+Projection (`project`): CrypTen's exchanges are blocking and do not overlap with computation, so
+
+    latency = wall_s(loopback) + rounds * RTT + max(bytes sent by one party) * 8 * WIRE_OVERHEAD / bandwidth
+
+- wall_s(loopback): compute plus loopback transfers (taken as the compute time; loopback moves data
+  an order of magnitude faster than the links modelled here);
+- one RTT per round: a round is one blocking exchange, and CrypTen's 2-party all-reduce (most rounds)
+  is two one-way hops;
+- both parties send at once on a full-duplex link, so the busier direction sets the transfer time;
+- WIRE_OVERHEAD: TCP/IP headers on 1500-byte frames (52 of every 1500 bytes, about 3.6%).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pibench.errors import PibenchError
+
+WIRE_OVERHEAD = 1500 / 1448
+
+
+@dataclass(frozen=True)
+class NetworkProfile:
+    name: str
+    bandwidth_bps: float | None  # bits per second per direction; None: not modelled (loopback)
+    rtt_s: float
+
+    def describe(self) -> str:
+        if self.bandwidth_bps is None:
+            return "loopback"
+        return f"{self.name} ({_rate(self.bandwidth_bps)}, {self.rtt_s * 1e3:g} ms RTT)"
+
+
+def _rate(bps: float) -> str:
+    for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= scale:
+            return f"{bps / scale:g} {unit}"
+    return f"{bps:g} bit/s"
+
+
+PROFILES = {
+    "loopback": NetworkProfile("loopback", None, 0.0),
+    "lan": NetworkProfile("lan", 1e9, 0.5e-3),
+    "wan": NetworkProfile("wan", 400e6, 40e-3),
+    "paper-wan": NetworkProfile("paper-wan", 100e6, 80e-3),
+}
+
+_BW = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+_T = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def parse_profile(text: str) -> NetworkProfile:
+    """A profile by name, or "BANDWIDTH,RTT" such as "100mbit,80ms"."""
+    if text in PROFILES:
+        return PROFILES[text]
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*,\s*(\d+(?:\.\d+)?)\s*(us|ms|s)\s*", text.lower())
+    if not match:
+        raise PibenchError(
+            f"network profile '{text}' is neither one of {', '.join(PROFILES)} nor BANDWIDTH,RTT like '100mbit,80ms'"
+        )
+    bw, bw_unit, rtt, rtt_unit = match.groups()
+    bandwidth = float(bw) * _BW[bw_unit]
+    if bandwidth <= 0:
+        raise PibenchError(f"network profile '{text}': bandwidth must be positive")
+    return NetworkProfile(text.strip(), bandwidth, float(rtt) * _T[rtt_unit])
+
+
+def project(wall_s: float, rounds: int, max_sent_bytes: int, profile: NetworkProfile) -> float:
+    """Projected seconds of a forward pass under `profile` (see the module docstring)."""
+    if profile.bandwidth_bps is None:
+        return wall_s
+    return wall_s + rounds * profile.rtt_s + max_sent_bytes * 8 * WIRE_OVERHEAD / profile.bandwidth_bps
+
+
+def project_variant(measured: dict, profile: NetworkProfile) -> float:
+    """`project` for one variant of a loopback record."""
+    max_sent = max(p["sent"] for p in measured["parties"])
+    return project(measured["wall_s"], measured["rounds"], max_sent, profile)
