@@ -7,15 +7,19 @@ Profiles (bandwidth per direction, round-trip time):
     paper-wan  100 Mbit/s, 80 ms   the WAN of the seed paper (Jha & Reagen, sec. 5)
     "BW,RTT"   custom, e.g. "50mbit,100ms" (bandwidth in bit/kbit/mbit/gbit per second, RTT in us/ms/s)
 
-Projection (`project`): CrypTen's exchanges are blocking and do not overlap with computation, so
+Projection (`project`), from a loopback run's wall_s, comm_s (seconds inside exchanges), rounds and
+the bytes the busier party sent:
 
-    latency = wall_s(loopback) + rounds * RTT + max(bytes sent by one party) * 8 * WIRE_OVERHEAD / bandwidth
+    compute = wall_s - comm_s                      CrypTen's exchanges block: no overlap with compute
+    wire    = max_sent_bytes * 8 * WIRE_OVERHEAD / bandwidth
+    latency = compute + max(comm_s, wire) + rounds * RTT
 
-- wall_s(loopback): compute plus loopback transfers (taken as the compute time; loopback moves data
-  an order of magnitude faster than the links modelled here);
+- compute and communication are serial: CrypTen's exchanges are blocking;
+- on loopback an exchange still costs CPU (copies, system calls): comm_s. On a link that work
+  overlaps with the bytes on the wire, so the exchanges take the longer of the two;
+- both parties send at once on a full-duplex link, so the busier direction sets the wire time;
 - one RTT per round: a round is one blocking exchange, and CrypTen's 2-party all-reduce (most rounds)
   is two one-way hops;
-- both parties send at once on a full-duplex link, so the busier direction sets the transfer time;
 - WIRE_OVERHEAD: TCP/IP headers on 1500-byte frames (52 of every 1500 bytes, about 3.6%).
 """
 
@@ -55,6 +59,8 @@ PROFILES = {
     "paper-wan": NetworkProfile("paper-wan", 100e6, 80e-3),
 }
 
+DEFAULT_PROJECTIONS = ("lan", "paper-wan")
+
 _BW = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _T = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -63,7 +69,9 @@ def parse_profile(text: str) -> NetworkProfile:
     """A profile by name, or "BANDWIDTH,RTT" such as "100mbit,80ms"."""
     if text in PROFILES:
         return PROFILES[text]
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*,\s*(\d+(?:\.\d+)?)\s*(us|ms|s)\s*", text.lower())
+    match = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)\s*,\s*(\d+(?:\.\d+)?)\s*(us|ms|s)\s*", text.lower()
+    )
     if not match:
         raise PibenchError(
             f"network profile '{text}' is neither one of {', '.join(PROFILES)} nor BANDWIDTH,RTT like '100mbit,80ms'"
@@ -75,14 +83,15 @@ def parse_profile(text: str) -> NetworkProfile:
     return NetworkProfile(text.strip(), bandwidth, float(rtt) * _T[rtt_unit])
 
 
-def project(wall_s: float, rounds: int, max_sent_bytes: int, profile: NetworkProfile) -> float:
+def project(wall_s: float, comm_s: float, rounds: int, max_sent_bytes: int, profile: NetworkProfile) -> float:
     """Projected seconds of a forward pass under `profile` (see the module docstring)."""
     if profile.bandwidth_bps is None:
         return wall_s
-    return wall_s + rounds * profile.rtt_s + max_sent_bytes * 8 * WIRE_OVERHEAD / profile.bandwidth_bps
+    wire = max_sent_bytes * 8 * WIRE_OVERHEAD / profile.bandwidth_bps
+    return (wall_s - comm_s) + max(comm_s, wire) + rounds * profile.rtt_s
 
 
 def project_variant(measured: dict, profile: NetworkProfile) -> float:
     """`project` for one variant of a loopback record."""
     max_sent = max(p["sent"] for p in measured["parties"])
-    return project(measured["wall_s"], measured["rounds"], max_sent, profile)
+    return project(measured["wall_s"], measured["comm_s"], measured["rounds"], max_sent, profile)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tabulate import tabulate
 
 from pibench.config import ModelConfig
 from pibench.errors import PibenchError
+from pibench.network import DEFAULT_PROJECTIONS, parse_profile, project_variant
 from pibench.notation import billions, nonlinear_notation_json
 from pibench.reference import PublishedRow, published_rows
 from pibench.variants import BASELINE
@@ -51,6 +53,7 @@ class Row:
     pub_save_comm: float | None
     pub_save_lat: float | None
     pub_source: str | None
+    projected_lat_min: dict[str, float | None]  # profile -> projected minutes (loopback records only)
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Report:
     published_by: str | None
     baseline: str | None
     rows: list[Row]
+    projections: list[str]  # profile names of the projected latency columns
+    projected_by: str | None  # how, or why not
 
 
 def _published_index() -> dict[ModelConfig, PublishedRow]:
@@ -83,8 +88,13 @@ def measured_by(record: dict[str, Any]) -> str:
     )
 
 
-def build_report(record: dict[str, Any], name: str = "", baseline: str = BASELINE) -> Report:
+def build_report(
+    record: dict[str, Any], name: str = "", baseline: str = BASELINE, networks: Sequence[str] | None = None
+) -> Report:
+    """`networks`: profiles to project latency onto (default: the record's suite's, else lan and paper-wan)."""
     variants = record["variants"]
+    profiles = [parse_profile(n) for n in networks or record["run"].get("project") or DEFAULT_PROJECTIONS]
+    from_loopback = record["run"]["network"] == "loopback"
     base = next((v for v in variants if baseline in (v["name"], v["variant"])), None)
     index = _published_index()
     published = {v["name"]: index.get(ModelConfig(**v["config"])) for v in variants}
@@ -108,6 +118,9 @@ def build_report(record: dict[str, Any], name: str = "", baseline: str = BASELIN
             pub_save_comm=pub_base.comm_gb / pub.comm_gb if pub and pub_base and pub.comm_gb else None,
             pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub.lat_min else None,
             pub_source=pub.source if pub else None,
+            projected_lat_min={
+                p.name: project_variant(m, p) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
+            },
         )
         rows.append(row)
     sources = sorted({r.pub_source for r in rows if r.pub_source})
@@ -119,12 +132,21 @@ def build_report(record: dict[str, Any], name: str = "", baseline: str = BASELIN
         published_by=f"{', '.join(sources)}: {PUBLISHED_SETUP}" if sources else None,
         baseline=base["label"] if base else None,
         rows=rows,
+        projections=[p.name for p in profiles if p.bandwidth_bps],
+        projected_by=(
+            "projected from this loopback run onto "
+            + "; ".join(p.describe() for p in profiles if p.bandwidth_bps)
+            + " by pibench's latency model (compute + max(exchange CPU time, wire time) + rounds x RTT; "
+            "see pibench/network.py), not measured"
+            if from_loopback
+            else "no projection: projections start from a loopback run, and this run was not one"
+        ),
     )
 
 
 # --- formats ------------------------------------------------------------------------------------
 
-HEADERS = (
+BASE_HEADERS = (
     "Network Arch.",
     "PPL [pub.]",
     "#Nonlinear Ops",
@@ -149,7 +171,12 @@ def _times(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}×"
 
 
+def headers(rep: Report) -> list[str]:
+    return [*BASE_HEADERS, *(f"Lat. (min.) [CrypTen, {p}, proj.]" for p in rep.projections)]
+
+
 def _cells(r: Row) -> list[str]:
+    projected = [_num(v, ".2f") for v in r.projected_lat_min.values()]
     return [
         r.arch,
         _num(r.ppl, ".2f"),
@@ -164,6 +191,7 @@ def _cells(r: Row) -> list[str]:
         _num(r.pub_lat_min, ".2f"),
         _times(r.pub_save_comm),
         _times(r.pub_save_lat),
+        *projected,
     ]
 
 
@@ -180,6 +208,8 @@ def _footer(rep: Report) -> list[str]:
         else "[pub.]: no published row matches."
     )
     lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
+    if rep.projections:
+        lines.append(f"[CrypTen, PROFILE, proj.]: {rep.projected_by}.")
     return lines
 
 
@@ -215,9 +245,9 @@ def _latex_cell(text: str, column: int) -> str:
 
 def to_latex(rep: Report) -> str:
     """A `tabular` (needs \\usepackage{amssymb} for \\mathbb); the footer is its last, spanning row."""
-    n = len(HEADERS)
+    n = len(headers(rep))
     out = [f"% {latex_escape(_title(rep))}", r"\begin{tabular}{l" + "r" * (n - 1) + "}", r"\hline"]
-    out.append(" & ".join(latex_escape(h) for h in HEADERS) + r" \\")
+    out.append(" & ".join(latex_escape(h) for h in headers(rep)) + r" \\")
     out.append(r"\hline")
     for r in rep.rows:
         out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(_cells(r))) + r" \\")
@@ -239,15 +269,16 @@ def render(reports: list[Report], fmt: str) -> str:
         if fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(["record", "suite", *HEADERS, "measured_by", "published_by"])
+            writer.writerow(["record", "suite", *headers(rep), "measured_by", "published_by", "projected_by"])
             for cells in rows:
-                writer.writerow([rep.record, rep.suite, *cells, rep.measured_by, rep.published_by or ""])
+                meta = [rep.measured_by, rep.published_by or "", rep.projected_by or ""]
+                writer.writerow([rep.record, rep.suite, *cells, *meta])
             parts.append(buf.getvalue().rstrip("\n"))
         elif fmt == "latex":
             parts.append(to_latex(rep))
         else:
             style = "github" if fmt == "markdown" else "simple"
-            table = tabulate(rows, headers=HEADERS, tablefmt=style, disable_numparse=True)
+            table = tabulate(rows, headers=headers(rep), tablefmt=style, disable_numparse=True)
             title = f"**{_title(rep)}**" if fmt == "markdown" else _title(rep)
             sep = "\n\n" if fmt == "markdown" else "\n"
             parts.append(title + sep + table + sep + sep.join(_footer(rep)))

@@ -9,6 +9,7 @@ port, follows their progress, and stops them all by PID when one dies or stops m
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import psutil
 from tqdm import tqdm
 
 from pibench.analytic import suite_costs
+from pibench.emulate import EmulatedLink
 from pibench.errors import PibenchError
 from pibench.model import layer_sample
 from pibench.results import SCHEMA_VERSION, environment, now
@@ -136,9 +138,19 @@ def _read_events(party: _Party, stream: IO[str], events: queue.Queue[tuple[int, 
         events.put((party.rank, event))
 
 
-def run_local(suite: Suite, *, full: bool = False, timeout_s: float = 45.0, progress: bool = True) -> dict[str, Any]:
-    """Run `suite` with all parties on 127.0.0.1; returns the record (not yet written)."""
-    rendezvous = f"tcp://127.0.0.1:{free_port()}"
+def run_local(
+    suite: Suite,
+    *,
+    full: bool = False,
+    timeout_s: float = 45.0,
+    progress: bool = True,
+    link: EmulatedLink | None = None,
+) -> dict[str, Any]:
+    """Run `suite` with both parties on 127.0.0.1, or in the two namespaces of an emulated `link`;
+    returns the record (not yet written)."""
+    rendezvous = link.rendezvous if link else f"tcp://127.0.0.1:{free_port()}"
+    if link and suite.crypten.provider == "TTP":
+        raise PibenchError("--emulate runs two parties; the TTP provider is not supported with it")
     ranks = [0, 1, 2] if suite.crypten.provider == "TTP" else [0, 1]
     suite_path = str(Path(suite.path).resolve())
     steps_total = sum(1 + (suite.dims["L"] if full else len(layer_sample(e.config))) for e in suite.entries)
@@ -172,8 +184,10 @@ def run_local(suite: Suite, *, full: bool = False, timeout_s: float = 45.0, prog
                 cmd = [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous]
                 # the parties' own exchange timeout is longer, so that this monitor names the hung party
                 cmd += [suite_path, "--events", "--timeout", str(timeout_s + 15), *(["--full"] if full else [])]
+                env = os.environ | (link.env(rank) if link else {})
+                prefix = link.command_prefix(rank) if link else []
                 with log.open("w") as err:
-                    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+                    proc = subprocess.Popen([*prefix, *cmd], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
                 party = _Party(rank, proc, log)
                 parties.append(party)
                 reader = threading.Thread(target=_read_events, args=(party, proc.stdout, events), daemon=True)
@@ -224,7 +238,9 @@ def run_local(suite: Suite, *, full: bool = False, timeout_s: float = 45.0, prog
         "parties": 2,
         "ttp": suite.crypten.provider == "TTP",
         "rendezvous": rendezvous,
-        "network": "loopback",
+        "network": link.describe() if link else "loopback",
+        "emulated": link.profile.name if link else None,
+        "project": [p.name for p in suite.project],
         "timeout_s": timeout_s,
         "elapsed_s": round(time.monotonic() - started, 3),
     }

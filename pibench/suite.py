@@ -14,6 +14,9 @@
       precision_bits: 16
       gelu: tanh
       functions: {exp_iterations: 8}
+    network:                          # pibench.network profiles
+      emulate: paper-wan              # default of `pibench run --emulate` (absent: loopback)
+      project: [lan, paper-wan]       # projected latencies the report shows (this is the default)
 
 Every problem is a `PibenchError` naming the file, the line and the key; YAML never runs code.
 """
@@ -32,6 +35,7 @@ from pydantic.dataclasses import dataclass as schema
 from pibench.config import DIMENSIONS, FIELDS, ModelConfig
 from pibench.errors import PibenchError, did_you_mean
 from pibench.mpc.settings import CrypTenFunctions, CrypTenSettings
+from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile
 from pibench.variants import VARIANTS, Variant
 
 STRICT = ConfigDict(extra="forbid")  # fields are Strict*: no "12" -> 12 coercion
@@ -52,6 +56,15 @@ class EntrySpec:
     name: StrictStr | None = None
 
 
+@schema(frozen=True, config=STRICT)
+class NetworkSpec:
+    """emulate: the link `pibench run` emulates by default (None: loopback); project: the profiles
+    whose projected latency the report shows."""
+
+    emulate: StrictStr | None = None
+    project: list[StrictStr] = Field(default_factory=lambda: list(DEFAULT_PROJECTIONS))
+
+
 def _entry_shorthand(value: object) -> object:
     return {"variant": value} if isinstance(value, str) else value
 
@@ -64,10 +77,15 @@ class SuiteSpec:
     description: StrictStr = ""
     seed: StrictInt = 0
     crypten: CrypTenSettings = dataclasses.field(default_factory=CrypTenSettings)
+    network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
 
 
 KNOWN_KEYS = {
-    *(f.name for cls in (SuiteSpec, EntrySpec, CrypTenSettings, CrypTenFunctions) for f in dataclasses.fields(cls)),
+    *(
+        f.name
+        for cls in (SuiteSpec, EntrySpec, CrypTenSettings, CrypTenFunctions, NetworkSpec)
+        for f in dataclasses.fields(cls)
+    ),
     *FIELDS,
 }
 
@@ -91,6 +109,8 @@ class Suite:
     source: dict[str, Any]  # the YAML as loaded, for result records
     seed: int = 0  # of the synthetic weights and inputs of MPC runs
     crypten: CrypTenSettings = dataclasses.field(default_factory=CrypTenSettings)
+    emulate: NetworkProfile | None = None
+    project: tuple[NetworkProfile, ...] = ()
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -193,6 +213,23 @@ def load_suite(path: str | Path) -> Suite:
         if any(e.name == name for e in entries):
             raise file.error(("variants", i), f"'{name}' appears twice; give one entry a distinct 'name'")
         entries.append(SuiteEntry(name, variant, cfg))
+    profiles = []
+    for loc, text in [(("network", "emulate"), spec.network.emulate)] + [
+        (("network", "project", i), t) for i, t in enumerate(spec.network.project)
+    ]:
+        try:
+            profiles.append(parse_profile(text) if text is not None else None)
+        except PibenchError as err:
+            raise file.error(loc, str(err)) from None
     return Suite(
-        spec.name or path.stem, str(path), spec.description, dims, tuple(entries), data, spec.seed, spec.crypten
+        spec.name or path.stem,
+        str(path),
+        spec.description,
+        dims,
+        tuple(entries),
+        data,
+        spec.seed,
+        spec.crypten,
+        profiles[0],
+        tuple(profiles[1:]),
     )

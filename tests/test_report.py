@@ -13,7 +13,7 @@ import pytest
 
 from pibench.errors import PibenchError
 from pibench.mpc.meter import KINDS
-from pibench.report import HEADERS, build_report, render
+from pibench.report import build_report, headers, render
 from pibench.results import write_record
 from pibench.runner import build_record
 from pibench.suite import load_suite
@@ -88,7 +88,14 @@ def test_table_says_what_produced_each_column(t128_record):
         "4.76",
         "3.94×",
         "1.72×",
+        # projected, from 30 s of which 1 s in exchanges, 100 rounds, 2e9 bytes sent by each party:
+        # wire time at 1 Gbit/s: 2e9 * 8 * 1500/1448 / 1e9 = 16.57 s; lan = 29 + max(1, 16.57) + 100 * 0.5 ms
+        # = 45.62 s = 0.76 min; paper-wan: 165.75 s wire, 29 + 165.75 + 100 * 80 ms = 202.75 s = 3.38 min
+        "0.76",
+        "3.38",
     ]
+    assert "Lat. (min.) [CrypTen, lan, proj.]" in out and "Lat. (min.) [CrypTen, paper-wan, proj.]" in out
+    assert "[CrypTen, PROFILE, proj.]: projected from this loopback run onto lan (1 Gbit/s, 0.5 ms RTT)" in out
     assert "[CrypTen]: measured by pibench: CrypTen 0.4.1 2PC (TFP triples, 16 fraction bits" in out
     assert "network loopback" in out and "SecretFlow SPU, BumbleBee" in out
 
@@ -109,7 +116,7 @@ def test_latex_is_a_tabular(t128_record, tmp_path):
     tex = run_cli("report", str(path), "--format", "latex").stdout
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
     body = [ln for ln in tex.splitlines() if ln.endswith(r"\\") and "multicolumn" not in ln]
-    assert len(body) == 11 and all(ln.count(" & ") == len(HEADERS) - 1 for ln in body)
+    assert len(body) == 11 and all(ln.count(" & ") == 15 - 1 for ln in body)
     assert r"SM:$144\times\mathbb{R}^{128\times 128}$" in tex and "ℝ" not in tex and "×" not in tex
     if shutil.which("pdflatex") is None:
         pytest.skip("no pdflatex here to compile the table")
@@ -135,6 +142,17 @@ def test_plots(t128_record, tmp_path):
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert names == ["t128-comm_by_kind.png", "t128-comm_by_kind.svg", "t128-savings.png", "t128-savings.svg"]
     assert (tmp_path / "plots" / "t128-savings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_projection_profiles_and_emulated_records(t128_record):
+    _, record = t128_record
+    rep = build_report(record, networks=["wan", "10mbit,1s"])
+    assert headers(rep)[-2:] == ["Lat. (min.) [CrypTen, wan, proj.]", "Lat. (min.) [CrypTen, 10mbit,1s, proj.]"]
+    emulated = {**record, "run": {**record["run"], "network": "paper-wan (100 Mbit/s, 80 ms RTT), emulated"}}
+    rep = build_report(emulated)
+    assert all(v is None for r in rep.rows for v in r.projected_lat_min.values())
+    assert "this run was not one" in rep.projected_by
+    assert "emulated" in rep.measured_by
 
 
 def test_no_baseline_and_unknown_format(t128_record):

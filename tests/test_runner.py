@@ -90,10 +90,10 @@ def test_run_prints_savings_against_the_baseline(all_variants):
     rows = {}
     for line in proc.stdout.splitlines():
         cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) == 13:
+        if len(cells) == 15:
             rows[cells[0]] = cells
-    # columns 7, 8: measured savings; 9-12: published ones, none at this size
-    assert rows["SM + LN + G"][7:] == ["1.00×", "1.00×", "-", "-", "-", "-"]
+    # columns 7, 8: measured savings; 9-12: published ones, none at this size; 13, 14: projections
+    assert rows["SM + LN + G"][7:13] == ["1.00×", "1.00×", "-", "-", "-", "-"]
     b, r = (next(v for v in rec["variants"] if v["name"] == n)["measured"]["bytes"] for n in ("sm_ln_g", "sm_ln_r"))
     assert rows["SM + LN + R"][7] == f"{b / r:.2f}×"
     assert f"{r / 1e9:.3f}" == rows["SM + LN + R"][5]

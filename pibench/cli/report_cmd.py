@@ -27,11 +27,17 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument("--baseline", default=BASELINE, help=f"variant to compute savings against ({BASELINE})")
     parser.add_argument("--plot", metavar="DIR", help="write the plots (PNG and SVG) to DIR")
+    parser.add_argument(
+        "--network",
+        action="append",
+        metavar="PROFILE",
+        help="project latency onto PROFILE (repeatable; default: the suite's network.project, else lan, paper-wan)",
+    )
 
 
 def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> None:
     """Print the report of `records` ((name, record) pairs) and write plots, as the options say."""
-    reports = [build_report(rec, name, args.baseline) for name, rec in records]
+    reports = [build_report(rec, name, args.baseline, args.network) for name, rec in records]
     print(render(reports, args.format))
     if args.plot:
         for (name, rec), rep in zip(records, reports, strict=True):

@@ -1,0 +1,131 @@
+"""Network profiles and the latency projection; emulated links between two network namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pibench.emulate import PREFIX
+from pibench.errors import PibenchError
+from pibench.network import PROFILES, parse_profile, project
+from tests.conftest import ROOT, run_cli, write_suite
+
+
+def test_profiles():
+    assert (PROFILES["paper-wan"].bandwidth_bps, PROFILES["paper-wan"].rtt_s) == (100e6, 0.08)
+    custom = parse_profile("50mbit,100ms")
+    assert (custom.bandwidth_bps, custom.rtt_s) == (50e6, 0.1)
+    assert parse_profile("1.5gbit, 250us").rtt_s == pytest.approx(250e-6)
+    with pytest.raises(PibenchError, match="network profile 'fast' is neither one of loopback, lan, wan, paper-wan"):
+        parse_profile("fast")
+
+
+def test_projection_by_hand():
+    # 10 s loopback wall, 2 s of it in exchanges; 1000 rounds; 1e8 bytes sent by the busier party.
+    # paper-wan: wire = 1e8 * 8 * 1500/1448 / 1e8 = 8.287 s; 8 + max(2, 8.287) + 1000 * 0.08 = 96.287 s
+    assert project(10.0, 2.0, 1000, 10**8, PROFILES["paper-wan"]) == pytest.approx(96.287, abs=1e-3)
+    # lan: wire 0.8287 s < 2 s of exchange CPU: 8 + 2 + 1000 * 0.0005 = 10.5 s
+    assert project(10.0, 2.0, 1000, 10**8, PROFILES["lan"]) == pytest.approx(10.5)
+    assert project(10.0, 2.0, 1000, 10**8, PROFILES["loopback"]) == 10.0
+
+
+def test_suite_network_section(tmp_path):
+    bad = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\nnetwork:\n  project: [lan, warp]\n")
+    proc = run_cli("cost", str(bad))
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"pibench: error: {bad}:4: network.project[1]: network profile 'warp'"
+    )
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"), reason="needs root, ip and tc"
+)
+TINY = "name: tiny\nmodel: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g, sm_scfuffn]\n"
+
+
+def our_namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(PREFIX)]
+
+
+@needs_root
+def test_parties_in_two_namespaces_over_a_shaped_link(tmp_path):
+    suite = write_suite(tmp_path, TINY)
+    emulated = run_cli(
+        "run", str(suite), "--emulate", "200mbit,10ms", "--out", str(tmp_path / "e.json"), "--no-progress", timeout=180
+    )
+    assert emulated.returncode == 0, emulated.stderr
+    assert "emulated (bandwidth" in emulated.stderr  # says at run time what is emulated
+    rec = json.loads((tmp_path / "e.json").read_text())
+    assert rec["run"]["rendezvous"] == "tcp://10.77.0.1:29500" and rec["run"]["emulated"] == "200mbit,10ms"
+    assert "between two network namespaces" in rec["run"]["network"]
+    loop = run_cli("run", str(suite), "--out", str(tmp_path / "l.json"), "--no-progress", timeout=180)
+    assert loop.returncode == 0, loop.stderr
+    for e, lp in zip(rec["variants"], json.loads((tmp_path / "l.json").read_text())["variants"], strict=True):
+        assert (e["measured"]["bytes"], e["measured"]["rounds"]) == (lp["measured"]["bytes"], lp["measured"]["rounds"])
+    assert our_namespaces() == []
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["party dies", "runner terminated"])
+def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
+    suite = write_suite(tmp_path, "name: slow\nmodel: {L: 8, H: 2, d: 64, T: 16}\nvariants: [sm_ln_g, sm_ln_r]\n")
+    out = tmp_path / "r.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pibench",
+        "run",
+        str(suite),
+        "--emulate",
+        "lan",
+        "--full",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        parties = []
+        while time.monotonic() < deadline and len(parties) < 2:
+            parties = [p for p in psutil.Process(proc.pid).children(recursive=True) if "party" in p.cmdline()]
+            time.sleep(0.2)
+        assert len(parties) == 2 and len(our_namespaces()) == 2
+        time.sleep(3)
+        if how == "party dies":
+            next(p for p in parties if p.cmdline()[p.cmdline().index("--rank") + 1] == "1").kill()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert our_namespaces() == []
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in parties)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to another user")
+def test_emulation_without_privileges_is_a_clear_error():
+    with tempfile.TemporaryDirectory() as tmp:  # readable by the unprivileged user, unlike tmp_path
+        os.chmod(tmp, 0o777)
+        suite = write_suite(Path(tmp), TINY)
+        suite.chmod(0o644)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "pibench"]
+        cmd += ["run", str(suite), "--emulate", "lan", "--out", f"{tmp}/r.json"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr.splitlines()[-1].startswith("pibench: error: --emulate needs root and the `ip` and `tc`")
+        assert not Path(tmp, "r.json").exists()
