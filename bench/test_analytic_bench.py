@@ -23,3 +23,16 @@ def test_analytic_cost_of_all_suites(benchmark):
     benchmark.extra_info["suites"] = len(SUITES)
     benchmark.extra_info["variants"] = variants
     assert len(SUITES) == 5 and variants == 10 + 8 + 8 + 8 + 6
+
+
+def predict_all_suites() -> int:
+    from pibench.calibration import load_calibration, predict_cost
+
+    cal = load_calibration()
+    return sum(
+        1 for path in SUITES for cost in suite_costs(load_suite(path)) if predict_cost(cal, cost.tally)["bytes"] > 0
+    )
+
+
+def test_predictions_of_all_suites(benchmark):
+    assert benchmark(predict_all_suites) == 40

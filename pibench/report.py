@@ -54,6 +54,8 @@ class Row:
     pub_save_lat: float | None
     pub_source: str | None
     projected_lat_min: dict[str, float | None]  # profile -> projected minutes (loopback records only)
+    pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
+    pred_lat_min: float | None = None
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Report:
     rows: list[Row]
     projections: list[str]  # profile names of the projected latency columns
     projected_by: str | None  # how, or why not
+    predicted_by: str | None = None  # set when the predicted columns are shown
 
 
 def _published_index() -> dict[ModelConfig, PublishedRow]:
@@ -89,7 +92,11 @@ def measured_by(record: dict[str, Any]) -> str:
 
 
 def build_report(
-    record: dict[str, Any], name: str = "", baseline: str = BASELINE, networks: Sequence[str] | None = None
+    record: dict[str, Any],
+    name: str = "",
+    baseline: str = BASELINE,
+    networks: Sequence[str] | None = None,
+    predict: bool = False,
 ) -> Report:
     """`networks`: profiles to project latency onto (default: the record's suite's, else lan and paper-wan)."""
     variants = record["variants"]
@@ -122,6 +129,10 @@ def build_report(
                 p.name: project_variant(m, p) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
             },
         )
+        if predict:
+            pred = v.get("predicted")
+            row.pred_comm_gb = pred["gb"] if pred else None
+            row.pred_lat_min = pred["minutes"]["loopback"] if pred else None
         rows.append(row)
     sources = sorted({r.pub_source for r in rows if r.pub_source})
     return Report(
@@ -140,6 +151,12 @@ def build_report(
             "see pibench/network.py), not measured"
             if from_loopback
             else "no projection: projections start from a loopback run, and this run was not one"
+        ),
+        predicted_by=(
+            "the calibrated cost model's prediction stored in the record (pibench/calibration.py; shipped "
+            "calibration, same settings), not measured; '-' where the record has none"
+            if predict
+            else None
         ),
     )
 
@@ -172,11 +189,13 @@ def _times(x: float | None) -> str:
 
 
 def headers(rep: Report) -> list[str]:
-    return [*BASE_HEADERS, *(f"Lat. (min.) [CrypTen, {p}, proj.]" for p in rep.projections)]
+    predicted = ["Comm. (GB) [CrypTen, predicted]", "Lat. (min.) [CrypTen, predicted]"] if rep.predicted_by else []
+    return [*BASE_HEADERS, *(f"Lat. (min.) [CrypTen, {p}, proj.]" for p in rep.projections), *predicted]
 
 
-def _cells(r: Row) -> list[str]:
+def _cells(r: Row, predict: bool = False) -> list[str]:
     projected = [_num(v, ".2f") for v in r.projected_lat_min.values()]
+    predicted = [_num(r.pred_comm_gb, ".3f"), _num(r.pred_lat_min, ".3f")] if predict else []
     return [
         r.arch,
         _num(r.ppl, ".2f"),
@@ -192,6 +211,7 @@ def _cells(r: Row) -> list[str]:
         _times(r.pub_save_comm),
         _times(r.pub_save_lat),
         *projected,
+        *predicted,
     ]
 
 
@@ -210,6 +230,8 @@ def _footer(rep: Report) -> list[str]:
     lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
     if rep.projections:
         lines.append(f"[CrypTen, PROFILE, proj.]: {rep.projected_by}.")
+    if rep.predicted_by:
+        lines.append(f"[CrypTen, predicted]: {rep.predicted_by}.")
     return lines
 
 
@@ -250,7 +272,7 @@ def to_latex(rep: Report) -> str:
     out.append(" & ".join(latex_escape(h) for h in headers(rep)) + r" \\")
     out.append(r"\hline")
     for r in rep.rows:
-        out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(_cells(r))) + r" \\")
+        out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(_cells(r, bool(rep.predicted_by)))) + r" \\")
     out.append(r"\hline")
     for line in _footer(rep):
         out.append(rf"\multicolumn{{{n}}}{{p{{\linewidth}}}}{{\footnotesize {latex_escape(line)}}} \\")
@@ -265,7 +287,7 @@ def render(reports: list[Report], fmt: str) -> str:
         return json.dumps([asdict(r) for r in reports], indent=2, ensure_ascii=False)
     parts = []
     for rep in reports:
-        rows = [_cells(r) for r in rep.rows]
+        rows = [_cells(r, bool(rep.predicted_by)) for r in rep.rows]
         if fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")

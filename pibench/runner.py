@@ -74,6 +74,7 @@ def kill_tree(pid: int, grace_s: float = 3.0) -> None:
 def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
     """The versioned record of a completed run: settings, environment, analytic and measured costs."""
     costs = suite_costs(suite)
+    predicted = _predictions(suite, costs)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "pibench.run",
@@ -101,10 +102,24 @@ def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str
                 "config": e.config.as_dict(),
                 "analytic": cost.to_json(),
                 "measured": m,
+                "predicted": p,
             }
-            for e, cost, m in zip(suite.entries, costs, measured, strict=True)
+            for e, cost, m, p in zip(suite.entries, costs, measured, predicted, strict=True)
         ],
     }
+
+
+def _predictions(suite: Suite, costs: Sequence[Any]) -> list[dict[str, Any] | None]:
+    """The shipped calibration's predictions beside the measurements, where its settings match
+    (None elsewhere): "measured" is what ran, "predicted" what the calibrated model expected."""
+    from pibench.calibration import load_calibration, predict_cost
+
+    try:
+        cal = load_calibration()
+        cal.check_settings(suite.crypten, "this run")
+        return [predict_cost(cal, c.tally, suite.project) for c in costs]
+    except PibenchError:
+        return [None] * len(costs)
 
 
 @dataclass

@@ -171,3 +171,15 @@ def test_old_record_is_refused_with_advice(tmp_path, t128_record):
     assert (
         proc.stderr == f"pibench: error: record '{old}' has schema_version 0; this pibench reads 1: rerun the suite\n"
     )
+
+
+def test_predicted_beside_measured(t128_record):
+    path, record = t128_record
+    base = next(v for v in record["variants"] if v["name"] == "sm_ln_g")
+    # the record holds the calibrated prediction next to the (here invented) measurement
+    assert base["predicted"]["bytes"] == 9_288_548_352 and base["predicted"]["rounds"] == 2280
+    out = run_cli("report", str(path), "--predict").stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("SM + LN + G "))
+    cells = re.split(r"\s{2,}", line.strip())
+    assert cells[5] == "10.000" and cells[-2] == "9.289"  # measured (invented) beside predicted
+    assert "Comm. (GB) [CrypTen, predicted]" in out and "[CrypTen, predicted]: the calibrated cost model" in out

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from pibench import __version__
 from pibench.errors import PibenchError
 
-SUBCOMMANDS = ("list", "cost", "run", "party", "report", "gate")
+SUBCOMMANDS = ("list", "cost", "run", "party", "report", "gate", "calibrate")
 
 QUICK_START = """\
 quick start:
   pibench list                                   variants and their papers' labels
   pibench cost suites/gpt2_t128.yaml             nonlinear ops and FLOPs of every variant (instant)
   pibench cost suites/gpt2_t128.yaml --format json --flops exact
+  pibench cost suites/gpt2_t512.yaml --predict   predicted CrypTen bytes, rounds, minutes (instant)
   pibench run suites/gpt2_t128.yaml              the main job: every variant under CrypTen 2PC
   pibench report results/gpt2_t128-*.json --format latex
   pibench gate old.json new.json                 fail (exit 1) when bytes or rounds grew

@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from pibench.analytic import suite_costs
 from pibench.cost import FLOP_CONVENTIONS
+from pibench.errors import PibenchError
 from pibench.notation import COST_COLUMNS, cost_rows
 from pibench.suite import Suite, load_suite
 
@@ -26,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file, e.g. suites/gpt2_t128.yaml")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--flops", choices=FLOP_CONVENTIONS.names(), default="paper", help="FLOP convention")
+    parser.add_argument(
+        "--predict", action="store_true", help="add predicted CrypTen bytes, rounds and minutes (calibrated model)"
+    )
+    parser.add_argument("--calibration", metavar="FILE", help="calibration for --predict (default: the shipped one)")
+    parser.add_argument(
+        "--network", action="append", metavar="PROFILE", help="with --predict: minutes under PROFILE too (repeatable)"
+    )
 
 
 def suite_header(suite: Suite) -> str:
@@ -33,22 +41,45 @@ def suite_header(suite: Suite) -> str:
     return f"{suite.name}: {dims}" + (f" ({suite.description})" if suite.description else "")
 
 
-def print_cost_table(suite: Suite, flops: str) -> None:
-    costs = suite_costs(suite, flops)
-    print(suite_header(suite))
-    print(tabulate(cost_rows(costs), headers=COST_COLUMNS, tablefmt="simple", disable_numparse=True))
-    print(f"FLOPs: {flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
+def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[list[dict], str]:
+    from pibench.calibration import load_calibration, predict_cost
+    from pibench.network import parse_profile
+
+    cal = load_calibration(args.calibration)
+    cal.check_settings(suite.crypten, f"suite '{suite.path}'")
+    profiles = [parse_profile(n) for n in args.network or []]
+    env = cal.data["environment"]
+    about = (
+        f"predicted for CrypTen {env['packages'].get('crypten')} ({suite.crypten.provider}, "
+        f"{suite.crypten.precision_bits} fraction bits) from calibration '{cal.path}' "
+        f"(measured {cal.data['created']} on {env['cpu_count']} cores); bytes sent by both parties"
+    )
+    return [predict_cost(cal, c.tally, profiles) for c in costs], about
 
 
 def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
-    if args.format == "table":
-        print_cost_table(suite, args.flops)
-    elif args.format == "json":
-        json.dump([c.to_json() for c in suite_costs(suite, args.flops)], sys.stdout, indent=2, ensure_ascii=False)
+    if (args.calibration or args.network) and not args.predict:
+        raise PibenchError("--calibration and --network go with --predict")
+    costs = suite_costs(suite, args.flops)
+    preds, about = _predictions(suite, costs, args) if args.predict else ([], "")
+    columns, rows = list(COST_COLUMNS), cost_rows(costs)
+    if preds:
+        columns += ["pred. comm (GB)", "pred. rounds", *(f"pred. lat. (min.) {n}" for n in preds[0]["minutes"])]
+        for row, p in zip(rows, preds, strict=True):
+            row += [f"{p['gb']:.3f}", str(p["rounds"]), *(f"{m:.2f}" for m in p["minutes"].values())]
+    if args.format == "json":
+        out = [c.to_json() | ({"predicted": p} if preds else {}) for c, p in zip(costs, preds or costs, strict=True)]
+        json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         print()
-    else:
+    elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(COST_COLUMNS)
-        writer.writerows(cost_rows(suite_costs(suite, args.flops)))
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print(suite_header(suite))
+        print(tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True))
+        print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
+        if preds:
+            print(f"pred.: {about}.")
     return 0

@@ -33,11 +33,12 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
         metavar="PROFILE",
         help="project latency onto PROFILE (repeatable; default: the suite's network.project, else lan, paper-wan)",
     )
+    parser.add_argument("--predict", action="store_true", help="add the calibrated model's predicted columns")
 
 
 def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> None:
     """Print the report of `records` ((name, record) pairs) and write plots, as the options say."""
-    reports = [build_report(rec, name, args.baseline, args.network) for name, rec in records]
+    reports = [build_report(rec, name, args.baseline, args.network, args.predict) for name, rec in records]
     print(render(reports, args.format))
     if args.plot:
         for (name, rec), rep in zip(records, reports, strict=True):

@@ -31,6 +31,7 @@ MATMUL_ROLES = (
     "ffn.out",  # (T,4d) x (4d,d)
     "ffn.fused",  # (T,d) x (d,d)
 )
+LINEAR_ROLES = ("attn.proj", "ffn.in", "ffn.out", "ffn.fused")  # products with a weight matrix
 
 
 class Ops(ABC):

@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pibench.interp.base import MATMUL_ROLES, Ops
+from pibench.interp.base import LINEAR_ROLES, MATMUL_ROLES, Ops
 
 NONLINEAR_KINDS = ("softmax", "layernorm", "gelu", "relu")
 
@@ -38,11 +38,17 @@ class Tally:
                  rows x cols matrix is one op, as in the papers' "SM:144 x R^{128x128}")
     elementwise: "add" | "add_public" | "mul" | "mul_public" -> elements of secret results
                  (add, mul: secret with secret; *_public: secret with a public constant)
+    calls:       (kind, signature) -> number of calls of each operation that makes 2PC parties talk,
+                 for calibrated predictions (`pibench.calibration`): ("softmax"|"layernorm", (rows,
+                 cols)) with rows summed over leading dims, ("gelu"|"relu", (elements,)),
+                 ("mul", (elements of a, elements of b)) and ("linear"|"attn_matmul", (elements of a,
+                 elements of b, multiply-accumulates)) for secret x secret
     """
 
     macs: Counter[str] = field(default_factory=Counter)
     nonlinear: Counter[tuple[str, tuple[int, int]]] = field(default_factory=Counter)
     elementwise: Counter[str] = field(default_factory=Counter)
+    calls: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
 
 
 def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
@@ -75,6 +81,9 @@ class SymbolicOps(Ops):
             raise ValueError(f"matmul of {a.shape} and {b.shape}: inner dims differ")
         batch = _broadcast(tuple(ba), tuple(bb))
         self.tally.macs[role] += math.prod(batch) * m * k * n
+        if not (a.public or b.public):
+            kind = "linear" if role in LINEAR_ROLES else "attn_matmul"
+            self.tally.calls[(kind, (a.numel, b.numel, math.prod(batch) * m * k * n))] += 1
         return SymTensor((*batch, m, n), a.public and b.public)
 
     def _elementwise(self, op: str, a: SymTensor, b: SymTensor) -> SymTensor:
@@ -87,6 +96,8 @@ class SymbolicOps(Ops):
         return self._elementwise("add_public" if a.public or b.public else "add", a, b)
 
     def mul(self, a: SymTensor, b: SymTensor) -> SymTensor:
+        if not (a.public or b.public):
+            self.tally.calls[("mul", (a.numel, b.numel))] += 1
         return self._elementwise("mul_public" if a.public or b.public else "mul", a, b)
 
     def scale(self, a: SymTensor, c: float) -> SymTensor:
@@ -97,6 +108,8 @@ class SymbolicOps(Ops):
     def _nonlinear(self, kind: str, x: SymTensor) -> SymTensor:
         *lead, rows, cols = (1,) * max(0, 2 - len(x.shape)) + x.shape
         self.tally.nonlinear[(kind, (rows, cols))] += math.prod(lead)
+        signature = (math.prod(lead) * rows, cols) if kind in ("softmax", "layernorm") else (x.numel,)
+        self.tally.calls[(kind, signature)] += 1
         return SymTensor(x.shape, x.public)
 
     def softmax(self, x: SymTensor) -> SymTensor:

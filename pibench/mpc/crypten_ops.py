@@ -12,11 +12,10 @@ from typing import Any
 
 import torch
 
-from pibench.interp.base import LAYERNORM_EPS, Ops
+from pibench.interp.base import LAYERNORM_EPS, LINEAR_ROLES, Ops
 from pibench.interp.plaintext import TorchConstants
 from pibench.mpc.meter import Meter
 
-LINEAR_ROLES = ("attn.proj", "ffn.in", "ffn.out", "ffn.fused")
 GELU_TANH_C = math.sqrt(2.0 / math.pi)
 
 

@@ -1,0 +1,86 @@
+"""Calibrated predictions: exact bytes and rounds at smoke sizes; settings and range are checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pibench.calibration import SHIPPED, load_calibration
+from pibench.errors import PibenchError
+from tests.conftest import ROOT, run_cli, write_suite
+
+BASELINE = ROOT / ".ci" / "baselines" / "smoke.json"
+
+
+def test_predictions_equal_measured_bytes_and_rounds():
+    # the committed smoke record was measured by `pibench run`; the prediction never runs CrypTen
+    proc = run_cli("cost", "suites/smoke.yaml", "--predict", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    measured = {v["name"]: v["measured"] for v in json.loads(BASELINE.read_text())["variants"]}
+    for v in json.loads(proc.stdout):
+        p, m = v["predicted"], measured[v["variant"]]
+        assert (p["bytes"], p["rounds"]) == (m["bytes"], m["rounds"]), v["variant"]
+        assert sum(k["bytes"] for k in p["by_kind"].values()) == p["bytes"]
+        assert p["by_kind"]["softmax"]["bytes"] == m["by_kind"]["softmax"]["bytes"]
+
+
+def test_shipped_models_by_hand():
+    models = load_calibration().data["models"]
+    # a secret x secret product opens both masked operands: 8 bytes per element, from each party
+    assert models["linear"]["bytes"] == models["mul"]["bytes"] == [16]
+    assert models["linear"]["rounds"] == 1
+    # ReLU: 464 bytes per element in 9 rounds; LayerNorm(rows, cols): 64 rc + 384 r + 16 c in 20
+    assert (models["relu"]["bytes"], models["relu"]["rounds"]) == ([464], 9)
+    assert (models["layernorm"]["bytes"], models["layernorm"]["rounds"]) == ([64, 384, 16], 20)
+    assert len(models["softmax"]["per_row_bytes"]) == 1024
+
+
+def test_table_and_network_columns():
+    out = run_cli("cost", "suites/gpt2_t128.yaml", "--predict", "--network", "paper-wan").stdout
+    assert "pred. comm (GB)" in out and "pred. lat. (min.) paper-wan" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("sm_ln_g "))
+    # measured by `pibench run` at this size: 9.289 GB and 2280 rounds (README)
+    assert "9.289" in line.split() and "2280" in line.split()
+
+
+def test_other_settings_are_refused(tmp_path):
+    suite = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\ncrypten: {precision_bits: 12}\n")
+    proc = run_cli("cost", str(suite), "--predict")
+    assert proc.returncode == 2
+    assert "was measured under other CrypTen settings than suite" in proc.stderr and "precision_bits" in proc.stderr
+
+
+def test_rows_longer_than_calibrated_are_refused(tmp_path):
+    suite = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 2048}\nvariants: [sm]\n")
+    proc = run_cli("cost", str(suite), "--predict")
+    assert proc.returncode == 2
+    assert (
+        "softmax rows of length 2048 exceed the calibrated 1024; run `pibench calibrate --max-row-length 2048`"
+        in proc.stderr
+    )
+
+
+def test_options_need_predict():
+    proc = run_cli("cost", "suites/smoke.yaml", "--network", "lan")
+    assert (proc.returncode, proc.stderr) == (2, "pibench: error: --calibration and --network go with --predict\n")
+
+
+def test_calibrate_reproduces_the_shipped_exact_models(tmp_path):
+    out = tmp_path / "cal.json"
+    proc = run_cli("calibrate", "--out", str(out), "--max-row-length", "16", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mine, shipped = json.loads(out.read_text()), json.loads(SHIPPED.read_text())
+    assert mine["settings"] == shipped["settings"] and mine["schema_version"] == 1
+    for kind in ("gelu", "relu", "layernorm", "linear", "attn_matmul", "mul"):
+        assert (mine["models"][kind]["bytes"], mine["models"][kind]["rounds"]) == (
+            shipped["models"][kind]["bytes"],
+            shipped["models"][kind]["rounds"],
+        )
+    assert mine["models"]["softmax"]["per_row_bytes"] == shipped["models"]["softmax"]["per_row_bytes"][:16]
+    assert mine["environment"]["cpu_count"] >= 1
+
+
+def test_missing_calibration_file():
+    with pytest.raises(PibenchError, match=r"calibration 'nope\.json' not found"):
+        load_calibration("nope.json")
