@@ -63,11 +63,6 @@ def test_list_names_every_variant_with_its_label(cli):
         assert any(ln.split()[0] == name and label in ln for ln in out.splitlines())
 
 
-def test_run_prints_the_table(cli):
-    proc = cli("run", SUITE)
-    assert proc.returncode == 0 and "SM:144×ℝ^{128×128}" in proc.stdout
-
-
 def test_unknown_flops_convention_is_rejected(cli):
     proc = cli("cost", SUITE, "--flops", "papers")
     assert proc.returncode == 2 and "invalid choice: 'papers'" in proc.stderr

@@ -69,7 +69,9 @@ def main(args: argparse.Namespace) -> int:
         for row, p in zip(rows, preds, strict=True):
             row += [f"{p['gb']:.3f}", str(p["rounds"]), *(f"{m:.2f}" for m in p["minutes"].values())]
     if args.format == "json":
-        out = [c.to_json() | ({"predicted": p} if preds else {}) for c, p in zip(costs, preds or costs, strict=True)]
+        out = [c.to_json() for c in costs]
+        for obj, p in zip(out, preds, strict=False):  # no predictions: nothing to add
+            obj["predicted"] = p
         json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         print()
     elif args.format == "csv":
