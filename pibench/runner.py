@@ -71,8 +71,32 @@ def kill_tree(pid: int, grace_s: float = 3.0) -> None:
     psutil.wait_procs(alive, timeout=grace_s)
 
 
-def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+def build_record(
+    suite: Suite,
+    measured: Sequence[dict[str, Any]],
+    *,
+    mode: str,
+    full: bool,
+    rendezvous: str,
+    network: str,
+    timeout_s: float,
+    elapsed_s: float,
+    emulated: str | None = None,
+) -> dict[str, Any]:
     """The versioned record of a completed run: settings, environment, analytic and measured costs."""
+    run = {
+        "mode": mode,
+        "full": full,
+        "seed": suite.seed,
+        "parties": 2,
+        "ttp": suite.crypten.provider == "TTP",
+        "rendezvous": rendezvous,
+        "network": network,
+        "emulated": emulated,
+        "project": [p.name for p in suite.project],
+        "timeout_s": timeout_s,
+        "elapsed_s": round(elapsed_s, 3),
+    }
     costs = suite_costs(suite)
     predicted = _predictions(suite, costs)
     return {
@@ -246,17 +270,14 @@ def run_local(
     missing = [e.name for e in suite.entries if e.name not in measured]
     if missing:
         raise PibenchError(f"the parties ended without measuring {', '.join(missing)}; no record written")
-    run = {
-        "mode": "local",
-        "full": full,
-        "seed": suite.seed,
-        "parties": 2,
-        "ttp": suite.crypten.provider == "TTP",
-        "rendezvous": rendezvous,
-        "network": link.describe() if link else "loopback",
-        "emulated": link.profile.name if link else None,
-        "project": [p.name for p in suite.project],
-        "timeout_s": timeout_s,
-        "elapsed_s": round(time.monotonic() - started, 3),
-    }
-    return build_record(suite, [measured[e.name] for e in suite.entries], run)
+    return build_record(
+        suite,
+        [measured[e.name] for e in suite.entries],
+        mode="local",
+        full=full,
+        rendezvous=rendezvous,
+        network=link.describe() if link else "loopback",
+        emulated=link.profile.name if link else None,
+        timeout_s=timeout_s,
+        elapsed_s=time.monotonic() - started,
+    )

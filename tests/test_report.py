@@ -45,8 +45,16 @@ def t128_record(tmp_path_factory):
     suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml")
     figures = {"sm_ln_g": (10.0, 60.0), "sm_ln_r": (8.0, 40.0)}
     measured = [fake_measurement(*figures.get(e.name, (4.0, 30.0))) for e in suite.entries]
-    run = {"mode": "local", "full": False, "seed": 0, "network": "loopback"}
-    record = build_record(suite, measured, run)
+    record = build_record(
+        suite,
+        measured,
+        mode="local",
+        full=False,
+        rendezvous="tcp://127.0.0.1:1",
+        network="loopback",
+        timeout_s=45.0,
+        elapsed_s=1.0,
+    )
     path = write_record(tmp_path_factory.mktemp("rec") / "t128.json", record)
     return path, record
 

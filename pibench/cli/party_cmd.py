@@ -73,18 +73,16 @@ def main(args: argparse.Namespace) -> int:
     from pibench.results import default_record_path, write_record
     from pibench.runner import build_record
 
-    run = {
-        "mode": "party",
-        "full": args.full,
-        "seed": suite.seed,
-        "parties": 2,
-        "ttp": suite.crypten.provider == "TTP",
-        "rendezvous": args.rendezvous,
-        "network": "as given by --rendezvous",
-        "timeout_s": args.timeout,
-        "elapsed_s": round(time.monotonic() - state["start"], 3),
-    }
-    record = build_record(suite, measured, run)
+    record = build_record(
+        suite,
+        measured,
+        mode="party",
+        full=args.full,
+        rendezvous=args.rendezvous,
+        network="as given by --rendezvous",
+        timeout_s=args.timeout,
+        elapsed_s=time.monotonic() - state["start"],
+    )
     path = write_record(args.out or default_record_path(suite.name), record)
     emit_report([(str(path), record)], args)
     print(f"record: {path}", file=sys.stderr)

@@ -55,11 +55,17 @@ def _configure(crypten: Any, settings: CrypTenSettings) -> None:
         setattr(cfg.functions, key, value)
 
 
-def start_crypten(rank: int, rendezvous: str, settings: CrypTenSettings, timeout_s: float) -> Any:
-    """Join the parties (and the TTP) over torch.distributed/gloo, with `timeout_s` on every wait."""
+def _prepare(rank: int, rendezvous: str, settings: CrypTenSettings) -> Any:
+    """CrypTen imported and configured, and the environment its communicator reads set for `rank`."""
     crypten = import_crypten()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), RENDEZVOUS=rendezvous, DISTRIBUTED_BACKEND="gloo")
     _configure(crypten, settings)
+    return crypten
+
+
+def start_crypten(rank: int, rendezvous: str, settings: CrypTenSettings, timeout_s: float) -> Any:
+    """Join the parties (and the TTP) over torch.distributed/gloo, with `timeout_s` on every wait."""
+    crypten = _prepare(rank, rendezvous, settings)
     original = dist.init_process_group
 
     def with_timeout(*args: Any, **kwargs: Any) -> Any:
@@ -83,9 +89,7 @@ def run_ttp(opts: PartyOptions) -> None:
     """Serve triples until party 0 says "terminate"."""
     if opts.suite.crypten.provider != "TTP":
         raise PibenchError("rank 2 (TTP) is only needed with crypten.provider: TTP")
-    crypten = import_crypten()
-    os.environ.update(RANK="2", WORLD_SIZE=str(WORLD_SIZE), RENDEZVOUS=opts.rendezvous, DISTRIBUTED_BACKEND="gloo")
-    _configure(crypten, opts.suite.crypten)
+    crypten = _prepare(2, opts.rendezvous, opts.suite.crypten)
     crypten.mpc.provider.ttp_provider.TTPServer()
 
 
@@ -201,28 +205,24 @@ def _measure(crypten: Any, meter: Meter, opts: PartyOptions, entry: SuiteEntry, 
     }
 
 
-def merge_parties(entry: SuiteEntry, parties: list[dict[str, Any]], full: bool) -> dict[str, Any]:
-    """One variant's measurement from both parties' counts. Bytes: total = sent by both (each byte
-    once, both directions); rounds and seconds: the larger party's (they run in lockstep)."""
-    parties = sorted(parties, key=lambda p: p["rank"])
-    by_kind = {
-        kind: {
-            "bytes": sum(p["by_kind"][kind]["sent"] for p in parties),
-            "rounds": max(p["by_kind"][kind]["rounds"] for p in parties),
-            "wall_s": max(p["by_kind"][kind]["wall_s"] for p in parties),
-            "comm_s": max(p["by_kind"][kind]["comm_s"] for p in parties),
-        }
-        for kind in KINDS
+def _merged(counts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both parties' counts as one: bytes = sent by both (each byte once, both directions); rounds
+    and seconds = the larger party's (they run in lockstep)."""
+    return {
+        "bytes": sum(c["sent"] for c in counts),
+        **{key: max(c[key] for c in counts) for key in ("rounds", "wall_s", "comm_s")},
     }
+
+
+def merge_parties(parties: list[dict[str, Any]], full: bool) -> dict[str, Any]:
+    """One variant's measurement from both parties' results."""
+    parties = sorted(parties, key=lambda p: p["rank"])
     return {
         "sampled": not full,
         "layers_measured": parties[0]["layers_measured"],
-        "bytes": sum(p["sent"] for p in parties),
-        "rounds": max(p["rounds"] for p in parties),
-        "wall_s": max(p["wall_s"] for p in parties),
-        "comm_s": max(p["comm_s"] for p in parties),
+        **_merged(parties),
         "max_abs_error": parties[0]["max_abs_error"],
-        "by_kind": by_kind,
+        "by_kind": {kind: _merged([p["by_kind"][kind] for p in parties]) for kind in KINDS},
         "parties": [{k: v for k, v in p.items() if k not in ("layers_measured", "max_abs_error")} for p in parties],
     }
 
@@ -266,7 +266,7 @@ def run_party(opts: PartyOptions, emit: Emit) -> list[dict[str, Any]]:
             mine = _measure(crypten, meter, opts, entry, emit)
             both: list[Any] = [None] * WORLD_SIZE
             dist.all_gather_object(both, mine, group=comm.main_group)  # outside the meter
-            merged = merge_parties(entry, both, opts.full)
+            merged = merge_parties(both, opts.full)
             measured.append(merged)
             emit({"event": "result", "variant": entry.name, "measured": merged})
     finally:
