@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from pibench.runner import free_port, kill_tree
-from tests.conftest import ROOT, run_cli, write_suite
+from tests.conftest import ROOT, party_processes, run_cli, write_suite
 
 # Long enough to be caught mid-run: four variants of 8 layers, every layer measured.
 SLOW = "name: slow\nmodel: {L: 8, H: 2, d: 64, T: 16}\nvariants: [sm_ln_g, sm_ln_r, sm_scffn, sm_g]\n"
@@ -21,13 +21,9 @@ SLOW = "name: slow\nmodel: {L: 8, H: 2, d: 64, T: 16}\nvariants: [sm_ln_g, sm_ln
 def _party_pids(run: psutil.Process, rank: int, deadline_s: float = 60) -> int:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        for child in run.children(recursive=True):
-            try:
-                cmd = child.cmdline()
-            except psutil.NoSuchProcess:
-                continue
-            if "party" in cmd and cmd[cmd.index("--rank") + 1] == str(rank):
-                return child.pid
+        found = party_processes(run.pid)
+        if rank in found:
+            return found[rank].pid
         time.sleep(0.1)
     raise AssertionError(f"party {rank} never started")
 

@@ -16,7 +16,7 @@ import pytest
 from pibench.emulate import PREFIX, EmulatedLink
 from pibench.errors import PibenchError
 from pibench.network import PROFILES, parse_profile, project
-from tests.conftest import ROOT, run_cli, write_suite
+from tests.conftest import ROOT, party_processes, run_cli, write_suite
 
 
 def test_profiles():
@@ -97,12 +97,12 @@ def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
         deadline = time.monotonic() + 60
         parties = []
         while time.monotonic() < deadline and len(parties) < 2:
-            parties = [p for p in psutil.Process(proc.pid).children(recursive=True) if "party" in p.cmdline()]
+            parties = list(party_processes(proc.pid).values())
             time.sleep(0.2)
         assert len(parties) == 2 and len(our_namespaces()) == 2
         time.sleep(3)
         if how == "party dies":
-            next(p for p in parties if p.cmdline()[p.cmdline().index("--rank") + 1] == "1").kill()
+            party_processes(proc.pid)[1].kill()
         else:
             proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
