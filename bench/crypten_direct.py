@@ -4,8 +4,9 @@
     python bench/crypten_direct.py --record R.json # or compares with an existing --full record
 
 The same operations as pibench's SM+LN+G, SM+LN+R and SM+ScFuFFN layers (GPT-2 size: L=12, H=12,
-d=768, T=128) are written here against CrypTen's own API, run by two processes over gloo on
-127.0.0.1, and measured with CrypTen's own counters (`communicator.verbose`: per party, sent and
+d=768, T=128; Q, K, V in one product, squares by `square()`, the record's softmax form) are written
+here against CrypTen's own API, run by two processes over gloo on 127.0.0.1, and measured with
+CrypTen's own counters (`communicator.verbose`: per party, sent and
 received bytes together, one round per exchange). Prints bytes, rounds and forward-pass seconds
 beside pibench's and their ratios; exits 1 if bytes or rounds differ by more than 1% or time by
 more than 10%.
@@ -17,7 +18,7 @@ import argparse
 import json
 import math
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,17 @@ def import_crypten():
     return crypten
 
 
-def party(rank: int, rendezvous: str, variant: str) -> dict:
+def softmax_max_only(x, crypten):
+    """The row maximum by CrypTen's tree reduction alone, then CrypTen's own softmax steps."""
+    from crypten.common.functions.maximum import _max_helper_all_tree_reductions
+
+    m = _max_helper_all_tree_reductions(x, dim=x.dim() - 1, method="log_reduction").unsqueeze(-1)
+    numerator = (x - m).exp()
+    with crypten.cfg.temp_override({"functions.reciprocal_all_pos": True}):
+        return numerator * numerator.sum(-1, keepdim=True).reciprocal()
+
+
+def party(rank: int, rendezvous: str, variant: str, softmax: str) -> dict:
     import torch
 
     crypten = import_crypten()
@@ -62,8 +73,7 @@ def party(rank: int, rendezvous: str, variant: str) -> dict:
     softmax_only = variant == "sm_scfuffn"
     layers = []
     for _ in range(L):
-        w = {n: weight(D, D) for n in ("q", "k", "v", "o")}
-        w.update({f"b{n}": weight(D) for n in ("q", "k", "v", "o")})
+        w = {"qkv": weight(D, 3 * D), "bqkv": weight(3 * D), "o": weight(D, D), "bo": weight(D)}
         if softmax_only:
             w.update(fused=weight(D, D), bfused=weight(D), alpha=weight(1, scale=1.0), beta=weight(1, scale=1.0))
         else:
@@ -77,7 +87,7 @@ def party(rank: int, rendezvous: str, variant: str) -> dict:
 
     def layernorm(h, g, b):
         centred = h - h.mean(-1, keepdim=True)
-        var = (centred * centred).mean(-1, keepdim=True)
+        var = centred.square().mean(-1, keepdim=True)
         return centred * (var + 1e-5).inv_sqrt() * g + b
 
     def heads(h):
@@ -87,9 +97,10 @@ def party(rank: int, rendezvous: str, variant: str) -> dict:
     start = time.perf_counter()
     for w in layers:
         h = x if softmax_only else layernorm(x, w["g1"], w["c1"])
-        q, k, v = (heads(h.matmul(w[n]) + w[f"b{n}"]) for n in ("q", "k", "v"))
+        q, k, v = (heads(p) for p in (h.matmul(w["qkv"]) + w["bqkv"]).split(D, dim=-1))
         scores = q.matmul(k.transpose(-2, -1)) * (1 / math.sqrt(D // H)) + mask
-        att = scores.softmax(-1).matmul(v).transpose(0, 1).reshape(T, D)
+        probs = softmax_max_only(scores, crypten) if softmax == "max_only" else scores.softmax(-1)
+        att = probs.matmul(v).transpose(0, 1).reshape(T, D)
         att = att.matmul(w["o"]) + w["bo"]
         x = x + (att * w["alpha"] if softmax_only else att)
         if softmax_only:
@@ -97,7 +108,7 @@ def party(rank: int, rendezvous: str, variant: str) -> dict:
             continue
         h = layernorm(x, w["g2"], w["c2"]).matmul(w["ffn_in"]) + w["bffn_in"]
         if variant == "sm_ln_g":
-            h = h * (((h + h * h * h * 0.044715) * c).tanh() + 1) * 0.5  # tanh-GELU
+            h = h * (((h + h * h.square() * 0.044715) * c).tanh() + 1) * 0.5  # tanh-GELU
         else:
             h = h.relu()
         x = x + (h.matmul(w["ffn_out"]) + w["bffn_out"])
@@ -108,15 +119,11 @@ def party(rank: int, rendezvous: str, variant: str) -> dict:
     return {"rank": rank, "bytes": int(stats["bytes"]), "rounds": stats["rounds"], "wall_s": wall}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def measure(variant: str) -> list[dict]:
-    rendezvous = f"tcp://127.0.0.1:{free_port()}"
-    cmd = [sys.executable, __file__, "--variant", variant, "--rendezvous", rendezvous, "--party"]
+def measure(variant: str, softmax: str) -> list[dict]:
+    # a file rendezvous: nothing listens on a network port for the store
+    folder = tempfile.mkdtemp(prefix="crypten-direct-")
+    rendezvous = f"file://{folder}/store"
+    cmd = [sys.executable, __file__, "--variant", variant, "--rendezvous", rendezvous, "--softmax", softmax, "--party"]
     procs = [subprocess.Popen([*cmd, str(r)], stdout=subprocess.PIPE, text=True) for r in (0, 1)]
     try:
         outs = [p.communicate(timeout=900)[0] for p in procs]
@@ -124,6 +131,7 @@ def measure(variant: str) -> list[dict]:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+        shutil.rmtree(folder, ignore_errors=True)
     if any(p.returncode for p in procs):
         sys.exit(f"a party of the direct run of {variant} failed")
     return [json.loads(o.strip().splitlines()[-1]) for o in outs]
@@ -135,9 +143,10 @@ def main() -> int:
     ap.add_argument("--party", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--rendezvous", help=argparse.SUPPRESS)
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    ap.add_argument("--softmax", choices=("max_only", "crypten"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.party is not None:
-        print(json.dumps(party(args.party, args.rendezvous, args.variant)))
+        print(json.dumps(party(args.party, args.rendezvous, args.variant, args.softmax)))
         return 0
     record_path = args.record
     if record_path is None:
@@ -149,8 +158,9 @@ def main() -> int:
         sys.exit(f"{record_path} is not a --full record")
     ok = True
     print(f"{'variant':<11} {'metric':<22} {'pibench':>14} {'CrypTen direct':>15} {'ratio':>8}")
+    softmax = record["backend"]["settings"]["softmax"]
     for v in record["variants"]:
-        direct = measure(v["name"])
+        direct = measure(v["name"], softmax)
         for rank, d in enumerate(direct):
             mine = v["measured"]["parties"][rank]
             pairs = [

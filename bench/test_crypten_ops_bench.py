@@ -11,31 +11,32 @@ from __future__ import annotations
 
 import pytest
 
-from pibench.mpc.opbench import OpPair
+from pibench.backends.crypten.settings import CrypTenSettings
+from pibench.calibration.measure import OpPair
 
 T, D, H = 128, 768, 12
 
-CASES = {
-    "softmax": ([H, T, T], None),
-    "layernorm": ([T, D], None),
-    "gelu": ([T, 4 * D], None),
-    "relu": ([T, 4 * D], None),
-    "mul": ([T, D], [1]),
-    "linear": ([T, D], [D, D]),
-    "attn_matmul": ([H, T, D // H], [H, D // H, T]),
+CASES = {  # operand shapes per call kind (`pibench.opkinds.CALLS`)
+    "softmax": [(H, T, T)],
+    "layernorm": [(T, D)],
+    "gelu": [(T, 4 * D)],
+    "relu": [(T, 4 * D)],
+    "mul": [(T, D), (1,)],
+    "linear": [(T, D), (D, 3 * D)],
+    "attn_matmul": [(H, T, D // H), (H, D // H, T)],
 }
 
 
 @pytest.fixture(scope="module")
 def pair():
-    p = OpPair()
+    p = OpPair("crypten", CrypTenSettings())
     yield p
     p.close()
 
 
 @pytest.mark.parametrize("op", CASES)
 def test_crypten_op(benchmark, pair, op):
-    shape, other = CASES[op]
-    counts = benchmark.pedantic(pair.run, args=(op, shape, other), rounds=3, iterations=1)
-    benchmark.extra_info.update(counts, shape=shape, other=other)
+    shapes = CASES[op]
+    counts = benchmark.pedantic(pair.run, args=(op, shapes), rounds=3, iterations=1)
+    benchmark.extra_info.update(counts, shapes=shapes)
     assert counts["bytes"] > 0 and counts["rounds"] > 0

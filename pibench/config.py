@@ -8,6 +8,7 @@ softmax attention, pre-LN LayerNorm and a GELU FFN: the papers' SM+LN+G baseline
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -85,6 +86,17 @@ class ModelConfig:
     def has_ffn(self, layer: int) -> bool:
         return layer < self.ffn_layers
 
+    def layer_runs(self) -> list[tuple[int, int]]:
+        """The stack cut into runs [start, stop) of layers that every per-layer field treats alike.
+
+        Per-layer fields act on the first k layers (`LAYER_CUTOFFS`), so the cuts are those k; a
+        stack of any depth has at most len(LAYER_CUTOFFS) + 1 runs. Sampling and analytic costs
+        trace one layer per run (`pibench.sampling`), never every layer.
+        """
+        cuts = {0, self.L, *(k for f in LAYER_CUTOFFS if (k := getattr(self, f)) is not None)}
+        ordered = sorted(cuts)
+        return [(a, b) for a, b in itertools.pairwise(ordered) if a < b]
+
     def ffn_activation(self, layer: int) -> Activation:
         """The activation of layer `layer`'s FFN ("identity" past `activation_blocks`)."""
         kept = self.L if self.activation_blocks is None else self.activation_blocks
@@ -99,4 +111,7 @@ class ModelConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# Fields that make layers differ: each applies to the first k layers. A new per-layer field belongs
+# here (tests/test_sampling.py traces every layer of every variant to check that runs are uniform).
+LAYER_CUTOFFS = ("ffn_blocks_kept", "activation_blocks")
 DIMENSIONS = ("L", "H", "d", "T")

@@ -20,9 +20,10 @@ from typing import Any
 
 from pibench.config import ModelConfig
 from pibench.interp.base import MATMUL_ROLES
-from pibench.interp.symbolic import NONLINEAR_KINDS, SymbolicOps, Tally
-from pibench.model import forward, param_specs
+from pibench.interp.symbolic import Tally
+from pibench.opkinds import NONLINEAR
 from pibench.registry import Registry
+from pibench.sampling import layer_kinds, trace_input_stage
 
 # FLOPs per multiply-accumulate, by matmul role.
 FLOP_CONVENTIONS: Registry[dict[str, int]] = Registry("FLOP convention")
@@ -37,18 +38,14 @@ FLOP_CONVENTIONS.add(
     },
 )
 
-# The papers' one- or two-letter names of the nonlinear kinds.
-KIND_ABBREV = {"softmax": "SM", "layernorm": "LN", "gelu": "G", "relu": "R"}
-assert set(KIND_ABBREV) == set(NONLINEAR_KINDS)
-
 
 def trace(cfg: ModelConfig) -> Tally:
-    """Run the model definition symbolically (shapes only) and return what it executed."""
-    ops = SymbolicOps()
-    weights = {name: ops.weight(spec.shape) for name, spec in param_specs(cfg).items()}
-    out = forward(ops, weights, ops.weight((cfg.T, cfg.d)), cfg)
-    assert out.shape == (cfg.T, cfg.d), out.shape
-    return ops.tally
+    """What one forward pass executes (shapes only): the input stage, then each layer kind times
+    its count (`pibench.sampling`), so the cost of a stack does not grow with its depth."""
+    tally = trace_input_stage(cfg)
+    for kind in layer_kinds(cfg):
+        tally.add(kind.tally, kind.count)
+    return tally
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class VariantCost:
 
     def to_json(self) -> dict[str, Any]:
         nonlinear: dict[str, Any] = {}
-        for kind in NONLINEAR_KINDS:
+        for kind in NONLINEAR:
             groups = [n for n in self.nonlinear if n.kind == kind]
             if not groups:
                 continue
@@ -112,7 +109,7 @@ def analyse(cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "
     nonlinear = tuple(
         NonlinearCount(kind, count, shape)
         for (kind, shape), count in sorted(
-            tally.nonlinear.items(), key=lambda kv: (NONLINEAR_KINDS.index(kv[0][0]), kv[0][1])
+            tally.nonlinear.items(), key=lambda kv: (NONLINEAR.index(kv[0][0]), kv[0][1])
         )
     )
     return VariantCost(variant, label, cfg, nonlinear, split["ffn"], split["attn"], flops, tally)

@@ -94,8 +94,21 @@ class EmulatedLink:
         self.delay = self.profile.rtt_s > 0 and all(self._netem(rank) for rank in (0, 1))
         for rank in (0, 1):
             parent = ["parent", "1:", "handle", "2:"] if self.delay else ["root"]
-            self._tc(rank, "qdisc", "add", "dev", self.ifaces[rank], *parent, "tbf", "rate", f"{rate}bit",
-                     "burst", str(burst), "latency", "200ms")  # fmt: skip
+            self._tc(
+                rank,
+                "qdisc",
+                "add",
+                "dev",
+                self.ifaces[rank],
+                *parent,
+                "tbf",
+                "rate",
+                f"{rate}bit",
+                "burst",
+                str(burst),
+                "latency",
+                "200ms",
+            )
 
     def _tc(self, rank: int, *args: str, check: bool = True) -> bool:
         proc = subprocess.run(

@@ -3,8 +3,11 @@
 Counted metrics (bytes, rounds, per operation kind; nonlinear elements; FLOPs; communication savings)
 are deterministic for a given configuration and backend settings, so by default any change in the bad
 direction fails. Time is compared loosely, as a ratio; the MPC error too (CrypTen's shares are random).
-Records whose common variants differ in configuration, backend settings or network are "not
-comparable", never "regressed".
+Records of different backends, backend settings or variant configurations are "not comparable",
+never "regressed"; records of different networks (a local and a two-host run of one suite) compare
+on counted metrics only, since the network changes time, not bytes. A variant of the baseline that
+the candidate lacks, or whose output became unusable, is a regression. Records are validated when
+read (`pibench.records`), so a damaged one never gets here.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pibench.errors import PibenchError
-from pibench.mpc.meter import KINDS
+from pibench.opkinds import KINDS, NONLINEAR
 from pibench.variants import BASELINE
 
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
@@ -45,8 +48,9 @@ def _metrics() -> dict[str, Metric]:
     for kind in KINDS:
         out[f"bytes.{kind}"] = Metric(f"bytes.{kind}", True, 0.0, True)
         out[f"rounds.{kind}"] = Metric(f"rounds.{kind}", True, 0.0, True)
-    for kind in ("softmax", "layernorm", "gelu", "relu"):
+    for kind in NONLINEAR:
         out[f"nonlinear.{kind}"] = Metric(f"nonlinear.{kind}", True, 0.0, True)
+    out["unusable"] = Metric("unusable", True, 0.0, True)  # 1 when the MPC output is unusable
     return out
 
 
@@ -60,12 +64,13 @@ def values(variant: dict[str, Any], base: dict[str, Any] | None) -> Iterator[tup
     yield "rounds", m["rounds"]
     yield "wall_s", m["wall_s"]
     yield "comm_s", m["comm_s"]
+    yield "unusable", 0.0 if m["usable"] else 1.0
     if m.get("max_abs_error") is not None:
         yield "max_abs_error", m["max_abs_error"]
     for kind in KINDS:
         yield f"bytes.{kind}", m["by_kind"][kind]["bytes"]
         yield f"rounds.{kind}", m["by_kind"][kind]["rounds"]
-    for kind in ("softmax", "layernorm", "gelu", "relu"):
+    for kind in NONLINEAR:
         yield f"nonlinear.{kind}", a["nonlinear"].get(kind, {}).get("elements", 0)
     yield "flops.ffn", a["flops"]["ffn"]
     yield "flops.attn", a["flops"]["attn"]
@@ -118,7 +123,9 @@ class Outcome:
     regressions: list[Finding]
     compared: int  # (variant, metric) pairs compared
     variants: list[str]
-    only_in_one: list[str]
+    missing: list[str]  # in the baseline, not in the candidate: a regression
+    added: list[str]  # in the candidate only: not compared
+    notes: list[str]  # what was left out of the comparison, and why
 
     def to_json(self) -> dict[str, Any]:
         status = {PASS: "pass", REGRESSION: "regression", NOT_COMPARABLE: "not comparable"}[self.status]
@@ -127,9 +134,11 @@ class Outcome:
             "exit_code": self.status,
             "reasons": self.reasons,
             "regressions": [f.to_json() for f in self.regressions],
+            "missing_in_candidate": self.missing,
+            "only_in_candidate": self.added,
+            "notes": self.notes,
             "compared": self.compared,
             "variants": self.variants,
-            "only_in_one_record": self.only_in_one,
         }
 
 
@@ -137,32 +146,40 @@ def _baseline_variant(record: dict[str, Any]) -> dict[str, Any] | None:
     return next((v for v in record["variants"] if v["variant"] == BASELINE), None)
 
 
-def compare(
-    old: dict[str, Any], new: dict[str, Any], tolerances: dict[str, float] | None = None, counted_only: bool = False
-) -> Outcome:
-    """Gate `new` against `old`."""
+def _not_comparable(old: dict[str, Any], new: dict[str, Any], common: list[str]) -> list[str]:
     reasons = []
-    if old["backend"]["name"] != new["backend"]["name"] or old["backend"]["settings"] != new["backend"]["settings"]:
-        diff = {
-            k
-            for k in set(old["backend"]["settings"]) | set(new["backend"]["settings"])
-            if old["backend"]["settings"].get(k) != new["backend"]["settings"].get(k)
-        }
-        reasons.append(f"backend settings differ ({', '.join(sorted(diff)) or 'backend'})")
-    if old["run"]["network"] != new["run"]["network"]:
-        reasons.append(f"network differs ({old['run']['network']} vs {new['run']['network']})")
+    ob, nb = old["backend"], new["backend"]
+    if ob["name"] != nb["name"]:
+        reasons.append(f"backends differ ({ob['name']} vs {nb['name']})")
+    elif ob["settings"] != nb["settings"]:
+        diff = {k for k in set(ob["settings"]) | set(nb["settings"]) if ob["settings"].get(k) != nb["settings"].get(k)}
+        reasons.append(f"backend settings differ ({', '.join(sorted(diff))})")
     old_v = {v["name"]: v for v in old["variants"]}
     new_v = {v["name"]: v for v in new["variants"]}
-    common = [n for n in old_v if n in new_v]
-    only = sorted(set(old_v) ^ set(new_v))
     if not common:
         reasons.append("no variant in common")
     for name in common:
         if old_v[name]["config"] != new_v[name]["config"]:
             fields = [k for k in old_v[name]["config"] if old_v[name]["config"][k] != new_v[name]["config"].get(k)]
             reasons.append(f"variant '{name}' has another configuration ({', '.join(fields)})")
+    return reasons
+
+
+def compare(
+    old: dict[str, Any], new: dict[str, Any], tolerances: dict[str, float] | None = None, counted_only: bool = False
+) -> Outcome:
+    """Gate `new` against `old` (both validated records)."""
+    old_v = {v["name"]: v for v in old["variants"]}
+    new_v = {v["name"]: v for v in new["variants"]}
+    common = [n for n in old_v if n in new_v]
+    missing, added = [n for n in old_v if n not in new_v], [n for n in new_v if n not in old_v]
+    reasons = _not_comparable(old, new, common)
     if reasons:
-        return Outcome(NOT_COMPARABLE, reasons, [], 0, common, only)
+        return Outcome(NOT_COMPARABLE, reasons, [], 0, common, missing, added, [])
+    notes = []
+    if old["run"]["network"] != new["run"]["network"] and not counted_only:
+        counted_only = True
+        notes.append(f"networks differ ({old['run']['network']} vs {new['run']['network']}): time not compared")
     tol = {name: m.tolerance for name, m in METRICS.items()} | (tolerances or {})
     old_base, new_base = _baseline_variant(old), _baseline_variant(new)
     regressions, compared = [], 0
@@ -177,4 +194,5 @@ def compare(
             worse = after - b if spec.lower_is_better else b - after
             if worse > tol[metric] * abs(b) + 1e-12 * max(abs(b), 1.0):
                 regressions.append(Finding(name, metric, b, after, tol[metric]))
-    return Outcome(REGRESSION if regressions else PASS, [], regressions, compared, common, only)
+    status = REGRESSION if regressions or missing else PASS
+    return Outcome(status, [], regressions, compared, common, missing, added, notes)

@@ -2,7 +2,8 @@
 
 `forward(ops, weights, x, cfg)` maps input embeddings x (T, d) to hidden states (T, d). Embeddings,
 the final LayerNorm and the LM head are outside the definition (the papers' FLOP columns exclude
-them too). `param_specs(cfg)` lists every weight with its shape; interpreters build `weights` from it.
+them too). `param_specs(cfg)` lists every weight with its shape (`input_param_specs` and
+`layer_param_specs` a part of them); interpreters build `weights` from it.
 """
 
 from __future__ import annotations
@@ -25,46 +26,57 @@ class ParamSpec:
 
 
 def param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
-    """Every weight of the stack, by name ("h3.attn.wq", ...), in a stable order."""
-    d, H, T = cfg.d, cfg.H, cfg.T
+    """Every weight of the stack, by name ("h3.attn.qkv.w", ...), in a stable order."""
+    specs = input_param_specs(cfg)
+    for index in range(cfg.L):
+        specs |= layer_param_specs(cfg, index)
+    return specs
+
+
+def input_param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
+    """The weights of the input stage: He & Hofmann's single LayerNorm, else none."""
+    return _layernorm_specs("ln_in", cfg.d) if cfg.norm == "input_ln" else {}
+
+
+def _layernorm_specs(name: str, d: int) -> dict[str, ParamSpec]:
+    return {f"{name}.g": ParamSpec((d,), "ones"), f"{name}.b": ParamSpec((d,), "zeros")}
+
+
+def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
+    """The weights of layer `index`. Q, K and V are one (d, 3d) matrix (Q, K: (d, 2d) in shaped
+    attention), as GPT-2 stores them: one product instead of three."""
+    d, H, T, p = cfg.d, cfg.H, cfg.T, f"h{index}."
     specs: dict[str, ParamSpec] = {}
 
     def linear(name: str, n_in: int, n_out: int) -> None:
-        specs[f"{name}.w"] = ParamSpec((n_in, n_out))
+        specs[f"{p}{name}.w"] = ParamSpec((n_in, n_out))
         if cfg.bias:
-            specs[f"{name}.b"] = ParamSpec((n_out,), "zeros")
+            specs[f"{p}{name}.b"] = ParamSpec((n_out,), "zeros")
 
-    def layernorm(name: str) -> None:
-        specs[f"{name}.g"] = ParamSpec((d,), "ones")
-        specs[f"{name}.b"] = ParamSpec((d,), "zeros")
-
-    if cfg.norm == "input_ln":
-        layernorm("ln_in")
-    for layer in range(cfg.L):
-        p = f"h{layer}."
-        if cfg.norm == "pre_ln":
-            layernorm(p + "ln1")
-        projections = ("q", "k") if cfg.attention == "shaped" else ("q", "k", "v", "o")
-        for proj in projections:
-            linear(f"{p}attn.{proj}", d, d)
-        if cfg.attention == "softmax_t":
-            specs[p + "attn.inv_temp"] = ParamSpec((H, T, 1), "ones")
-        if cfg.attention == "shaped":
-            for coef in ("a", "b", "c"):
-                specs[f"{p}attn.shape_{coef}"] = ParamSpec((H, 1, 1), "ones")
-        if cfg.ffn != "standard":
-            specs[p + "res.alpha"] = ParamSpec((1,), "ones")
-        if not cfg.has_ffn(layer):
-            continue
-        if cfg.norm == "pre_ln":
-            layernorm(p + "ln2")
-        if cfg.ffn == "scaled_fused":
-            linear(p + "ffn.fused", d, d)
-        else:
-            linear(p + "ffn.in", d, cfg.d_ff)
-            linear(p + "ffn.out", cfg.d_ff, d)
-        if cfg.ffn != "standard":
-            specs[p + "res.beta"] = ParamSpec((1,), "ones")
+    if cfg.norm == "pre_ln":
+        specs |= _layernorm_specs(p + "ln1", d)
+    if cfg.attention == "shaped":
+        linear("attn.qk", d, 2 * d)
+        for coef in ("a", "b", "c"):
+            specs[f"{p}attn.shape_{coef}"] = ParamSpec((H, 1, 1), "ones")
+    else:
+        linear("attn.qkv", d, 3 * d)
+        linear("attn.o", d, d)
+    if cfg.attention == "softmax_t":
+        specs[p + "attn.inv_temp"] = ParamSpec((H, T, 1), "ones")
+    if cfg.ffn != "standard":
+        specs[p + "res.alpha"] = ParamSpec((1,), "ones")
+    if not cfg.has_ffn(index):
+        return specs
+    if cfg.norm == "pre_ln":
+        specs |= _layernorm_specs(p + "ln2", d)
+    if cfg.ffn == "scaled_fused":
+        linear("ffn.fused", d, d)
+    else:
+        linear("ffn.in", d, cfg.d_ff)
+        linear("ffn.out", cfg.d_ff, d)
+    if cfg.ffn != "standard":
+        specs[p + "res.beta"] = ParamSpec((1,), "ones")
     return specs
 
 
@@ -92,26 +104,12 @@ def layer(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig, 
     return block(_Layer(ops, weights, cfg, index), x)
 
 
-def layer_signature(cfg: ModelConfig, index: int) -> tuple[bool, str]:
-    """Layers with equal signatures execute the same operations on the same shapes, so they cost
-    the same bytes and rounds under 2PC: (has an FFN, FFN activation)."""
-    return cfg.has_ffn(index), cfg.ffn_activation(index)
-
-
-def layer_sample(cfg: ModelConfig) -> dict[int, int]:
-    """One representative layer per signature -> how many layers it stands for (sums to L)."""
-    first: dict[tuple[bool, str], int] = {}
-    sample: dict[int, int] = {}
-    for index in range(cfg.L):
-        rep = first.setdefault(layer_signature(cfg, index), index)
-        sample[rep] = sample.get(rep, 0) + 1
-    return sample
-
-
-def layer_weight_names(cfg: ModelConfig, layers: Sequence[int]) -> list[str]:
-    """Names of the weights that the input stage and `layers` read."""
-    prefixes = tuple(f"h{i}." for i in layers)
-    return [n for n in param_specs(cfg) if n.startswith(prefixes) or not n.startswith("h")]
+def layer_weight_specs(cfg: ModelConfig, layers: Sequence[int]) -> dict[str, ParamSpec]:
+    """The weights that the input stage and `layers` read (a sampled run shares only these)."""
+    specs = input_param_specs(cfg)
+    for index in layers:
+        specs |= layer_param_specs(cfg, index)
+    return specs
 
 
 @dataclass(frozen=True)
@@ -139,11 +137,14 @@ class _Layer:
         """Scaled FFN forms multiply each residual branch by a learnable per-layer scalar."""
         return branch if self.cfg.ffn == "standard" else self.ops.mul(branch, self.w(name))
 
-    def scores(self, x: Tensor, role: str) -> Tensor:
-        """Causal softmax attention probabilities (H, T, T) of input x (T, d)."""
+    def heads(self, x: Tensor, name: str, parts: int) -> list[Tensor]:
+        """One product x W (W: d x parts*d), split into `parts` tensors of heads (H, T, dh)."""
+        projected = self.ops.split(self.linear(x, name, "attn.proj"), parts)
+        return [self.ops.split_heads(p, self.cfg.H) for p in projected]
+
+    def scores(self, q: Tensor, k: Tensor, role: str) -> Tensor:
+        """Causal softmax attention probabilities (H, T, T) from queries and keys (H, T, dh)."""
         ops, cfg = self.ops, self.cfg
-        q = ops.split_heads(self.linear(x, "attn.q", "attn.proj"), cfg.H)
-        k = ops.split_heads(self.linear(x, "attn.k", "attn.proj"), cfg.H)
         s = ops.scale(ops.matmul(q, ops.transpose(k), role), 1.0 / math.sqrt(cfg.d_head))
         if cfg.attention == "softmax_t":
             s = ops.mul(s, self.w("attn.inv_temp"))  # (H, T, 1): per head and query position
@@ -152,15 +153,16 @@ class _Layer:
     def attention(self, x: Tensor) -> Tensor:
         """Multi-head causal softmax attention, all heads at once: (T, d) -> (T, d)."""
         ops = self.ops
-        probs = self.scores(x, "attn.scores")
-        v = ops.split_heads(self.linear(x, "attn.v", "attn.proj"), self.cfg.H)
+        q, k, v = self.heads(x, "attn.qkv", 3)
+        probs = self.scores(q, k, "attn.scores")
         out = ops.merge_heads(ops.matmul(probs, v, "attn.values"))
         return self.linear(out, "attn.o", "attn.proj")
 
     def shaped_attention(self, x: Tensor) -> Tensor:
         """He & Hofmann: (a*I + b*softmax(.) - c*C) X per head, W_V = W_O = identity."""
         ops, T = self.ops, self.cfg.T
-        probs = self.scores(x, "attn.shaped_scores")
+        q, k = self.heads(x, "attn.qk", 2)
+        probs = self.scores(q, k, "attn.shaped_scores")
         mix = ops.add(ops.mul(ops.eye(T), self.w("attn.shape_a")), ops.mul(probs, self.w("attn.shape_b")))
         mix = ops.add(mix, ops.mul(ops.scale(ops.causal_average(T), -1.0), self.w("attn.shape_c")))
         out = ops.matmul(mix, ops.split_heads(x, self.cfg.H), "attn.shaped_values")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pibench.cost import KIND_ABBREV, VariantCost
+from pibench.cost import VariantCost
+from pibench.opkinds import ABBREV
 
 
 def _term(kind: str, count: int, shape: Sequence[int]) -> str:
-    return f"{KIND_ABBREV[kind]}:{count}×ℝ^{{{shape[0]}×{shape[1]}}}"
+    return f"{ABBREV[kind]}:{count}×ℝ^{{{shape[0]}×{shape[1]}}}"
 
 
 def nonlinear_notation(cost: VariantCost) -> str:

@@ -72,6 +72,6 @@ def published_rows() -> tuple[PublishedRow, ...]:
 
 def variant_for_label(label: str) -> str:
     for entry in VARIANTS:
-        if label in entry.load().paper_labels:
+        if label in entry.value.paper_labels:
             return entry.name
     raise PibenchError(f"no registered variant carries the paper label '{label}'")

@@ -1,13 +1,12 @@
 """One registry type for everything pibench looks up by name (variants, backends, ...).
 
-Entries are registered with a decorator; a duplicate name is refused; an unknown name gets a
-"did you mean" error. An entry may be registered lazily as "module:attribute" so that heavy
-backends (torch, CrypTen) are imported only when used.
+Entries are registered with a decorator (or `add`); a duplicate name is refused; an unknown name
+gets a "did you mean" error. Registered objects must be light to import: a backend keeps its heavy
+dependencies behind a method (`pibench.backends.base.Backend.session`).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -20,21 +19,16 @@ T = TypeVar("T")
 @dataclass
 class Entry(Generic[T]):
     name: str
-    target: T | str  # the object, or "module:attr" until first use
+    value: T
     meta: dict[str, Any] = field(default_factory=dict)
-
-    def load(self) -> T:
-        if isinstance(self.target, str):
-            module, _, attr = self.target.partition(":")
-            self.target = getattr(importlib.import_module(module), attr)
-        return self.target
 
 
 class Registry(Generic[T]):
     """Named entries of one kind, e.g. `VARIANTS = Registry("variant")`."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, listing: str | None = None) -> None:
         self.kind = kind
+        self.listing = listing  # where a user finds the names (None: the error lists them)
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, **meta: Any) -> Callable[[T], T]:
@@ -46,11 +40,11 @@ class Registry(Generic[T]):
 
         return deco
 
-    def add(self, name: str, target: T | str, **meta: Any) -> None:
-        """Register `target` (an object, or "module:attr" for lazy import) under `name`."""
+    def add(self, name: str, value: T, **meta: Any) -> None:
+        """Register `value` under `name`."""
         if name in self._entries:
             raise PibenchError(f"{self.kind} '{name}' is already registered; choose another name")
-        self._entries[name] = Entry(name, target, meta)
+        self._entries[name] = Entry(name, value, meta)
 
     def remove(self, name: str) -> None:
         """Unregister `name` (for plugins and tests that register temporarily)."""
@@ -61,13 +55,11 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise PibenchError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}; "
-                f"`pibench list` shows the {self.kind}s"
-            ) from None
+            listing = self.listing or f"known: {', '.join(self._entries)}"
+            raise PibenchError(f"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}; {listing}") from None
 
     def get(self, name: str) -> T:
-        return self.entry(name).load()
+        return self.entry(name).value
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -1,10 +1,11 @@
 """Savings tables in the papers' layout (Network Arch., PPL, #Nonlinear Ops, FLOPs, Comm., Lat.,
 Savings), measured beside published, in five formats; and the two plots.
 
-Measured columns come from a run record and name their backend, settings and network in a footer.
-Where a record's variant config equals a published row's (`pibench/data/published_costs.csv`), that
-row's figures (SecretFlow SPU, as the papers measured them) stand beside as their own columns, with
-their own savings against the published baseline. PPL is the published one (pibench does not train).
+Measured columns come from a run record, are tagged with its backend ("[CrypTen]"), and name their
+settings, network and what the MPC error covers in a footer; a variant whose MPC output is unusable
+is flagged. Where a record's variant config equals a published row's (`pibench/data/published_costs.csv`),
+that row's figures (SecretFlow SPU, as the papers measured them) stand beside as their own columns,
+with their own savings against the published baseline. PPL is the published one (pibench does not train).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from typing import Any
 
 from tabulate import tabulate
 
+from pibench.backends import BACKENDS
 from pibench.config import ModelConfig
-from pibench.errors import PibenchError
-from pibench.network import DEFAULT_PROJECTIONS, parse_profile, project_variant
+from pibench.errors import PibenchError, did_you_mean
+from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project_variant
 from pibench.notation import billions, nonlinear_notation_json
+from pibench.opkinds import KINDS
 from pibench.reference import PublishedRow, published_rows
 from pibench.variants import BASELINE
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
-KIND_ORDER = ("softmax", "layernorm", "gelu", "relu", "linear", "attn_matmul", "other")
 PUBLISHED_SETUP = (
     "SecretFlow SPU, BumbleBee 2PC, two AMD EPYC 7502 machines, WAN emulated at 100 Mbit/s and 80 ms "
     "(Jha & Reagen); whether GB counts one party or both is not stated"
@@ -54,6 +56,7 @@ class Row:
     pub_save_lat: float | None
     pub_source: str | None
     projected_lat_min: dict[str, float | None]  # profile -> projected minutes (loopback records only)
+    usable: bool = True  # the MPC output was within the usable error (`pibench.measure`)
     pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
     pred_lat_min: float | None = None
 
@@ -65,6 +68,7 @@ class Report:
     record: str
     suite: str
     dims: dict[str, int]
+    label: str  # the backend's column tag
     measured_by: str
     published_by: str | None
     baseline: str | None
@@ -72,6 +76,7 @@ class Report:
     projections: list[str]  # profile names of the projected latency columns
     projected_by: str | None  # how, or why not
     predicted_by: str | None = None  # set when the predicted columns are shown
+    error_by: str = ""  # what the MPC error covers, and which outputs are unusable
 
 
 def _published_index() -> dict[ModelConfig, PublishedRow]:
@@ -80,84 +85,120 @@ def _published_index() -> dict[ModelConfig, PublishedRow]:
 
 def measured_by(record: dict[str, Any]) -> str:
     """Which backend, settings and network produced a record's measured columns."""
-    s, run = record["backend"]["settings"], record["run"]
-    version = record["environment"]["packages"].get("crypten")
+    b, run = record["backend"], record["run"]
     how = "every layer measured" if run["full"] else "layers sampled, bytes and rounds extrapolated exactly"
+    backend = BACKENDS.get(b["name"]).describe(b["settings"], b["version"]) if b["name"] in BACKENDS else b["protocol"]
     return (
-        f"CrypTen {version} 2PC ({s['provider']} triples, {s['precision_bits']} fraction bits, {s['gelu']}-GELU, "
-        f"exp {s['functions']['exp_iterations']} it., reciprocal {s['functions']['reciprocal_method']}), "
-        f"network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
+        f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
         f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores"
+    )
+
+
+def _error_by(record: dict[str, Any]) -> str:
+    bad = [v["label"] for v in record["variants"] if not v["measured"]["usable"]]
+    scope = (
+        "the whole stack"
+        if record["run"]["full"]
+        else "what ran: the input stage and one layer per layer kind applied in turn, not the whole stack"
+    )
+    flagged = f"; UNUSABLE output (error over 10% of the output's scale): {', '.join(bad)}" if bad else ""
+    return f"MPC error against the plaintext interpreter covers {scope}{flagged}"
+
+
+def _pick_baseline(variants: list[dict[str, Any]], baseline: str | None) -> dict[str, Any] | None:
+    """The baseline variant by name or registry name; an explicit one that is absent is an error."""
+    name = baseline or BASELINE
+    base = next((v for v in variants if name in (v["name"], v["variant"])), None)
+    if base is None and baseline is not None:
+        names = [v["name"] for v in variants]
+        raise PibenchError(
+            f"--baseline '{baseline}' is not a variant of the record{did_you_mean(baseline, names)}; "
+            f"its variants: {', '.join(names)}"
+        )
+    return base
+
+
+def _row(
+    v: dict[str, Any],
+    base: dict[str, Any] | None,
+    pub: PublishedRow | None,
+    pub_base: PublishedRow | None,
+    profiles: list[NetworkProfile],
+    from_loopback: bool,
+) -> Row:
+    m, a = v["measured"], v["analytic"]
+    return Row(
+        variant=v["name"],
+        arch=v["label"] + ("" if m["usable"] else " (unusable output)"),
+        ppl=pub.ppl if pub else None,
+        nonlinear=nonlinear_notation_json(a["nonlinear"]),
+        flops_ffn=a["flops"]["ffn"],
+        flops_attn=a["flops"]["attn"],
+        comm_gb=m["bytes"] / 1e9,
+        lat_min=m["wall_s"] / 60,
+        save_comm=base["measured"]["bytes"] / m["bytes"] if base else None,
+        save_lat=base["measured"]["wall_s"] / m["wall_s"] if base else None,
+        pub_comm_gb=pub.comm_gb if pub else None,
+        pub_lat_min=pub.lat_min if pub else None,
+        pub_save_comm=pub_base.comm_gb / pub.comm_gb if pub and pub_base and pub.comm_gb else None,
+        pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub.lat_min else None,
+        pub_source=pub.source if pub else None,
+        projected_lat_min={
+            p.name: project_variant(m, p) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
+        },
+        usable=m["usable"],
     )
 
 
 def build_report(
     record: dict[str, Any],
     name: str = "",
-    baseline: str = BASELINE,
+    baseline: str | None = None,
     networks: Sequence[str] | None = None,
     predict: bool = False,
 ) -> Report:
-    """`networks`: profiles to project latency onto (default: the record's suite's, else lan and paper-wan)."""
+    """`networks`: profiles to project latency onto (default: the record's suite's, else lan and paper-wan);
+    `baseline`: the variant savings are against (default sm_ln_g where the record has it)."""
     variants = record["variants"]
     profiles = [parse_profile(n) for n in networks or record["run"].get("project") or DEFAULT_PROJECTIONS]
     from_loopback = record["run"]["network"] == "loopback"
-    base = next((v for v in variants if baseline in (v["name"], v["variant"])), None)
+    base = _pick_baseline(variants, baseline)
     index = _published_index()
     published = {v["name"]: index.get(ModelConfig(**v["config"])) for v in variants}
     pub_base = published.get(base["name"]) if base else None
-    rows = []
-    for v in variants:
-        m, a, pub = v["measured"], v["analytic"], published[v["name"]]
-        row = Row(
-            variant=v["name"],
-            arch=v["label"],
-            ppl=pub.ppl if pub else None,
-            nonlinear=nonlinear_notation_json(a["nonlinear"]),
-            flops_ffn=a["flops"]["ffn"],
-            flops_attn=a["flops"]["attn"],
-            comm_gb=m["bytes"] / 1e9,
-            lat_min=m["wall_s"] / 60,
-            save_comm=base["measured"]["bytes"] / m["bytes"] if base else None,
-            save_lat=base["measured"]["wall_s"] / m["wall_s"] if base else None,
-            pub_comm_gb=pub.comm_gb if pub else None,
-            pub_lat_min=pub.lat_min if pub else None,
-            pub_save_comm=pub_base.comm_gb / pub.comm_gb if pub and pub_base and pub.comm_gb else None,
-            pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub.lat_min else None,
-            pub_source=pub.source if pub else None,
-            projected_lat_min={
-                p.name: project_variant(m, p) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
-            },
-        )
-        if predict:
+    rows = [_row(v, base, published[v["name"]], pub_base, profiles, from_loopback) for v in variants]
+    if predict:
+        for row, v in zip(rows, variants, strict=True):
             pred = v.get("predicted")
             row.pred_comm_gb = pred["gb"] if pred else None
             row.pred_lat_min = pred["minutes"]["loopback"] if pred else None
-        rows.append(row)
     sources = sorted({r.pub_source for r in rows if r.pub_source})
+    linked = [p for p in profiles if p.bandwidth_bps]
     return Report(
         record=name,
         suite=record["suite"]["name"],
         dims=record["suite"]["dims"],
+        label=record["backend"]["label"],
         measured_by=measured_by(record),
         published_by=f"{', '.join(sources)}: {PUBLISHED_SETUP}" if sources else None,
         baseline=base["label"] if base else None,
         rows=rows,
-        projections=[p.name for p in profiles if p.bandwidth_bps],
+        projections=[p.name for p in linked],
         projected_by=(
             "projected from this loopback run onto "
-            + "; ".join(p.describe() for p in profiles if p.bandwidth_bps)
+            + "; ".join(p.describe() for p in linked)
             + " by pibench's latency model (compute + max(exchange CPU time, wire time) + rounds x RTT; "
             "see pibench/network.py), not measured"
             if from_loopback
             else "no projection: projections start from a loopback run, and this run was not one"
         ),
         predicted_by=(
-            "the calibrated cost model's prediction stored in the record (pibench/calibration.py; shipped "
+            "the calibrated cost model's prediction stored in the record (pibench/calibration; shipped "
             "calibration, same settings), not measured; '-' where the record has none"
             if predict
             else None
         ),
+        error_by=_error_by(record),
     )
 
 
@@ -169,10 +210,10 @@ BASE_HEADERS = (
     "#Nonlinear Ops",
     "FLOPs FFN",
     "FLOPs Attn.",
-    "Comm. (GB) [CrypTen]",
-    "Lat. (min.) [CrypTen]",
-    "Savings Comm. [CrypTen]",
-    "Savings Lat. [CrypTen]",
+    "Comm. (GB) [{label}]",
+    "Lat. (min.) [{label}]",
+    "Savings Comm. [{label}]",
+    "Savings Lat. [{label}]",
     "Comm. (GB) [SPU, pub.]",
     "Lat. (min.) [SPU, pub.]",
     "Savings Comm. [pub.]",
@@ -189,8 +230,10 @@ def _times(x: float | None) -> str:
 
 
 def headers(rep: Report) -> list[str]:
-    predicted = ["Comm. (GB) [CrypTen, predicted]", "Lat. (min.) [CrypTen, predicted]"] if rep.predicted_by else []
-    return [*BASE_HEADERS, *(f"Lat. (min.) [CrypTen, {p}, proj.]" for p in rep.projections), *predicted]
+    tag = rep.label
+    predicted = [f"Comm. (GB) [{tag}, predicted]", f"Lat. (min.) [{tag}, predicted]"] if rep.predicted_by else []
+    base = [h.format(label=tag) for h in BASE_HEADERS]
+    return [*base, *(f"Lat. (min.) [{tag}, {p}, proj.]" for p in rep.projections), *predicted]
 
 
 def _cells(r: Row, predict: bool = False) -> list[str]:
@@ -221,7 +264,7 @@ def _title(rep: Report) -> str:
 
 
 def _footer(rep: Report) -> list[str]:
-    lines = [f"[CrypTen]: measured by pibench: {rep.measured_by}."]
+    lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}.", f"{rep.error_by}."]
     lines.append(
         f"[SPU, pub.], [pub.]: published: {rep.published_by}."
         if rep.published_by
@@ -229,9 +272,9 @@ def _footer(rep: Report) -> list[str]:
     )
     lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
     if rep.projections:
-        lines.append(f"[CrypTen, PROFILE, proj.]: {rep.projected_by}.")
+        lines.append(f"[{rep.label}, PROFILE, proj.]: {rep.projected_by}.")
     if rep.predicted_by:
-        lines.append(f"[CrypTen, predicted]: {rep.predicted_by}.")
+        lines.append(f"[{rep.label}, predicted]: {rep.predicted_by}.")
     return lines
 
 
@@ -325,13 +368,13 @@ def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) ->
 
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
     bottom = [0.0] * len(labels)
-    for kind in KIND_ORDER:
+    for kind in KINDS:
         values = [v["measured"]["by_kind"][kind]["bytes"] / 1e9 for v in record["variants"]]
         if any(values):
             ax.bar(labels, values, bottom=bottom, label=kind)
             bottom = [b + x for b, x in zip(bottom, values, strict=True)]
     ax.set_ylabel("communication (GB, both parties)")
-    ax.set_title(f"{_title(rep)}: CrypTen communication by operation", fontsize=9)
+    ax.set_title(f"{_title(rep)}: {rep.label} communication by operation", fontsize=9)
     ax.legend(fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7, ha="right")
     fig.tight_layout()
@@ -343,7 +386,7 @@ def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) ->
     for ax, (what, mine, pub) in zip(
         axes, (("Comm.", "save_comm", "pub_save_comm"), ("Lat.", "save_lat", "pub_save_lat")), strict=True
     ):
-        ax.bar([i - 0.2 for i in x], [getattr(r, mine) or 0 for r in rep.rows], 0.4, label="measured (CrypTen)")
+        ax.bar([i - 0.2 for i in x], [getattr(r, mine) or 0 for r in rep.rows], 0.4, label=f"measured ({rep.label})")
         ax.bar([i + 0.2 for i in x], [getattr(r, pub) or 0 for r in rep.rows], 0.4, label="published (SPU)")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xticks(list(x), labels, rotation=35, fontsize=7, ha="right")

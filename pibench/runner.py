@@ -1,180 +1,245 @@
-"""The empirical runner: every variant of a suite under CrypTen 2PC, two parties on this machine.
+"""The empirical runner: every variant of a suite under its backend, all parties on this machine.
 
-`run_local` starts the parties as separate programs (`pibench party ... --events`, rank 0 the
-server, rank 1 the client, rank 2 the TTP where the suite asks for one) on 127.0.0.1 and a free
-port, follows their progress, and stops them all by PID when one dies or stops making progress for
-`timeout_s`. Only a complete run produces a record.
+`run_local` starts the backend's ranks (`Backend.ranks`) as separate programs (`pibench party ...
+--events`), follows their progress, and stops them all by PID when one dies or stops making progress
+for `timeout_s`. Only a complete run produces a record.
+
+What the parties see: the suite text the runner validated, on their stdin (never the file again, so
+an edit during start-up cannot split config from measurement). Where they listen: rank 0 serves on
+a socket the runner bound to 127.0.0.1 and hands over (local runs), or on the emulated link's own
+address inside its namespace. Each party is killed by the kernel if the runner dies (SIGKILL
+included), and keeps its stderr in the runner's memory, so a run leaves no process and no file.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import math
 import os
 import queue
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import psutil
 from tqdm import tqdm
 
-from pibench.analytic import suite_costs
+from pibench.backends import BACKENDS
 from pibench.emulate import EmulatedLink
 from pibench.errors import PibenchError
-from pibench.model import layer_sample
-from pibench.results import SCHEMA_VERSION, environment, now
+from pibench.model import layer_weight_specs
+from pibench.procs import die_with_parent, kill_tree, listening_socket
+from pibench.records import build_record
+from pibench.sampling import layer_sample
 from pibench.suite import Suite
 
-ROLES = {0: "server", 1: "client", 2: "TTP"}
-
-UNITS = {
-    "bytes": "bytes sent by the two parties together (each byte once, both directions); 8 per ring element",
-    "rounds": "blocking exchanges (communicator calls) of the party with more of them",
-    "wall_s": "seconds of the forward pass, secret-sharing of weights and input excluded",
-    "comm_s": "seconds inside exchanges",
-    "peak_rss_bytes": "peak resident memory of each party process during the variant",
-    "max_abs_error": "max |MPC output - plaintext output| over the (T, d) hidden states",
-}
+# Bytes a party holds per element of its largest activation (8-byte shares, and the copies that
+# comparisons and Beaver products make), and per weight element (the server's plaintext and shares).
+BYTES_PER_ACTIVATION = 8 * 32
+BYTES_PER_WEIGHT = 8 * 3
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def check_memory(suite: Suite, full: bool) -> None:
+    """Refuse, before any party starts, a suite whose parties cannot fit in this machine's memory."""
+    import psutil
 
-
-def kill_tree(pid: int, grace_s: float = 3.0) -> None:
-    """End process `pid` and its descendants: terminate, then kill what is left after `grace_s`."""
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace_s)
-
-
-def build_record(
-    suite: Suite,
-    measured: Sequence[dict[str, Any]],
-    *,
-    mode: str,
-    full: bool,
-    rendezvous: str,
-    network: str,
-    timeout_s: float,
-    elapsed_s: float,
-    emulated: str | None = None,
-) -> dict[str, Any]:
-    """The versioned record of a completed run: settings, environment, analytic and measured costs."""
-    run = {
-        "mode": mode,
-        "full": full,
-        "seed": suite.seed,
-        "parties": 2,
-        "ttp": suite.crypten.provider == "TTP",
-        "rendezvous": rendezvous,
-        "network": network,
-        "emulated": emulated,
-        "project": [p.name for p in suite.project],
-        "timeout_s": timeout_s,
-        "elapsed_s": round(elapsed_s, 3),
-    }
-    costs = suite_costs(suite)
-    predicted = _predictions(suite, costs)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "pibench.run",
-        "created": now(),
-        "suite": {
-            "name": suite.name,
-            "path": suite.path,
-            "description": suite.description,
-            "dims": suite.dims,
-            "source": suite.source,
-        },
-        "backend": {
-            "name": "crypten",
-            "protocol": "CrypTen 2PC: arithmetic and binary secret sharing, Beaver triples, semi-honest",
-            "settings": suite.crypten.as_dict(),
-        },
-        "run": run,
-        "environment": environment(),
-        "units": UNITS,
-        "variants": [
-            {
-                "name": e.name,
-                "variant": e.variant.name,
-                "label": e.variant.label,
-                "config": e.config.as_dict(),
-                "analytic": cost.to_json(),
-                "measured": m,
-                "predicted": p,
-            }
-            for e, cost, m, p in zip(suite.entries, costs, measured, predicted, strict=True)
-        ],
-    }
-
-
-def _predictions(suite: Suite, costs: Sequence[Any]) -> list[dict[str, Any] | None]:
-    """The shipped calibration's predictions beside the measurements, where its settings match
-    (None elsewhere): "measured" is what ran, "predicted" what the calibrated model expected."""
-    from pibench.calibration import load_calibration, predict_cost
-
-    try:
-        cal = load_calibration()
-        cal.check_settings(suite.crypten, "this run")
-        return [predict_cost(cal, c.tally, suite.project) for c in costs]
-    except PibenchError:
-        return [None] * len(costs)
+    total = psutil.virtual_memory().total
+    for e in suite.entries:
+        cfg = e.config
+        layers = range(cfg.L) if full else layer_sample(cfg)
+        if full and cfg.L > 10_000:
+            raise PibenchError(f"variant '{e.name}': --full would run {cfg.L} layers; sample them (no --full)")
+        weights = sum(math.prod(s.shape) for s in layer_weight_specs(cfg, list(layers)).values())
+        largest = max(cfg.H * cfg.T * cfg.T, cfg.T * cfg.d_ff)
+        need = 2 * (largest * BYTES_PER_ACTIVATION + weights * BYTES_PER_WEIGHT)  # two parties on this machine
+        if need > total:
+            raise PibenchError(
+                f"variant '{e.name}' (L={cfg.L}, H={cfg.H}, d={cfg.d}, T={cfg.T}) needs about {need / 2**30:.3g} GiB "
+                f"for its two parties; this machine has {total / 2**30:.3g} GiB"
+            )
 
 
 @dataclass
 class _Party:
     rank: int
+    role: str
     proc: subprocess.Popen[str]
-    log: Path
+    stderr: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
     last_event: float = field(default_factory=time.monotonic)  # progress: any event but "waiting"
     last_waiting: float = 0.0  # the party said it is blocked on another party
 
     @property
     def name(self) -> str:
-        return f"party {self.rank} ({ROLES[self.rank]})"
+        return f"party {self.rank} ({self.role})"
 
     def last_error(self) -> str:
         """The last line the party wrote to stderr (a Python error's message), if any."""
-        try:
-            lines = [ln.strip() for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            return ""
+        lines = [ln.strip() for ln in self.stderr if ln.strip()]
         errors = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^", "~"))]
-        return errors[-1][:300] if errors else ""
+        return errors[-1].removeprefix("pibench: error: ")[:300] if errors else ""
 
 
-def _read_events(party: _Party, stream: IO[str], events: queue.Queue[tuple[int, dict[str, Any]]]) -> None:
-    for line in stream:
+def _read_events(party: _Party, events: queue.Queue[tuple[int, dict[str, Any]]]) -> None:
+    assert party.proc.stdout is not None
+    for line in party.proc.stdout:
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue  # a stray print of a library
-        events.put((party.rank, event))
+        if isinstance(event, dict):
+            events.put((party.rank, event))
+
+
+def _read_stderr(party: _Party) -> None:
+    assert party.proc.stderr is not None
+    for line in party.proc.stderr:
+        party.stderr.append(line)
+
+
+class _Parties:
+    """The running party processes of one run."""
+
+    def __init__(self, suite: Suite, full: bool, timeout_s: float, link: EmulatedLink | None) -> None:
+        self.suite, self.full, self.timeout_s, self.link = suite, full, timeout_s, link
+        self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.parties: dict[int, _Party] = {}
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> str:
+        """Start every rank; returns the rendezvous address."""
+        roles = BACKENDS.get(self.suite.backend).ranks(self.suite.settings)
+        listener = None if self.link else listening_socket("127.0.0.1", 0)
+        rendezvous = self.link.rendezvous if self.link else f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        payload = json.dumps({"path": self.suite.path, "text": self.suite.text, "digest": self.suite.digest})
+        try:
+            for rank, role in roles.items():
+                fd = listener.fileno() if listener and rank == 0 else None
+                self._start(rank, role, rendezvous, fd, payload)
+        finally:
+            if listener:
+                listener.close()  # rank 0 holds it now
+        return rendezvous
+
+    def _start(self, rank: int, role: str, rendezvous: str, fd: int | None, payload: str) -> None:
+        cmd = [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous, "-"]
+        # the parties' own exchange timeout is longer, so that this monitor names the hung party
+        cmd += ["--events", "--timeout", str(self.timeout_s + 15), *(["--full"] if self.full else [])]
+        cmd += ["--listen-fd", str(fd)] if fd is not None else []
+        link = self.link
+        proc = subprocess.Popen(
+            [*(link.command_prefix(rank) if link else []), *cmd],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ | (link.env(rank) if link else {}),
+            pass_fds=(fd,) if fd is not None else (),
+            preexec_fn=die_with_parent,
+        )
+        party = _Party(rank, role, proc)
+        self.parties[rank] = party
+        for target, args in ((_read_events, (party, self.events)), (_read_stderr, (party,))):
+            thread = threading.Thread(target=target, args=args, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(payload + "\n")
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once; the monitor reports its exit
+
+    def check(self, current: str) -> None:
+        """Raise when a party failed or all computing parties stopped making progress."""
+        for p in self.parties.values():
+            code = p.proc.poll()
+            if code not in (None, 0):
+                time.sleep(0.2)  # let its last stderr line arrive
+                detail = p.last_error()
+                raise PibenchError(
+                    f"{p.name} exited with code {code} during variant '{current}'"
+                    + (f": {detail}" if detail else "")
+                    + "; the run was stopped and no record written"
+                )
+        now = time.monotonic()
+        live = [p for p in self.parties.values() if p.rank < 2 and p.proc.poll() is None]
+        if live and all(now - p.last_event > self.timeout_s for p in live):
+            hung = [p for p in live if now - p.last_waiting > 5] or live  # a blocked party says so
+            raise PibenchError(
+                f"{' and '.join(p.name for p in hung)} made no progress for {self.timeout_s:.0f} s "
+                f"during variant '{current}' (hung?); the run was stopped and no record written"
+            )
+
+    def running(self) -> bool:
+        return any(p.proc.poll() is None for p in self.parties.values())
+
+    def stop(self) -> None:
+        for p in self.parties.values():
+            if p.proc.poll() is None:
+                kill_tree(p.proc.pid)
+            p.proc.wait(timeout=10)
+        for thread in self.threads:
+            thread.join(timeout=5)
+        for p in self.parties.values():
+            for stream in (p.proc.stdout, p.proc.stderr):
+                if stream:
+                    stream.close()
+
+
+class _Progress:
+    """What the parties report: the progress bar, the current variant, results, dealer totals."""
+
+    def __init__(self, suite: Suite, full: bool, show: bool, parties: _Parties) -> None:
+        total = sum(1 + (e.config.L if full else len(layer_sample(e.config))) for e in suite.entries)
+        self.bar = tqdm(total=total, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True)
+        self.parties, self.current = parties, "(start-up)"
+        self.measured: dict[str, dict[str, Any]] = {}
+        self.dealer: dict[str, dict[str, int]] = {}
+
+    def handle(self, rank: int, event: dict[str, Any]) -> None:
+        party, kind = self.parties.parties[rank], event.get("event")
+        if kind == "waiting":
+            party.last_waiting = time.monotonic()
+            return
+        party.last_event = time.monotonic()
+        if kind == "variant":
+            self.current = event["variant"]
+            self.bar.set_postfix_str(self.current)
+        elif kind == "step" and rank == 0:
+            self.bar.update(1)
+        elif kind == "result" and rank == 0:
+            self.measured[event["variant"]] = event["measured"]
+        elif kind in ("dealer", "dealer_lifetime"):
+            self.dealer[kind] = event["counts"]
+
+    def dealer_check(self) -> dict[str, int] | None:
+        if not self.dealer:
+            return None
+        mine, theirs = self.dealer.get("dealer_lifetime", {}), self.dealer.get("dealer", {})
+        return {
+            "dealer_sent": theirs.get("sent", 0),
+            "dealer_received": theirs.get("received", 0),
+            "party0_received": mine.get("received", 0),
+            "party0_sent": mine.get("sent", 0),
+        }
+
+
+def _follow(parties: _Parties, progress: _Progress) -> None:
+    while parties.running():
+        try:
+            progress.handle(*parties.events.get(timeout=0.2))
+            continue
+        except queue.Empty:
+            pass
+        parties.check(progress.current)
+    parties.check(progress.current)  # a party that failed as the others finished
+    for thread in parties.threads:
+        thread.join(timeout=10)
+    while not parties.events.empty():
+        progress.handle(*parties.events.get())
 
 
 def run_local(
@@ -184,100 +249,36 @@ def run_local(
     timeout_s: float = 45.0,
     progress: bool = True,
     link: EmulatedLink | None = None,
+    accept_unusable: bool = False,
 ) -> dict[str, Any]:
-    """Run `suite` with both parties on 127.0.0.1, or in the two namespaces of an emulated `link`;
-    returns the record (not yet written)."""
-    rendezvous = link.rendezvous if link else f"tcp://127.0.0.1:{free_port()}"
-    if link and suite.crypten.provider == "TTP":
-        raise PibenchError("--emulate runs two parties; the TTP provider is not supported with it")
-    ranks = [0, 1, 2] if suite.crypten.provider == "TTP" else [0, 1]
-    suite_path = str(Path(suite.path).resolve())
-    steps_total = sum(1 + (suite.dims["L"] if full else len(layer_sample(e.config))) for e in suite.entries)
-    events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
-    measured: dict[str, dict[str, Any]] = {}
-    current = "(start-up)"
+    """Run `suite` with every party on this machine (loopback, or the two namespaces of an emulated
+    `link`); returns the validated record (not yet written)."""
+    BACKENDS.get(suite.backend).check(suite.settings, emulated=link is not None)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="pibench-run-") as tmp:
-        parties: list[_Party] = []
-        readers: list[threading.Thread] = []
-        bar = tqdm(total=steps_total, unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-
-        def handle(rank: int, event: dict[str, Any]) -> None:
-            nonlocal current
-            kind = event.get("event")
-            if kind == "waiting":
-                parties[rank].last_waiting = time.monotonic()
-                return
-            parties[rank].last_event = time.monotonic()
-            if kind == "variant":
-                current = event["variant"]
-                bar.set_postfix_str(current)
-            elif kind == "step" and rank == 0:
-                bar.update(1)
-            elif kind == "result" and rank == 0:
-                measured[event["variant"]] = event["measured"]
-
-        try:
-            for rank in ranks:
-                log = Path(tmp) / f"rank{rank}.log"
-                cmd = [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous]
-                # the parties' own exchange timeout is longer, so that this monitor names the hung party
-                cmd += [suite_path, "--events", "--timeout", str(timeout_s + 15), *(["--full"] if full else [])]
-                env = os.environ | (link.env(rank) if link else {})
-                prefix = link.command_prefix(rank) if link else []
-                with log.open("w") as err:
-                    proc = subprocess.Popen([*prefix, *cmd], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-                party = _Party(rank, proc, log)
-                parties.append(party)
-                reader = threading.Thread(target=_read_events, args=(party, proc.stdout, events), daemon=True)
-                reader.start()
-                readers.append(reader)
-            while any(p.proc.poll() is None for p in parties):
-                try:
-                    handle(*events.get(timeout=0.2))
-                    continue
-                except queue.Empty:
-                    pass
-                for p in parties:
-                    code = p.proc.poll()
-                    if code not in (None, 0):
-                        detail = p.last_error()
-                        raise PibenchError(
-                            f"{p.name} exited with code {code} during variant '{current}'"
-                            + (f": {detail}" if detail else "")
-                            + "; the run was stopped and no record written"
-                        )
-                live = [p for p in parties if p.rank < 2 and p.proc.poll() is None]
-                if live and all(time.monotonic() - p.last_event > timeout_s for p in live):
-                    # a party blocked on another says so; the hung one is silent
-                    hung = [p for p in live if time.monotonic() - p.last_waiting > 5] or live
-                    raise PibenchError(
-                        f"{' and '.join(p.name for p in hung)} made no progress for {timeout_s:.0f} s "
-                        f"during variant '{current}' (hung?); the run was stopped and no record written"
-                    )
-            for reader in readers:
-                reader.join(timeout=10)
-            while not events.empty():
-                handle(*events.get())
-        finally:
-            bar.close()
-            for p in parties:
-                if p.proc.poll() is None:
-                    kill_tree(p.proc.pid)
-                p.proc.wait(timeout=10)
-                if p.proc.stdout:
-                    p.proc.stdout.close()
-    missing = [e.name for e in suite.entries if e.name not in measured]
+    parties = _Parties(suite, full, timeout_s, link)
+    watch = _Progress(suite, full, progress, parties)
+    try:
+        rendezvous = parties.start()
+        _follow(parties, watch)
+    finally:
+        watch.bar.close()
+        parties.stop()
+    missing = [e.name for e in suite.entries if e.name not in watch.measured]
     if missing:
         raise PibenchError(f"the parties ended without measuring {', '.join(missing)}; no record written")
     return build_record(
         suite,
-        [measured[e.name] for e in suite.entries],
-        mode="local",
-        full=full,
-        rendezvous=rendezvous,
-        network=link.describe() if link else "loopback",
-        emulated=link.profile.name if link else None,
-        timeout_s=timeout_s,
-        elapsed_s=time.monotonic() - started,
+        [watch.measured[e.name] for e in suite.entries],
+        {
+            "mode": "local",
+            "full": full,
+            "rendezvous": rendezvous,
+            "network": link.describe() if link else "loopback",
+            "emulated": link.profile.name if link else None,
+            "timeout_s": timeout_s,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "ranks": {str(r): p.role for r, p in parties.parties.items()},
+            "dealer": watch.dealer_check(),
+            "accepted_unusable": accept_unusable,
+        },
     )

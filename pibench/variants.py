@@ -39,7 +39,7 @@ class Variant:
         return cfg.replace(**overrides) if overrides else cfg
 
 
-VARIANTS: Registry[Variant] = Registry("variant")
+VARIANTS: Registry[Variant] = Registry("variant", listing="`pibench list` shows the variants")
 BASELINE = "sm_ln_g"
 
 

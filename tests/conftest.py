@@ -41,3 +41,57 @@ def party_processes(run_pid: int) -> dict[int, psutil.Process]:
         if "party" in cmd and "--rank" in cmd:
             found[int(cmd[cmd.index("--rank") + 1])] = child
     return found
+
+
+def fake_measured(gb: float, seconds: float, *, usable: bool = True, rounds: int = 100) -> dict:
+    """A valid measured entry with round numbers, as a run would record it (all traffic in 'linear')."""
+    from pibench.opkinds import KINDS
+
+    total = int(gb * 1e9)
+    by_kind = {k: {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0} for k in KINDS}
+    by_kind["linear"] = {"bytes": total, "rounds": rounds, "wall_s": seconds, "comm_s": 1.0}
+    zero = {"sent": 0, "received": 0, "rounds": 0, "comm_s": 0.0, "wall_s": 0.0}
+    party = {
+        "sent": total // 2,
+        "received": total // 2,
+        "rounds": rounds,
+        "comm_s": 1.0,
+        "wall_s": seconds,
+        "by_kind": {k: dict(zero) for k in KINDS},
+        "dealer": dict(zero),
+        "counters": {},
+        "peak_rss_bytes": 1,
+        "steps": [],
+    }
+    return {
+        "sampled": True,
+        "layers_measured": {"0": 12},
+        "bytes": total,
+        "rounds": rounds,
+        "wall_s": seconds,
+        "comm_s": 1.0,
+        "max_abs_error": 1e-4 if usable else 1e6,
+        "max_abs_reference": 4.0,
+        "error_scope": "the input stage and layer 0 (one per layer kind) applied in turn, not all 12 layers",
+        "usable": usable,
+        "by_kind": by_kind,
+        "dealer": None,
+        "parties": [{"rank": 0, "role": "server", **party}, {"rank": 1, "role": "client", **party}],
+    }
+
+
+def fake_run(**changes: object) -> dict:
+    """The `run` section `build_record` takes, for a local loopback run."""
+    return {
+        "mode": "local",
+        "full": False,
+        "rendezvous": "tcp://127.0.0.1:1",
+        "network": "loopback",
+        "emulated": None,
+        "timeout_s": 45.0,
+        "elapsed_s": 1.0,
+        "ranks": {"0": "server", "1": "client"},
+        "dealer": None,
+        "accepted_unusable": False,
+        **changes,
+    }

@@ -9,7 +9,7 @@ import pytest
 
 from pibench.errors import PibenchError
 from pibench.gate import METRICS, NOT_COMPARABLE, PASS, REGRESSION, compare, parse_fail_on
-from pibench.results import read_record, write_record
+from pibench.records import read_record, write_record
 from tests.conftest import ROOT, run_cli
 
 BASELINE = ROOT / ".ci" / "baselines" / "smoke.json"
@@ -37,8 +37,9 @@ def bump(record, name, field, factor):
 def test_identical_records_pass(base):
     out = compare(base, copy.deepcopy(base))
     assert out.status == PASS and not out.regressions
-    # 6 variants; metrics per variant: 9 scalar + 7 kinds x 2 + 4 nonlinear kinds = 27
-    assert out.compared == 6 * 27
+    # 6 variants; metrics per variant: 10 scalar (bytes, rounds, wall_s, comm_s, unusable,
+    # max_abs_error, flops.ffn, flops.attn, comm_savings, time_savings) + 7 kinds x 2 + 4 nonlinear kinds = 28
+    assert out.compared == 6 * 28
 
 
 @pytest.mark.parametrize("metric", [m for m in METRICS.values() if m.lower_is_better and m.name in ("bytes", "rounds")])
@@ -95,7 +96,7 @@ def test_fail_on_syntax_and_direction():
     "change, reason",
     [
         (lambda r: r["backend"]["settings"].update(precision_bits=20), "backend settings differ (precision_bits)"),
-        (lambda r: r["run"].update(network="lan"), "network differs (loopback vs lan)"),
+        (lambda r: r["backend"].update(name="spu"), "backends differ (crypten vs spu)"),
         (lambda r: variant(r, "sm_ln_g")["config"].update(T=16), "variant 'sm_ln_g' has another configuration (T)"),
         (lambda r: r.update(variants=[]), "no variant in common"),
     ],
@@ -115,11 +116,14 @@ def test_cli_exit_codes(tmp_path, base):
     ok = run_cli("gate", str(BASELINE), str(BASELINE))
     assert (ok.returncode, ok.stdout.splitlines()[0]) == (
         0,
-        f"all clear: 6 variants, {6 * 27} comparisons, nothing got worse",
+        f"all clear: 6 variants, {6 * 28} comparisons, nothing got worse",
     )
     bad = run_cli("gate", str(BASELINE), str(worse))
     assert bad.returncode == 1 and bad.stdout.startswith("REGRESSION:")
-    assert any(ln.split()[:2] == ["sm_ln_g", "rounds"] and "+100.00%" in ln for ln in bad.stdout.splitlines())
+    # counts print as integers with thousands separators, tolerances with their sign
+    rounds = next(ln.split() for ln in bad.stdout.splitlines() if ln.split()[:2] == ["sm_ln_g", "rounds"])
+    base_rounds = variant(base, "sm_ln_g")["measured"]["rounds"]
+    assert rounds[2:] == [f"{base_rounds:,}", f"{2 * base_rounds:,}", "+100.00%", "+0%"]
     assert any(ln.split()[:2] == ["sm_ln_g", "rounds.softmax"] for ln in bad.stdout.splitlines())
     nc = run_cli("gate", str(BASELINE), str(other), "--format", "json")
     data = json.loads(nc.stdout)
@@ -135,6 +139,61 @@ def test_ci_gate_catches_more_bytes_or_rounds(tmp_path, base):
     for field in ("bytes", "rounds"):
         cand = copy.deepcopy(base)
         variant(cand, "sm_scfuffn")["measured"][field] += 1
+        variant(cand, "sm_scfuffn")["measured"]["by_kind"]["other"][field] += 1  # kinds add up to the total
         path = write_record(tmp_path / f"{field}.json", cand)
         proc = run_cli("gate", str(BASELINE), str(path), "--counted-only")
         assert proc.returncode == 1, proc.stdout
+
+
+def test_other_network_compares_counts_only(base):
+    # a two-host run of the same suite: the network changes time, not bytes
+    party = copy.deepcopy(base)
+    party["run"]["network"] = "as given by --rendezvous"
+    variant(party, "sm_ln_g")["measured"]["wall_s"] *= 10
+    out = compare(base, party)
+    assert out.status == PASS and out.notes == [
+        "networks differ (loopback vs as given by --rendezvous): time not compared"
+    ]
+    variant(party, "sm_ln_g")["measured"]["bytes"] += 1
+    variant(party, "sm_ln_g")["measured"]["by_kind"]["linear"]["bytes"] += 1
+    assert {(f.variant, f.metric) for f in compare(base, party).regressions} >= {("sm_ln_g", "bytes")}
+
+
+def test_missing_variant_and_unusable_output_regress(base):
+    fewer = copy.deepcopy(base)
+    fewer["variants"] = [v for v in fewer["variants"] if v["name"] != "sm_scfuffn"]
+    out = compare(base, fewer)
+    assert out.status == REGRESSION and out.missing == ["sm_scfuffn"] and not out.regressions
+    broken = copy.deepcopy(base)
+    variant(broken, "sm_ln_r")["measured"]["usable"] = False
+    assert [(f.variant, f.metric) for f in compare(base, broken).regressions] == [("sm_ln_r", "unusable")]
+
+
+@pytest.mark.parametrize(
+    "damage, where",
+    [
+        (lambda r: variant(r, "sm_ln_g")["measured"].update(bytes=float("nan")), "measured.bytes"),
+        (lambda r: variant(r, "sm_ln_g")["measured"].update(wall_s=float("nan")), "measured.wall_s"),
+        (lambda r: variant(r, "sm_ln_g")["measured"].update(bytes=0), "measured.bytes"),
+        (lambda r: variant(r, "sm_ln_g")["measured"].update(rounds="2280"), "measured.rounds"),
+        (lambda r: variant(r, "sm_ln_g")["measured"].pop("by_kind"), "measured.by_kind"),
+        (lambda r: variant(r, "sm_ln_g")["measured"]["by_kind"]["softmax"].update(bytes=-5), "by_kind.softmax.bytes"),
+        (lambda r: r.pop("backend"), "backend"),
+        (lambda r: r.update(variants=[]), "variants"),
+    ],
+)
+def test_damaged_records_are_not_valid_records(tmp_path, base, damage, where):
+    rec = copy.deepcopy(base)
+    damage(rec)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(rec))  # NaN written as JSON's NaN, which Python reads back
+    for cmd in (["gate", str(BASELINE), str(path)], ["gate", str(path), str(BASELINE)], ["report", str(path)]):
+        proc = run_cli(*cmd)
+        assert proc.returncode == 2 and proc.stdout == "", (cmd, proc.stdout)
+        assert proc.stderr.startswith(f"pibench: error: record '{path}' is not a valid record: ")
+        assert where in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_counted_only_refuses_a_time_tolerance():
+    proc = run_cli("gate", str(BASELINE), str(BASELINE), "--counted-only", "--fail-on", "wall_s:+10%")
+    assert proc.returncode == 2 and "--fail-on names wall_s, which is not one" in proc.stderr

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from pibench.runner import free_port, kill_tree
+from pibench.procs import free_port, kill_tree
 from tests.conftest import ROOT, run_cli, write_suite
 
 TINY = "name: tiny\nmodel: {L: 2, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_scfuffn]\n"
@@ -52,10 +52,21 @@ def test_ttp_provider_runs_a_third_process(tmp_path):
         proc = run_cli("run", str(path), "--out", str(tmp_path / f"{name}.json"), "--no-progress", timeout=180)
         assert proc.returncode == 0, proc.stderr
         recs[name] = json.loads((tmp_path / f"{name}.json").read_text())
-    assert recs["ttp"]["run"]["ttp"] is True and recs["ttp"]["backend"]["settings"]["provider"] == "TTP"
-    for t, f in zip(recs["ttp"]["variants"], recs["tfp"]["variants"], strict=True):
+    ttp = recs["ttp"]
+    assert ttp["run"]["ranks"] == {"0": "server", "1": "client", "2": "TTP"}
+    assert ttp["backend"]["settings"]["provider"] == "TTP" and recs["tfp"]["run"]["dealer"] is None
+    # nothing is lost between the three processes: what the dealer sent, party 0 received, and back
+    check = ttp["run"]["dealer"]
+    assert check["dealer_sent"] == check["party0_received"] > 0
+    assert check["dealer_received"] == check["party0_sent"] > 0
+    for t, f in zip(ttp["variants"], recs["tfp"]["variants"], strict=True):
         tm, fm = t["measured"], f["measured"]
-        # the server receives its triple shares from the TTP: more bytes received than the client
-        assert tm["parties"][0]["received"] > tm["parties"][1]["received"]
-        assert tm["bytes"] > fm["bytes"]
+        p0, p1 = tm["parties"]
+        # online, each party receives exactly what the other sent
+        assert (p0["sent"], p0["received"]) == (p1["received"], p1["sent"])
+        # a dealer changes where triples come from, not the online protocol: the same online bytes and
+        # rounds as with locally made triples; the dealer's traffic (with party 0 only) is counted apart
+        assert (tm["bytes"], tm["rounds"]) == (fm["bytes"], fm["rounds"])
+        assert tm["dealer"]["bytes"] == p0["dealer"]["sent"] + p0["dealer"]["received"] > 0
+        assert p1["dealer"] == {"sent": 0, "received": 0, "rounds": 0, "comm_s": 0.0, "wall_s": 0.0}
         assert tm["max_abs_error"] < 2e-2

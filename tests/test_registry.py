@@ -33,14 +33,6 @@ def test_unknown_name_suggests_the_closest():
     assert "did you mean" not in str(err.value)
 
 
-def test_lazy_entries_import_on_first_use():
-    reg: Registry[object] = Registry("thing")
-    reg.add("join", "os.path:join")
-    import os.path
-
-    assert reg.get("join") is os.path.join
-
-
 @pytest.fixture
 def relu_half():
     """The README's worked example: ReLU in the first half of the FFNs, no activation in the second."""

@@ -12,30 +12,10 @@ import subprocess
 import pytest
 
 from pibench.errors import PibenchError
-from pibench.mpc.meter import KINDS
+from pibench.records import build_record, write_record
 from pibench.report import build_report, headers, render
-from pibench.results import write_record
-from pibench.runner import build_record
 from pibench.suite import load_suite
-from tests.conftest import ROOT, run_cli
-
-
-def fake_measurement(gb: float, seconds: float) -> dict:
-    """A measured entry with round numbers, as a run would record it (all traffic in 'linear')."""
-    by_kind = {k: {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0} for k in KINDS}
-    by_kind["linear"] = {"bytes": int(gb * 1e9), "rounds": 100, "wall_s": seconds, "comm_s": 1.0}
-    party = {"sent": int(gb * 1e9 / 2), "received": int(gb * 1e9 / 2), "rounds": 100}
-    return {
-        "sampled": True,
-        "layers_measured": {"0": 12},
-        "bytes": int(gb * 1e9),
-        "rounds": 100,
-        "wall_s": seconds,
-        "comm_s": 1.0,
-        "max_abs_error": 1e-4,
-        "by_kind": by_kind,
-        "parties": [party, party],
-    }
+from tests.conftest import ROOT, fake_measured, fake_run, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +24,8 @@ def t128_record(tmp_path_factory):
     every other variant 4 GB / 30 s. (Full-size runs belong in suites, not unit tests.)"""
     suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml")
     figures = {"sm_ln_g": (10.0, 60.0), "sm_ln_r": (8.0, 40.0)}
-    measured = [fake_measurement(*figures.get(e.name, (4.0, 30.0))) for e in suite.entries]
-    record = build_record(
-        suite,
-        measured,
-        mode="local",
-        full=False,
-        rendezvous="tcp://127.0.0.1:1",
-        network="loopback",
-        timeout_s=45.0,
-        elapsed_s=1.0,
-    )
+    measured = [fake_measured(*figures.get(e.name, (4.0, 30.0))) for e in suite.entries]
+    record = build_record(suite, measured, fake_run())
     path = write_record(tmp_path_factory.mktemp("rec") / "t128.json", record)
     return path, record
 
@@ -165,8 +136,14 @@ def test_projection_profiles_and_emulated_records(t128_record):
 
 def test_no_baseline_and_unknown_format(t128_record):
     _, record = t128_record
-    rep = build_report(record, baseline="nope")
+    without = {**record, "variants": [v for v in record["variants"] if v["name"] != "sm_ln_g"]}
+    rep = build_report(without)  # no sm_ln_g in the record: no savings, no error
     assert rep.baseline is None and rep.rows[0].save_comm is None
+    with pytest.raises(
+        PibenchError, match=r"--baseline 'sm_ln_gg' is not a variant of the record \(did you mean 'sm_ln_g'\?\)"
+    ):
+        build_report(record, baseline="sm_ln_gg")
+    assert build_report(record, baseline="sm_ln_r").baseline == "SM + LN + R"
     with pytest.raises(PibenchError, match="unknown format"):
         render([rep], "docx")
 
@@ -176,18 +153,21 @@ def test_old_record_is_refused_with_advice(tmp_path, t128_record):
     old = write_record(tmp_path / "old.json", {**record, "schema_version": 0})
     proc = run_cli("report", str(old))
     assert proc.returncode == 2
-    assert (
-        proc.stderr == f"pibench: error: record '{old}' has schema_version 0; this pibench reads 1: rerun the suite\n"
+    assert proc.stderr == (
+        f"pibench: error: record '{old}' is not a record this pibench reads: schema_version 0; "
+        "it reads version 2; rerun the suite\n"
     )
+    v1 = write_record(tmp_path / "v1.json", {**record, "schema_version": 1})
+    assert "version 1 (before pibench's backend interface" in run_cli("report", str(v1)).stderr
 
 
 def test_predicted_beside_measured(t128_record):
     path, record = t128_record
     base = next(v for v in record["variants"] if v["name"] == "sm_ln_g")
     # the record holds the calibrated prediction next to the (here invented) measurement
-    assert base["predicted"]["bytes"] == 9_288_548_352 and base["predicted"]["rounds"] == 2280
+    assert base["predicted"]["bytes"] == 7_622_295_552 and base["predicted"]["rounds"] == 2052
     out = run_cli("report", str(path), "--predict").stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("SM + LN + G "))
     cells = re.split(r"\s{2,}", line.strip())
-    assert cells[5] == "10.000" and cells[-2] == "9.289"  # measured (invented) beside predicted
+    assert cells[5] == "10.000" and cells[-2] == "7.622"  # measured (invented) beside predicted
     assert "Comm. (GB) [CrypTen, predicted]" in out and "[CrypTen, predicted]: the calibrated cost model" in out

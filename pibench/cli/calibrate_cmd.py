@@ -1,4 +1,4 @@
-"""`pibench calibrate`: measure every CrypTen operation kind and fit the cost model behind `cost --predict`."""
+"""`pibench calibrate`: measure every operation kind of a backend and fit the model behind `cost --predict`."""
 
 from __future__ import annotations
 
@@ -6,33 +6,41 @@ import argparse
 import json
 import sys
 
+from pibench.backends import BACKENDS, DEFAULT_BACKEND
 from pibench.errors import PibenchError
-from pibench.mpc.settings import CrypTenSettings
-from pibench.results import write_record
+from pibench.records import check_writable, write_record
 from pibench.suite import load_suite
 
-HELP = "microbenchmark CrypTen's operations and fit the model behind `pibench cost --predict`"
+HELP = "microbenchmark a backend's operations and fit the model behind `pibench cost --predict`"
 EPILOG = """\
 Bytes and rounds are fitted exactly (they are deterministic); seconds are fitted to GPT-2-sized
 samples on this machine. The file records the settings and the machine. With the defaults it
 rebuilds the calibration shipped in pibench/data/calibration-crypten-default.json (about 5 minutes).
 """
+MAX_ROW_LENGTH = 8192
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("crypten",), default="crypten")
+    parser.add_argument(
+        "--backend", choices=BACKENDS.names(), default=None, help=f"default: the suite's, else {DEFAULT_BACKEND}"
+    )
     parser.add_argument("--out", default="calibration.json", help="calibration file to write")
-    parser.add_argument("--suite", help="take the CrypTen settings from this suite (default: CrypTen's defaults)")
+    parser.add_argument("--suite", help="take the backend and its settings from this suite (default: its defaults)")
     parser.add_argument("--max-row-length", type=int, default=1024, help="longest softmax row (T) to tabulate")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.max_row_length < 1:
-        raise PibenchError(f"--max-row-length must be at least 1, not {args.max_row_length}")
-    settings = load_suite(args.suite).crypten if args.suite else CrypTenSettings()
-    from pibench.calibration import calibrate
+    if not 1 <= args.max_row_length <= MAX_ROW_LENGTH:
+        raise PibenchError(f"--max-row-length must be 1 to {MAX_ROW_LENGTH}, not {args.max_row_length}")
+    suite = load_suite(args.suite) if args.suite else None
+    backend = args.backend or (suite.backend if suite else DEFAULT_BACKEND)
+    if suite and suite.backend != backend:
+        raise PibenchError(f"--backend {backend}: suite '{args.suite}' runs backend {suite.backend}")
+    settings = suite.settings if suite else BACKENDS.get(backend).default_settings()
+    check_writable(args.out)
+    from pibench.calibration.measure import calibrate
 
-    data = calibrate(settings, args.max_row_length, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    data = calibrate(backend, settings, args.max_row_length, progress=lambda m: print(m, file=sys.stderr, flush=True))
     path = write_record(args.out, data)
-    print(json.dumps({"calibration": str(path), "settings": data["settings"]}, indent=1))
+    print(json.dumps({"calibration": str(path), "backend": backend, "settings": data["settings"]}, indent=1))
     return 0

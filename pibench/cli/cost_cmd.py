@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--flops", choices=FLOP_CONVENTIONS.names(), default="paper", help="FLOP convention")
     parser.add_argument(
-        "--predict", action="store_true", help="add predicted CrypTen bytes, rounds and minutes (calibrated model)"
+        "--predict", action="store_true", help="add the suite's backend's predicted bytes, rounds and minutes"
     )
     parser.add_argument("--calibration", metavar="FILE", help="calibration for --predict (default: the shipped one)")
     parser.add_argument(
@@ -42,17 +42,18 @@ def suite_header(suite: Suite) -> str:
 
 
 def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[list[dict], str]:
-    from pibench.calibration import load_calibration, predict_cost
+    from pibench.backends import BACKENDS
+    from pibench.calibration.fit import load_calibration, predict_cost, shipped_calibration
     from pibench.network import parse_profile
 
-    cal = load_calibration(args.calibration)
-    cal.check_settings(suite.crypten, f"suite '{suite.path}'")
     profiles = [parse_profile(n) for n in args.network or []]
-    env = cal.data["environment"]
+    cal = load_calibration(args.calibration) if args.calibration else shipped_calibration(suite.backend)
+    cal.check_settings(suite.backend, suite.settings_dict, f"suite '{suite.path}'")
+    env, backend = cal.data["environment"], BACKENDS.get(suite.backend)
     about = (
-        f"predicted for CrypTen {env['packages'].get('crypten')} ({suite.crypten.provider}, "
-        f"{suite.crypten.precision_bits} fraction bits) from calibration '{cal.path}' "
-        f"(measured {cal.data['created']} on {env['cpu_count']} cores); bytes sent by both parties"
+        f"predicted for {backend.describe(cal.data['settings'], env['packages'].get(backend.package))} from "
+        f"calibration '{cal.path}' (measured {cal.data['created']} on {env['cpu_count']} cores of "
+        f"{env.get('cpu_model', 'an unnamed CPU')}); bytes sent by both parties"
     )
     return [predict_cost(cal, c.tally, profiles) for c in costs], about
 

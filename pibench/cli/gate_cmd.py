@@ -7,8 +7,9 @@ import json
 
 from tabulate import tabulate
 
+from pibench.errors import PibenchError
 from pibench.gate import METRICS, NOT_COMPARABLE, PASS, compare, parse_fail_on
-from pibench.results import read_record
+from pibench.records import read_record
 
 HELP = "compare two run records: exit 0 all clear, 1 regression, 2 not comparable"
 EPILOG = """\
@@ -26,8 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
 
+def _number(value: float) -> str:
+    """Counts as integers with thousands separators; other values to 4 significant digits."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4g}"
+
+
 def main(args: argparse.Namespace) -> int:
     tolerances = parse_fail_on(args.fail_on)
+    if args.counted_only and (timed := [m for m in tolerances if not METRICS[m].counted]):
+        raise PibenchError(f"--counted-only gates counts only; --fail-on names {', '.join(timed)}, which is not one")
     outcome = compare(read_record(args.baseline), read_record(args.candidate), tolerances, args.counted_only)
     if args.format == "json":
         print(json.dumps(outcome.to_json(), indent=2))
@@ -38,11 +46,30 @@ def main(args: argparse.Namespace) -> int:
         print(f"all clear: {len(outcome.variants)} variants, {outcome.compared} comparisons, nothing got worse")
     else:
         rows = [
-            [f.variant, f.metric, f"{f.baseline:.6g}", f"{f.candidate:.6g}", f"{f.change:+.2%}", f"{f.allowed:.0%}"]
+            [
+                f.variant,
+                f.metric,
+                _number(f.baseline),
+                _number(f.candidate),
+                f"{f.change:+.2%}",
+                f"{'+' if METRICS[f.metric].lower_is_better else '-'}{f.allowed:.0%}",
+            ]
             for f in outcome.regressions
         ]
-        print(f"REGRESSION: {len(outcome.regressions)} of {outcome.compared} comparisons got worse")
-        print(tabulate(rows, headers=["variant", "metric", "baseline", "candidate", "change", "allowed"]))
-    if outcome.only_in_one:
-        print(f"(in one record only, not compared: {', '.join(outcome.only_in_one)})")
+        print(
+            f"REGRESSION: {len(outcome.regressions)} of {outcome.compared} comparisons got worse"
+            + (f"; missing from the candidate: {', '.join(outcome.missing)}" if outcome.missing else "")
+        )
+        if rows:
+            print(
+                tabulate(
+                    rows,
+                    headers=["variant", "metric", "baseline", "candidate", "change", "allowed"],
+                    disable_numparse=True,
+                )
+            )
+    for note in outcome.notes:
+        print(f"({note})")
+    if outcome.added:
+        print(f"(in the candidate only, not compared: {', '.join(outcome.added)})")
     return outcome.status

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     rows = []
     for entry in VARIANTS:
-        v = entry.load()
+        v = entry.value
         note = v.note + (" (the baseline of savings)" if v.name == BASELINE else "")
         rows.append([v.name, v.label, note])
     print(tabulate(rows, headers=["variant", "label", "note"], tablefmt="simple"))

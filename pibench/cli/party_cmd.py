@@ -3,7 +3,8 @@
     host A:  pibench party --rank 0 --rendezvous tcp://A:29500 suites/smoke.yaml   (server, writes the record)
     host B:  pibench party --rank 1 --rendezvous tcp://A:29500 suites/smoke.yaml   (client)
 With `crypten.provider: TTP`, a third process runs `--rank 2`. Rank 0 listens on the rendezvous
-port; give both the same suite file.
+address and nowhere else; give every host the same suite (the parties compare a digest of it and
+stop if they differ).
 """
 
 from __future__ import annotations
@@ -17,38 +18,38 @@ import threading
 import time
 from typing import Any
 
-from pibench.cli.report_cmd import add_report_options, emit_report
+from pibench.cli.common import add_run_options, finish, refuse_late_failures
+from pibench.cli.report_cmd import add_report_options
 from pibench.errors import PibenchError
-from pibench.suite import load_suite
+from pibench.suite import Suite, load_suite
 
-HELP = "run one party of a 2PC run (for two hosts); `pibench run` starts both on localhost"
+HELP = "run one party of a 2PC run (for two hosts); `pibench run` starts all parties on localhost"
 EPILOG = __doc__.split("\n", 2)[2]
+RENDEZVOUS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):(\d{1,5})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rank", type=int, choices=(0, 1, 2), required=True, help="0 server, 1 client, 2 TTP")
+    parser.add_argument("--rank", type=int, required=True, help="0 server, 1 client, 2 TTP (CrypTen's TTP provider)")
     parser.add_argument("--rendezvous", required=True, metavar="tcp://HOST:PORT", help="address of rank 0")
     parser.add_argument("suite", help="suite YAML file (the same on every host)")
-    parser.add_argument("--full", action="store_true", help="measure every layer instead of a sample")
-    parser.add_argument("--out", help="record path, rank 0 (default: results/SUITE-TIME.json)")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="longest wait for another party")
+    add_run_options(parser, 60.0, "longest wait for another party")
     parser.add_argument("--events", action="store_true", help=argparse.SUPPRESS)  # JSON lines for `pibench run`
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # rank 0's socket from `pibench run`
     add_report_options(parser)
 
 
-def main(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"tcp://[^\s:/]+:\d{1,5}", args.rendezvous):
-        raise PibenchError(f"--rendezvous '{args.rendezvous}' is not of the form tcp://HOST:PORT")
-    suite = load_suite(args.suite)
-    if not getattr(args, "debug", False):  # torch.distributed's C++ logs would bury our one-line errors
-        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
-    from pibench.mpc.party import ROLES, PartyOptions, run_party, run_ttp
+def _suite(args: argparse.Namespace) -> Suite:
+    """The suite file, or (`-`, from `pibench run`) the validated text the runner sends on stdin."""
+    if args.suite != "-":
+        return load_suite(args.suite)
+    given = json.loads(sys.stdin.readline())
+    suite = load_suite(given["path"], text=given["text"])
+    if suite.digest != given["digest"]:
+        raise PibenchError("the suite sent by pibench run does not match its digest")
+    return suite
 
-    opts = PartyOptions(args.rank, args.rendezvous, suite, full=args.full, timeout_s=args.timeout)
-    if args.rank == 2:
-        run_ttp(opts)
-        return 0
-    state = {"variant": "(start-up)", "start": time.monotonic()}
+
+def _emitter(args: argparse.Namespace, state: dict[str, Any]) -> Any:
     lock = threading.Lock()  # a watchdog thread emits too
 
     def emit(event: dict[str, Any]) -> None:
@@ -61,29 +62,62 @@ def main(args: argparse.Namespace) -> int:
             what = event.get("step", "started")
             print(f"[{time.monotonic() - state['start']:7.1f} s] {event['variant']}: {what}", file=sys.stderr)
 
+    return emit
+
+
+def main(args: argparse.Namespace) -> int:
+    match = RENDEZVOUS.fullmatch(args.rendezvous)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise PibenchError(f"--rendezvous '{args.rendezvous[:80]}' is not of the form tcp://HOST:PORT")
+    suite = _suite(args)
+    from pibench.backends import BACKENDS
+    from pibench.backends.base import Rendezvous
+
+    backend = BACKENDS.get(suite.backend)
+    roles = backend.ranks(suite.settings)
+    if args.rank not in roles:
+        raise PibenchError(
+            f"--rank {args.rank}: backend {backend.name} with these settings has ranks "
+            f"{', '.join(f'{r} ({role})' for r, role in roles.items())}"
+        )
+    if args.rank == 0 and not args.events:
+        refuse_late_failures(suite, args)
+    if not getattr(args, "debug", False):  # torch.distributed's C++ logs would bury our one-line errors
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+    state = {"variant": "(start-up)", "start": time.monotonic()}
+    emit = _emitter(args, state)
+    rendezvous = Rendezvous(args.rendezvous, args.listen_fd)
+    if args.rank >= 2:
+        backend.serve_dealer(args.rank, rendezvous, suite.settings, args.timeout, emit)
+        return 0
+    from pibench.measure import PartyOptions, run_party
+
+    opts = PartyOptions(args.rank, rendezvous, suite, full=args.full, timeout_s=args.timeout)
     try:
-        measured = run_party(opts, emit)
+        measured = run_party(backend, opts, emit)
     except RuntimeError as err:  # torch.distributed: the other party vanished or timed out
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PibenchError(
-            f"party {args.rank} ({ROLES[args.rank]}) lost the other party during variant '{state['variant']}': {first}"
+            f"party {args.rank} ({roles[args.rank]}) lost the other party during variant '{state['variant']}': {first}"
         ) from None
     if args.events or args.rank != 0:
         return 0
-    from pibench.results import default_record_path, write_record
-    from pibench.runner import build_record
+    from pibench.records import build_record
 
     record = build_record(
         suite,
         measured,
-        mode="party",
-        full=args.full,
-        rendezvous=args.rendezvous,
-        network="as given by --rendezvous",
-        timeout_s=args.timeout,
-        elapsed_s=time.monotonic() - state["start"],
+        {
+            "mode": "party",
+            "full": args.full,
+            "rendezvous": args.rendezvous,
+            "network": "as given by --rendezvous",
+            "emulated": None,
+            "timeout_s": args.timeout,
+            "elapsed_s": round(time.monotonic() - state["start"], 3),
+            "ranks": {str(r): role for r, role in roles.items()},
+            "dealer": None,
+            "accepted_unusable": args.accept_unusable,
+        },
     )
-    path = write_record(args.out or default_record_path(suite.name), record)
-    emit_report([(str(path), record)], args)
-    print(f"record: {path}", file=sys.stderr)
-    return 0
+    return finish(record, args, suite.name)

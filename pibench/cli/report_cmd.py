@@ -6,15 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from pibench.records import read_record
 from pibench.report import FORMATS, build_report, plot, render
-from pibench.results import read_record
 from pibench.variants import BASELINE
 
 HELP = "print savings tables of run records in the papers' layout (and plot them)"
 EPILOG = """\
-Measured columns are labelled [CrypTen] and say under the table which settings and network produced
-them; published columns (SecretFlow SPU, from the papers) are labelled [pub.] and appear where a
-variant's configuration matches a published row. LaTeX output is a tabular that needs amssymb.
+Measured columns are labelled with their backend ([CrypTen]) and say under the table which settings
+and network produced them and what the MPC error covers; published columns (SecretFlow SPU, from
+the papers) are labelled [pub.] and appear where a variant's configuration matches a published row.
+An unknown --baseline is an error. LaTeX output is a tabular that needs amssymb.
 """
 
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table")
-    parser.add_argument("--baseline", default=BASELINE, help=f"variant to compute savings against ({BASELINE})")
+    parser.add_argument("--baseline", help=f"variant to compute savings against (default: {BASELINE})")
     parser.add_argument("--plot", metavar="DIR", help="write the plots (PNG and SVG) to DIR")
     parser.add_argument(
         "--network",

@@ -22,7 +22,7 @@ LAYERNORM_EPS = 1e-5
 
 # Roles of matrix products; the FLOP conventions (`pibench.cost`) weigh them and split FFN/attention.
 MATMUL_ROLES = (
-    "attn.proj",  # (T,d) x (d,d): Q, K, V, O projections
+    "attn.proj",  # (T,d) x (d,3d): Q, K, V in one product (d,2d: Q, K in shaped attention); (T,d) x (d,d): O
     "attn.scores",  # (H,T,dh) x (H,dh,T): Q K^T
     "attn.values",  # (H,T,T) x (H,T,dh): softmax(.) V
     "attn.shaped_scores",  # as attn.scores, in He & Hofmann's shaped attention
@@ -76,6 +76,10 @@ class Ops(ABC):
     @abstractmethod
     def split_heads(self, x: Tensor, heads: int) -> Tensor:
         """(T, d) -> (H, T, d/H)."""
+
+    @abstractmethod
+    def split(self, x: Tensor, parts: int) -> list[Tensor]:
+        """(..., parts*k) -> `parts` tensors (..., k), in order."""
 
     @abstractmethod
     def merge_heads(self, x: Tensor) -> Tensor:

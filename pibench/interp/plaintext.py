@@ -70,6 +70,9 @@ class TorchOps(TorchConstants, Ops):
         T, d = x.shape
         return x.reshape(T, heads, d // heads).transpose(0, 1)
 
+    def split(self, x: Tensor, parts: int) -> list[Tensor]:
+        return list(x.split(x.shape[-1] // parts, dim=-1))
+
     def merge_heads(self, x: Tensor) -> Tensor:
         H, T, dh = x.shape
         return x.transpose(0, 1).reshape(T, H * dh)

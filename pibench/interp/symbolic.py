@@ -12,9 +12,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pibench.interp.base import LINEAR_ROLES, MATMUL_ROLES, Ops
-
-NONLINEAR_KINDS = ("softmax", "layernorm", "gelu", "relu")
+from pibench.interp.base import MATMUL_ROLES, Ops
+from pibench.opkinds import CALLS, NONLINEAR, broadcast, matmul_kind
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,8 @@ class Tally:
                  rows x cols matrix is one op, as in the papers' "SM:144 x R^{128x128}")
     elementwise: "add" | "add_public" | "mul" | "mul_public" -> elements of secret results
                  (add, mul: secret with secret; *_public: secret with a public constant)
-    calls:       (kind, signature) -> number of calls of each operation that makes 2PC parties talk,
-                 for calibrated predictions (`pibench.calibration`): ("softmax"|"layernorm", (rows,
-                 cols)) with rows summed over leading dims, ("gelu"|"relu", (elements,)),
-                 ("mul", (elements of a, elements of b)) and ("linear"|"attn_matmul", (elements of a,
-                 elements of b, multiply-accumulates)) for secret x secret
+    calls:       (kind, signature) -> number of calls of each operation that makes 2PC parties talk
+                 (`pibench.opkinds.CALLS`: the kinds and how their signatures follow from shapes)
     """
 
     macs: Counter[str] = field(default_factory=Counter)
@@ -50,16 +46,20 @@ class Tally:
     elementwise: Counter[str] = field(default_factory=Counter)
     calls: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
 
+    def add(self, other: Tally, times: int = 1) -> None:
+        """Add `times` copies of `other` (a layer kind standing for `times` layers)."""
+        for mine, theirs in (
+            (self.macs, other.macs),
+            (self.nonlinear, other.nonlinear),
+            (self.elementwise, other.elementwise),
+            (self.calls, other.calls),
+        ):
+            for key, n in theirs.items():
+                mine[key] += n * times
 
-def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    n = max(len(a), len(b))
-    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
-    out = []
-    for x, y in zip(a, b, strict=True):
-        if x != y and 1 not in (x, y):
-            raise ValueError(f"shapes {a} and {b} do not broadcast")
-        out.append(max(x, y))
-    return tuple(out)
+    def key(self) -> tuple[object, ...]:
+        """A hashable summary: equal keys, equal work on equal shapes (and so equal 2PC bytes and rounds)."""
+        return tuple(tuple(sorted(c.items())) for c in (self.macs, self.nonlinear, self.elementwise, self.calls))
 
 
 class SymbolicOps(Ops):
@@ -79,15 +79,15 @@ class SymbolicOps(Ops):
         *bb, k2, n = b.shape
         if k != k2:
             raise ValueError(f"matmul of {a.shape} and {b.shape}: inner dims differ")
-        batch = _broadcast(tuple(ba), tuple(bb))
+        batch = broadcast(tuple(ba), tuple(bb))
         self.tally.macs[role] += math.prod(batch) * m * k * n
         if not (a.public or b.public):
-            kind = "linear" if role in LINEAR_ROLES else "attn_matmul"
-            self.tally.calls[(kind, (a.numel, b.numel, math.prod(batch) * m * k * n))] += 1
+            kind = matmul_kind(role)
+            self.tally.calls[(kind, CALLS[kind].signature((a.shape, b.shape)))] += 1
         return SymTensor((*batch, m, n), a.public and b.public)
 
     def _elementwise(self, op: str, a: SymTensor, b: SymTensor) -> SymTensor:
-        out = SymTensor(_broadcast(a.shape, b.shape), a.public and b.public)
+        out = SymTensor(broadcast(a.shape, b.shape), a.public and b.public)
         if not out.public:
             self.tally.elementwise[op] += out.numel
         return out
@@ -97,7 +97,7 @@ class SymbolicOps(Ops):
 
     def mul(self, a: SymTensor, b: SymTensor) -> SymTensor:
         if not (a.public or b.public):
-            self.tally.calls[("mul", (a.numel, b.numel))] += 1
+            self.tally.calls[("mul", CALLS["mul"].signature((a.shape, b.shape)))] += 1
         return self._elementwise("mul_public" if a.public or b.public else "mul", a, b)
 
     def scale(self, a: SymTensor, c: float) -> SymTensor:
@@ -106,10 +106,10 @@ class SymbolicOps(Ops):
         return a
 
     def _nonlinear(self, kind: str, x: SymTensor) -> SymTensor:
+        assert kind in NONLINEAR, kind
         *lead, rows, cols = (1,) * max(0, 2 - len(x.shape)) + x.shape
         self.tally.nonlinear[(kind, (rows, cols))] += math.prod(lead)
-        signature = (math.prod(lead) * rows, cols) if kind in ("softmax", "layernorm") else (x.numel,)
-        self.tally.calls[(kind, signature)] += 1
+        self.tally.calls[(kind, CALLS[kind].signature((x.shape,)))] += 1
         return SymTensor(x.shape, x.public)
 
     def softmax(self, x: SymTensor) -> SymTensor:
@@ -127,6 +127,12 @@ class SymbolicOps(Ops):
     def split_heads(self, x: SymTensor, heads: int) -> SymTensor:
         T, d = x.shape
         return SymTensor((heads, T, d // heads), x.public)
+
+    def split(self, x: SymTensor, parts: int) -> list[SymTensor]:
+        *lead, n = x.shape
+        if n % parts:
+            raise ValueError(f"cannot split {x.shape} into {parts} parts")
+        return [SymTensor((*lead, n // parts), x.public) for _ in range(parts)]
 
     def merge_heads(self, x: SymTensor) -> SymTensor:
         H, T, dh = x.shape

@@ -3,6 +3,8 @@
 Weights are shared by the server (rank 0), the input embeddings by the client (rank 1). Every
 operation runs inside `meter.kind(...)`, so bytes, rounds and seconds are attributed per kind.
 Heads are batched: attention runs on (H, T, T) tensors, so a layer's rounds do not grow with H.
+Squares use CrypTen's `square` (one masked operand opened instead of two): the GELU cube is
+x·x², LayerNorm's variance the mean of squares of the centred input.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 
 import torch
 
-from pibench.interp.base import LAYERNORM_EPS, LINEAR_ROLES, Ops
+from pibench.backends.crypten.meter import Meter
+from pibench.interp.base import LAYERNORM_EPS, Ops
 from pibench.interp.plaintext import TorchConstants
-from pibench.mpc.meter import Meter
+from pibench.opkinds import matmul_kind
 
 GELU_TANH_C = math.sqrt(2.0 / math.pi)
 
@@ -24,14 +27,31 @@ def _secret_first(a: Any, b: Any) -> tuple[Any, Any]:
     return (b, a) if isinstance(a, torch.Tensor) else (a, b)
 
 
+def max_only_softmax(x: Any, max_method: str) -> Any:
+    """CrypTen's softmax (max-subtracted exp, reciprocal of the sum with `reciprocal_all_pos`) with
+    the row maximum from CrypTen's tree reduction alone: CrypTen's own `softmax` calls `max(dim)`,
+    which also builds a one-hot argmax (an equality test of every element and a random tie-break)
+    that softmax throws away."""
+    from crypten.common.functions.maximum import _max_helper_all_tree_reductions
+    from crypten.config import cfg
+
+    if x.size(-1) == 1:
+        return x.new(torch.ones_like(x.data))
+    maximum = _max_helper_all_tree_reductions(x, dim=x.dim() - 1, method=max_method).unsqueeze(-1)
+    numerator = (x - maximum).exp()
+    with cfg.temp_override({"functions.reciprocal_all_pos": True}):
+        inv_denominator = numerator.sum(-1, keepdim=True).reciprocal()
+    return numerator * inv_denominator
+
+
 class CrypTenOps(TorchConstants, Ops):
     """`Ops` over CrypTen `MPCTensor`s (public constants are plain torch tensors)."""
 
-    def __init__(self, meter: Meter, gelu: str = "tanh") -> None:
-        self.meter, self.gelu_form = meter, gelu
+    def __init__(self, meter: Meter, gelu: str = "tanh", softmax: str = "max_only", max_method: str = "") -> None:
+        self.meter, self.gelu_form, self.softmax_form, self.max_method = meter, gelu, softmax, max_method
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
-        with self.meter.kind("linear" if role in LINEAR_ROLES else "attn_matmul"):
+        with self.meter.kind(matmul_kind(role)):
             return a.matmul(b)
 
     def add(self, a: Any, b: Any) -> Any:
@@ -50,19 +70,21 @@ class CrypTenOps(TorchConstants, Ops):
 
     def softmax(self, x: Any) -> Any:
         with self.meter.kind("softmax"):
-            return x.softmax(-1)
+            if self.softmax_form == "crypten":
+                return x.softmax(-1)
+            return max_only_softmax(x, self.max_method)
 
     def layernorm(self, x: Any, gain: Any, bias: Any) -> Any:
         with self.meter.kind("layernorm"):
             centred = x - x.mean(-1, keepdim=True)
-            var = (centred * centred).mean(-1, keepdim=True)
+            var = centred.square().mean(-1, keepdim=True)
             return centred * (var + LAYERNORM_EPS).inv_sqrt() * gain + bias
 
     def gelu(self, x: Any) -> Any:
         with self.meter.kind("gelu"):
             if self.gelu_form == "erf":
                 return x * ((x * (1 / math.sqrt(2.0))).erf() + 1) * 0.5
-            inner = (x + x * x * x * 0.044715) * GELU_TANH_C
+            inner = (x + x * x.square() * 0.044715) * GELU_TANH_C
             return x * (inner.tanh() + 1) * 0.5
 
     def relu(self, x: Any) -> Any:
@@ -72,6 +94,9 @@ class CrypTenOps(TorchConstants, Ops):
     def split_heads(self, x: Any, heads: int) -> Any:
         T, d = x.size()
         return x.reshape(T, heads, d // heads).transpose(0, 1)
+
+    def split(self, x: Any, parts: int) -> list[Any]:
+        return list(x.split(x.size(-1) // parts, dim=-1))
 
     def merge_heads(self, x: Any) -> Any:
         H, T, dh = x.size()

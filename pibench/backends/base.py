@@ -1,0 +1,188 @@
+"""The interface every 2PC backend implements, and the counts it reports.
+
+A backend is one registered object (`pibench.backends.BACKENDS`) that says:
+
+- its settings: a frozen, strict schema (`settings_type`), the suite's section of the backend's name;
+- its processes: which ranks a run starts and what each is (`ranks`), and what it refuses up front
+  (`check`);
+- how one party joins the others and runs operations (`session`): a `Session` shares weights and
+  input, runs a step of the model definition on its `Ops` interpreter and says what the step cost
+  by operation kind (`pibench.opkinds.KINDS`);
+- how it is described under a table and in a record (`describe`, `protocol`).
+
+Everything else (walking a suite, layer sampling, timing, accuracy, process control, records,
+reports, the gate, calibration) is written once against this interface. Importing a backend's
+registered object must not import its heavy dependencies: `session` imports them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pibench.opkinds import KINDS
+
+
+@dataclass
+class Counts:
+    """What one party's exchanges cost: bytes sent and received, rounds (blocking exchanges),
+    seconds inside exchanges and seconds of the operations they belong to."""
+
+    sent: int = 0
+    received: int = 0
+    rounds: int = 0
+    comm_s: float = 0.0
+    wall_s: float = 0.0
+
+    def add(self, other: Counts, times: int = 1) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name) * times)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class StepCounts:
+    """One measured step of one party: counts per operation kind (every kind of `KINDS`), traffic
+    with a dealer (a trusted third party's offline material, kept apart from the online traffic),
+    and the backend's own counters for cross-checking."""
+
+    by_kind: dict[str, Counts] = field(default_factory=lambda: {k: Counts() for k in KINDS})
+    dealer: Counts = field(default_factory=Counts)
+    own: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0  # seconds of the whole step
+
+    def total(self) -> Counts:
+        out = Counts()
+        for c in self.by_kind.values():
+            out.add(c)
+        return out
+
+    def add(self, other: StepCounts, times: int = 1) -> None:
+        for kind, counts in other.by_kind.items():
+            self.by_kind[kind].add(counts, times)
+        self.dealer.add(other.dealer, times)
+        self.wall_s += other.wall_s * times
+        for key, n in other.own.items():
+            self.own[key] = self.own.get(key, 0) + n * times
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the parties meet: rank 0's address, and (local runs) a socket already listening there
+    that rank 0 serves on, so that nothing listens beyond the address given."""
+
+    url: str  # tcp://HOST:PORT
+    listen_fd: int | None = None
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("tcp://").rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+
+Step = Callable[[Any, Mapping[str, Any], Any], Any]  # (ops, weights, x) -> y: part of the model definition
+
+
+class Session(ABC):
+    """One party's connection to the others under a backend, for one run."""
+
+    rank: int
+
+    @abstractmethod
+    def share(
+        self,
+        weights: Mapping[str, Any] | None,
+        specs: Mapping[str, tuple[int, ...]],
+        x: Any | None,
+        x_shape: tuple[int, ...],
+    ) -> tuple[Mapping[str, Any], Any]:
+        """Secret-share the server's weights (rank 0 passes them, others None) and the client's input
+        (rank 1 passes it); shapes are public. Returns this party's handles of both."""
+
+    @abstractmethod
+    def measure(self, step: Step, weights: Mapping[str, Any], x: Any) -> tuple[Any, StepCounts]:
+        """Run `step` on this backend's `Ops`; its output and what it cost this party (wall_s set)."""
+
+    @abstractmethod
+    def reveal(self, y: Any) -> Any:
+        """The plaintext of a shared tensor (a torch tensor), as every party sees it."""
+
+    @abstractmethod
+    def exchange(self, obj: Any) -> list[Any]:
+        """Every party's `obj`, by rank (outside any measurement)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Leave the others (the dealer, if any, is told to stop)."""
+
+    @property
+    def waiting_since(self) -> float | None:
+        """Monotonic time the exchange under way began (None: not blocked on another party), so that
+        a monitor can tell a party that hangs from one waiting for it."""
+        return None
+
+    @property
+    def dealer_lifetime(self) -> Counts | None:
+        """All traffic with a dealer since joining (None: no dealer), for the conservation check."""
+        return None
+
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class Backend(ABC):
+    """A 2PC protocol pibench runs the model definition under."""
+
+    name: ClassVar[str]  # registry name, the suite's section, records' backend.name
+    label: ClassVar[str]  # how tables tag its columns: "[CrypTen]"
+    package: ClassVar[str]  # the distribution whose version records carry
+    protocol: ClassVar[str]  # one line for records
+    settings_type: ClassVar[type]  # a frozen pydantic dataclass: the suite's section
+
+    def default_settings(self) -> Any:
+        return self.settings_type()
+
+    @abstractmethod
+    def ranks(self, settings: Any) -> dict[int, str]:
+        """The processes of a run, rank -> role ({0: "server", 1: "client"}, maybe a dealer)."""
+
+    def check(self, settings: Any, *, emulated: bool) -> None:  # noqa: B027 - nothing to refuse by default
+        """Refuse, with a `PibenchError`, what these settings cannot run (before any process starts)."""
+
+    def reference_gelu(self, settings: Any) -> str:
+        """The GELU form ("tanh" or "erf") the backend computes, so that the plaintext reference the
+        MPC error is measured against computes the same function."""
+        return "tanh"
+
+    @abstractmethod
+    def describe(self, settings: Mapping[str, Any], version: str | None) -> str:
+        """One line naming the protocol and the settings that change costs, for table footers."""
+
+    @abstractmethod
+    def session(
+        self,
+        rank: int,
+        rendezvous: Rendezvous,
+        settings: Any,
+        timeout_s: float,
+        on_op: Callable[[], None] | None = None,
+    ) -> Session:
+        """Join the others as `rank` within `timeout_s` (imports the backend's heavy dependencies);
+        `on_op` is called after every operation (a heartbeat for progress)."""
+
+    def serve_dealer(self, rank: int, rendezvous: Rendezvous, settings: Any, timeout_s: float, emit: Emit) -> None:
+        """Run a dealer rank (one that `ranks` lists beyond 0 and 1) until party 0 stops it."""
+        raise NotImplementedError(f"backend {self.name} has no rank {rank}")
+
+    @property
+    def shipped_calibration(self) -> Path | None:
+        """The calibration that ships for this backend's default settings, if any."""
+        return None

@@ -1,0 +1,188 @@
+"""Calibrated cost model: predict bytes, rounds and seconds of a variant under a backend without running it.
+
+A calibration maps every call of the symbolic tally (`Tally.calls`, kinds and signatures from
+`pibench.opkinds.CALLS`) to bytes, rounds and seconds:
+
+    kind                 signature                     bytes (both parties)            rounds
+    gelu, relu           (elements,)                   a * elements                    constant
+    layernorm            (rows, cols)                  a*rows*cols + b*rows + c*cols   constant
+    linear, attn_matmul  (elems a, elems b, MACs)      a * (elems a + elems b)         constant
+    mul                  (elems a, elems b)            a * (elems a + elems b)         constant
+    softmax              (rows, row length n)          rows * g[n]                     h[n]
+
+Bytes and rounds are deterministic, so their fits must be exact (integer coefficients reproducing
+every sample) or calibration fails; softmax's dependence on n is tabulated for every n up to
+`max_row_length`. Seconds are fitted (non-negative least squares) per kind on features (calls, bytes,
+rounds, MACs or elements) from GPT-2-sized samples, so they hold for the machine the file names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pibench.backends import BACKENDS
+from pibench.errors import PibenchError
+from pibench.interp.symbolic import Tally
+from pibench.network import NetworkProfile, project
+from pibench.opkinds import CALLS
+
+SCHEMA_VERSION = 2
+MAX_FILE_BYTES = 16 * 2**20
+
+
+def time_features(call: str, sig: tuple[int, ...], byts: float, rounds: float) -> list[float]:
+    """Features of one call that its seconds are a non-negative combination of."""
+    return [1.0, byts, rounds, float(CALLS[call].size(sig))]
+
+
+@dataclass
+class Calibration:
+    """A fitted cost model; `data` is the JSON file's content."""
+
+    data: dict[str, Any]
+    path: str = ""
+
+    @property
+    def backend(self) -> str:
+        return self.data["backend"]
+
+    def check_settings(self, backend: str, settings: dict[str, Any], what: str) -> None:
+        if backend != self.backend:
+            raise PibenchError(f"calibration '{self.path}' is of backend {self.backend}, not {backend} as {what}")
+        if settings != self.data["settings"]:
+            diff = sorted(
+                k
+                for k in settings.keys() | self.data["settings"].keys()
+                if self.data["settings"].get(k) != settings.get(k)
+            )
+            raise PibenchError(
+                f"calibration '{self.path}' was measured under other {backend} settings than {what} "
+                f"(differ: {', '.join(diff)}); run `pibench calibrate --suite SUITE` for them"
+            )
+
+    def op(self, call: str, sig: tuple[int, ...]) -> tuple[int, int, float, float]:
+        """(bytes, rounds, wall seconds, comm seconds) of one call."""
+        models = self.data["models"]
+        if call not in models:
+            raise PibenchError(f"calibration '{self.path}' has no model for '{call}'; recalibrate")
+        m = models[call]
+        byts, rounds = _bytes_rounds(m, call, sig, self.path)
+        feats = time_features(call, sig, byts, rounds)
+        wall = sum(c * f for c, f in zip(m["wall_s"], feats, strict=True))
+        comm = sum(c * f for c, f in zip(m["comm_s"], feats, strict=True))
+        return byts, rounds, wall, min(comm, wall)
+
+    def predict(self, tally: Tally) -> dict[str, Any]:
+        """Predicted totals of one forward pass from its symbolic tally."""
+        out: dict[str, Any] = {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0, "by_kind": {}}
+        for (call, sig), n in sorted(tally.calls.items()):
+            byts, rounds, wall, comm = self.op(call, sig)
+            k = out["by_kind"].setdefault(CALLS[call].bucket, {"bytes": 0, "rounds": 0, "wall_s": 0.0})
+            for target in (out, k):
+                target["bytes"] += n * byts
+                target["rounds"] += n * rounds
+                target["wall_s"] += n * wall
+            out["comm_s"] += n * comm
+        return out
+
+
+def _bytes_rounds(m: dict[str, Any], call: str, sig: tuple[int, ...], path: str) -> tuple[int, int]:
+    """The exact part of a call's model `m`: bytes and rounds of one call."""
+    features = CALLS[call].byte_features
+    if features is None:  # tabulated per row length
+        n, table = sig[1], m["per_row_bytes"]
+        if n > len(table):
+            raise PibenchError(
+                f"softmax rows of length {n} exceed the {len(table)} calibrated in '{path}'; "
+                f"run `pibench calibrate --max-row-length {n}`"
+            )
+        return sig[0] * table[n - 1], m["rounds"][n - 1]
+    return sum(c * f for c, f in zip(m["bytes"], features(sig), strict=True)), m["rounds"]
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise PibenchError(f"calibration '{path}' not found; `pibench calibrate --out {path}` makes one")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise PibenchError(f"calibration '{path}' is over {MAX_FILE_BYTES} bytes")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise PibenchError(f"calibration '{path}' is not readable JSON: {str(err)[:100]}") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("schema_version") != SCHEMA_VERSION
+        or data.get("backend") not in BACKENDS
+    ):
+        raise PibenchError(f"calibration '{path}' is not a pibench calibration of schema {SCHEMA_VERSION}; recalibrate")
+    return Calibration(data, str(path))
+
+
+def shipped_calibration(backend: str) -> Calibration:
+    """The calibration shipped (as package data) for `backend`'s default settings."""
+    path = BACKENDS.get(backend).shipped_calibration
+    if path is None:
+        raise PibenchError(f"no calibration ships for backend {backend}; run `pibench calibrate --backend {backend}`")
+    return load_calibration(path)
+
+
+def exact_fit(kind: str, rows: list[tuple[list[int], int]]) -> list[int]:
+    """Integer coefficients reproducing every sample's bytes exactly, or an error."""
+    import numpy as np
+
+    x = np.array([f for f, _ in rows], dtype=float)
+    y = np.array([b for _, b in rows], dtype=float)
+    coef = [round(c) for c in np.linalg.lstsq(x, y, rcond=None)[0]]
+    for feats, byts in rows:
+        if sum(c * f for c, f in zip(coef, feats, strict=True)) != byts:
+            raise PibenchError(f"the bytes of {kind} are not the linear function of {len(coef)} features expected")
+    return coef
+
+
+def time_fit(rows: list[tuple[list[float], float]]) -> list[float]:
+    """Non-negative least squares on column-scaled features."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    x = np.array([f for f, _ in rows])
+    y = np.array([t for _, t in rows])
+    scale = x.max(axis=0)
+    scale[scale == 0] = 1
+    coef, _ = nnls(x / scale, y)
+    return [float(c) for c in coef / scale]
+
+
+def predict_cost(cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = ()) -> dict[str, Any]:
+    """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles`
+    (the two parties send equal halves of the bytes)."""
+    p = cal.predict(tally)
+    minutes = {"loopback": p["wall_s"] / 60}
+    for prof in profiles:
+        minutes[prof.name] = project(p["wall_s"], p["comm_s"], p["rounds"], p["bytes"] // 2, prof) / 60
+    return {
+        "bytes": p["bytes"],
+        "gb": p["bytes"] / 1e9,
+        "rounds": p["rounds"],
+        "wall_s": p["wall_s"],
+        "minutes": minutes,
+        "by_kind": p["by_kind"],
+        "calibration": cal.path,
+    }
+
+
+def predictions_for(
+    backend: str, settings: dict[str, Any], tallies: Sequence[Tally], profiles: Sequence[NetworkProfile]
+) -> list[dict[str, Any] | None]:
+    """The shipped calibration's predictions for a run's record, where its settings match; None
+    elsewhere (the record then holds no prediction, and reports show '-')."""
+    try:
+        cal = shipped_calibration(backend)
+        cal.check_settings(backend, settings, "this run")
+        return [predict_cost(cal, t, profiles) for t in tallies]
+    except PibenchError:
+        return [None] * len(tallies)

@@ -1,0 +1,160 @@
+"""Measuring a calibration: every call kind of `opkinds.CALLS` on a pair of op servers, then the fits
+of `pibench.calibration.fit`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pibench.backends import BACKENDS
+from pibench.calibration.fit import SCHEMA_VERSION, exact_fit, time_features, time_fit
+from pibench.errors import PibenchError
+from pibench.machine import environment
+from pibench.opkinds import CALLS
+from pibench.procs import die_with_parent, kill_tree, listening_socket
+from pibench.records import now
+
+
+class OpPair:
+    """The op servers of a backend (two parties, and a dealer where the settings need one) on
+    127.0.0.1, serving operation requests; close() ends them by PID."""
+
+    def __init__(self, backend: str, settings: Any) -> None:
+        impl = BACKENDS.get(backend)
+        listener = listening_socket()
+        rendezvous = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        cmd = [sys.executable, "-m", "pibench.calibration.opserver", "--backend", backend, "--rendezvous", rendezvous]
+        cmd += ["--settings", json.dumps(settings_dict(settings))]
+        self.procs = []
+        try:
+            for rank in impl.ranks(settings):
+                fd = ["--listen-fd", str(listener.fileno())] if rank == 0 else []
+                self.procs.append(
+                    subprocess.Popen(
+                        [*cmd, "--rank", str(rank), *fd],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        pass_fds=(listener.fileno(),) if rank == 0 else (),
+                        preexec_fn=die_with_parent,
+                    )
+                )
+        finally:
+            listener.close()  # rank 0 holds it now
+        self.parties = self.procs[:2]
+
+    def run(self, op: str, shapes: Sequence[Sequence[int]]) -> dict[str, float]:
+        """Run `op` once on both parties: bytes sent by both, rounds and seconds of the busier."""
+        request = json.dumps({"op": op, "shapes": [list(s) for s in shapes]}) + "\n"
+        for p in self.parties:
+            assert p.stdin is not None
+            p.stdin.write(request)
+            p.stdin.flush()
+        replies = []
+        for p in self.parties:
+            assert p.stdout is not None
+            line = p.stdout.readline()
+            if not line:
+                raise PibenchError(f"an op server exited with code {p.wait(timeout=10)} during {op} {list(shapes)}")
+            replies.append(json.loads(line))
+        return {
+            "bytes": replies[0]["bytes"] + replies[1]["bytes"],
+            "rounds": max(r["rounds"] for r in replies),
+            "wall_s": max(r["wall_s"] for r in replies),
+            "comm_s": max(r["comm_s"] for r in replies),
+        }
+
+    def close(self) -> None:
+        for p in self.parties:
+            try:
+                if p.stdin:
+                    p.stdin.write(json.dumps({"op": "exit"}) + "\n")
+                    p.stdin.close()
+            except OSError:
+                pass
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            kill_tree(p.pid)
+            if p.stdout:
+                p.stdout.close()
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(settings)
+
+
+def _exact_models(pair: OpPair, progress: Callable[[str], None]) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    for name, call in CALLS.items():
+        if call.byte_features is None:
+            continue
+        rows, rounds = [], set()
+        for sample in call.samples:
+            r = pair.run(name, sample)
+            rows.append((call.byte_features(call.signature(sample)), r["bytes"]))
+            rounds.add(r["rounds"])
+        if len(rounds) != 1:
+            raise PibenchError(f"the rounds of {name} vary with its shape ({sorted(rounds)}); not modelled")
+        models[name] = {"bytes": exact_fit(name, rows), "rounds": rounds.pop()}
+        progress(f"{name}: bytes {models[name]['bytes']} per feature, {models[name]['rounds']} rounds")
+    return models
+
+
+def _softmax_table(pair: OpPair, max_row_length: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    per_row, rounds = [], []
+    for n in range(1, max_row_length + 1):
+        r1 = pair.run("softmax", [(1, n)])
+        if n in (2, 64, 128):
+            r3 = pair.run("softmax", [(3, n)])
+            if r3["bytes"] != 3 * r1["bytes"] or r3["rounds"] != r1["rounds"]:
+                raise PibenchError(f"softmax bytes are not proportional to rows at row length {n}")
+        per_row.append(r1["bytes"])
+        rounds.append(r1["rounds"])
+        if n % 128 == 0:
+            progress(f"softmax: row lengths 1..{n}")
+    return {"per_row_bytes": per_row, "rounds": rounds}
+
+
+def _time_models(pair: OpPair, models: dict[str, Any], progress: Callable[[str], None]) -> None:
+    for name, call in CALLS.items():
+        rows_wall, rows_comm = [], []
+        for sample in call.time_samples:
+            best = min((pair.run(name, sample) for _ in range(2)), key=lambda r: r["wall_s"])
+            feats = time_features(name, call.signature(sample), best["bytes"], best["rounds"])
+            rows_wall.append((feats, best["wall_s"]))
+            rows_comm.append((feats, best["comm_s"]))
+        models[name]["wall_s"] = time_fit(rows_wall)
+        models[name]["comm_s"] = time_fit(rows_comm)
+        progress(f"{name}: time fitted on {len(call.time_samples)} GPT-2-sized samples")
+
+
+def calibrate(
+    backend: str, settings: Any, max_row_length: int = 1024, progress: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Measure and fit; returns the calibration file's content."""
+    pair = OpPair(backend, settings)
+    try:
+        models = _exact_models(pair, progress)
+        models["softmax"] = _softmax_table(pair, max_row_length, progress)
+        _time_models(pair, models, progress)
+    finally:
+        pair.close()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "pibench.calibration",
+        "backend": backend,
+        "created": now(),
+        "settings": settings_dict(settings),
+        "environment": environment(),
+        "max_row_length": max_row_length,
+        "models": models,
+        "units": {"bytes": "sent by both parties", "wall_s": "seconds", "comm_s": "seconds in exchanges"},
+    }

@@ -1,0 +1,73 @@
+"""Options and endings shared by the subcommands that run parties (`run`, `party`)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from pibench.cli.report_cmd import emit_report
+from pibench.records import default_record_path, write_record
+
+MAX_TIMEOUT_S = 86_400.0
+UNUSABLE_EXIT = 3  # the run completed, but a variant's MPC output is unusable (see --accept-unusable)
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, above 0 and at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_TIMEOUT_S:g} seconds, not {text[:40]}")
+    return value
+
+
+def add_run_options(parser: argparse.ArgumentParser, timeout_s: float, timeout_help: str) -> None:
+    parser.add_argument("--full", action="store_true", help="measure every layer instead of one per layer kind")
+    parser.add_argument("--out", help="record path (default: results/SUITE-TIME.json, never overwriting one)")
+    parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S", help=timeout_help)
+    parser.add_argument(
+        "--accept-unusable",
+        action="store_true",
+        help=f"exit 0 even when a variant's MPC output is unusable (else exit {UNUSABLE_EXIT} after the record)",
+    )
+
+
+def record_path(args: argparse.Namespace, suite_name: str) -> tuple[Path, bool]:
+    """Where the record goes, and whether the name is ours to make unique (no --out)."""
+    return (Path(args.out), False) if args.out else (default_record_path(suite_name), True)
+
+
+def finish(record: dict[str, Any], args: argparse.Namespace, suite_name: str) -> int:
+    """Write the record, print its report, and say (exit UNUSABLE_EXIT) which outputs are unusable."""
+    path, unique = record_path(args, suite_name)
+    path = write_record(path, record, exclusive=unique)
+    emit_report([(str(path), record)], args)
+    print(f"record: {path}", file=sys.stderr)
+    bad = [v for v in record["variants"] if not v["measured"]["usable"]]
+    if bad and not args.accept_unusable:
+        names = ", ".join(
+            f"{v['name']} (max error {v['measured']['max_abs_error']:.3g})"
+            if v["measured"]["max_abs_error"] is not None
+            else v["name"]
+            for v in bad
+        )
+        print(
+            f"pibench: error: unusable MPC output: {names}; the record is flagged (--accept-unusable to accept)",
+            file=sys.stderr,
+        )
+        return UNUSABLE_EXIT
+    return 0
+
+
+def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
+    """What would otherwise fail only after the parties ran, checked before they start."""
+    from pibench.records import check_writable
+    from pibench.runner import check_memory
+
+    check_writable(record_path(args, suite.name)[0])
+    check_memory(suite, args.full)

@@ -1,0 +1,261 @@
+"""One party's walk over a suite under any backend: sharing, layer sampling, timing, accuracy.
+
+For each variant the parties secret-share weights (server, rank 0) and input (client, rank 1), run
+the input stage and a sample of layers (one per layer kind, `pibench.sampling`; every layer with
+`full`) through the backend's `Session`, and extrapolate: bytes and rounds exactly (layers of a
+kind cost the same), seconds proportionally. One unmeasured warm-up pass of the first layer comes
+first, so timing is that of steady state. The output is compared with the plaintext interpreter on
+the same layers; an error beyond `USABLE_RELATIVE_ERROR` of the output's scale marks the variant
+unusable. Progress goes to `emit` as events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import torch
+
+from pibench.backends.base import Backend, Emit, Rendezvous, Session, StepCounts
+from pibench.errors import PibenchError
+from pibench.interp.plaintext import TorchModel, TorchOps
+from pibench.model import input_stage, layer, layer_weight_specs
+from pibench.opkinds import KINDS
+from pibench.sampling import layer_sample
+from pibench.suite import Suite, SuiteEntry
+
+# An output whose largest error exceeds this fraction of its largest magnitude is unusable: the run's
+# bytes and rounds are still what the protocol moved, but the model's answer would be garbage (e.g.
+# CrypTen's reciprocal at 10 fraction bits, errors up to 1e13).
+USABLE_RELATIVE_ERROR = 0.1
+
+
+@dataclass(frozen=True)
+class PartyOptions:
+    rank: int
+    rendezvous: Rendezvous
+    suite: Suite
+    full: bool = False  # measure every layer instead of one per kind
+    timeout_s: float = 45.0  # longest wait for the other party in any exchange
+    gelu: str = "tanh"  # the GELU form the backend computes (`Backend.reference_gelu`)
+
+
+class _PeakRSS:
+    """Samples this process's resident memory every 20 ms; `.peak` in bytes."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> _PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def synthetic_weights(entry: SuiteEntry, seed: int, layers: list[int]) -> dict[str, torch.Tensor]:
+    """The server's weights of the input stage and `layers`: a random model of the variant (folded
+    reparametrisations)."""
+    names = layer_weight_specs(entry.config, layers)
+    with torch.no_grad():
+        model = TorchModel(entry.config, seed=seed).eval()
+        return {k: v.detach() for k, v in model.effective_weights().items() if k in names}
+
+
+def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
+    """The client's input embeddings (T, d), unit-variance as GPT-2's embedded tokens roughly are."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(entry.config.T, entry.config.d, generator=gen)
+
+
+def _steps(sample: dict[int, int]) -> list[tuple[str, int, int | None]]:
+    """(label, layers it stands for, layer index or None for the input stage), in order."""
+    return [("input stage", 1, None)] + [(f"layer {i}", n, i) for i, n in sorted(sample.items())]
+
+
+def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None) -> Any:
+    return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index)
+
+
+def _timed_step(
+    session: Session, weights: Any, x: Any, cfg: Any, label: str, index: int | None, times: int
+) -> tuple[Any, StepCounts]:
+    """Run one step; one that stands for several layers runs twice and keeps the faster pass (its time
+    is multiplied, so one-off noise would be too). Both passes must move the same bytes."""
+    best: tuple[Any, StepCounts] | None = None
+    for _ in range(2 if times > 1 else 1):
+        y, counts = session.measure(lambda ops, w, h: _run(ops, w, h, cfg, index), weights, x)
+        if best and (counts.total().sent, counts.total().rounds) != (best[1].total().sent, best[1].total().rounds):
+            raise RuntimeError(f"{label}: two passes moved different bytes or rounds")
+        if best is None or counts.wall_s < best[1].wall_s:
+            best = (y, counts)
+    assert best is not None
+    return best
+
+
+def _reference(
+    entry: SuiteEntry, seed: int, weights: dict[str, torch.Tensor], layers: list[int], gelu: str
+) -> torch.Tensor:
+    """The plaintext interpreter on the same input and layers, in the same order."""
+    cfg, ops = entry.config, TorchOps(gelu)
+    with torch.no_grad():
+        y = input_stage(ops, weights, synthetic_input(entry, seed), cfg)
+        for i in layers:
+            y = layer(ops, weights, y, cfg, i)
+    return y
+
+
+def error_scope(sample: dict[int, int], L: int, full: bool) -> str:
+    """What the MPC error figure covers."""
+    if full:
+        return f"the whole stack ({L} layers)"
+    layers = ", ".join(str(i) for i in sorted(sample))
+    which = f"layer {layers}" if len(sample) == 1 else f"layers {layers}"
+    return f"the input stage and {which} (one per layer kind) applied in turn, not all {L} layers"
+
+
+def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emit: Emit) -> dict[str, Any]:
+    """This party's counts for one variant, extrapolated to the whole stack."""
+    cfg, rank, seed = entry.config, opts.rank, opts.suite.seed
+    sample = {i: 1 for i in range(cfg.L)} if opts.full else layer_sample(cfg)
+    layers = sorted(sample)
+    specs = {n: s.shape for n, s in layer_weight_specs(cfg, layers).items()}
+    total, step_log = StepCounts(), []
+    with _PeakRSS() as rss:
+        plain_w = synthetic_weights(entry, seed, layers) if rank == 0 else None
+        x_plain = synthetic_input(entry, seed) if rank == 1 else None
+        weights, x = session.share(plain_w, specs, x_plain, (cfg.T, cfg.d))
+        session.measure(lambda ops, w, h: layer(ops, w, h, cfg, layers[0]), weights, x)  # warm-up
+        emit({"event": "warm-up", "variant": entry.name})
+        for label, times, index in _steps(sample):
+            x, counts = _timed_step(session, weights, x, cfg, label, index, times)
+            total.add(counts, times)
+            step_log.append({"step": label, "stands_for": times, **counts.total().to_json(), "wall_s": counts.wall_s})
+            emit({"event": "step", "variant": entry.name, "step": label, "stands_for": times})
+        out = session.reveal(x)
+    error = reference = None
+    if rank == 0:  # the reference needs the client's input: synthetic, so recomputed from its seed
+        ref = _reference(entry, seed, plain_w, layers, opts.gelu)
+        error, reference = (out - ref).abs().max().item(), ref.abs().max().item()
+    return {
+        "rank": rank,
+        **total.total().to_json(),
+        "wall_s": total.wall_s,
+        "by_kind": {k: c.to_json() for k, c in total.by_kind.items()},
+        "dealer": total.dealer.to_json(),
+        "counters": total.own,
+        "peak_rss_bytes": rss.peak,
+        "max_abs_error": error,
+        "max_abs_reference": reference,
+        "layers_measured": {str(i): sample[i] for i in layers},
+        "steps": step_log,
+    }
+
+
+def _merged(counts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both parties' counts as one: bytes = sent by both (each byte once, both directions); rounds
+    and seconds = the larger party's (they run in lockstep)."""
+    return {
+        "bytes": sum(c["sent"] for c in counts),
+        **{key: max(c[key] for c in counts) for key in ("rounds", "wall_s", "comm_s")},
+    }
+
+
+def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict[int, str]) -> dict[str, Any]:
+    """One variant's measurement from both parties' results."""
+    parties = sorted(parties, key=lambda p: p["rank"])
+    first = parties[0]
+    error, reference = first["max_abs_error"], first["max_abs_reference"]
+    usable = error is not None and error == error and error <= USABLE_RELATIVE_ERROR * max(reference, 1e-12)
+    dealer = [p["dealer"] for p in parties]
+    return {
+        "sampled": not full,
+        "layers_measured": first["layers_measured"],
+        **_merged(parties),
+        "max_abs_error": error if error == error and error not in (float("inf"),) else None,
+        "max_abs_reference": reference,
+        "error_scope": error_scope({int(k): v for k, v in first["layers_measured"].items()}, L, full),
+        "usable": usable,
+        "by_kind": {kind: _merged([p["by_kind"][kind] for p in parties]) for kind in KINDS},
+        "dealer": {"bytes": sum(d["sent"] + d["received"] for d in dealer), "rounds": max(d["rounds"] for d in dealer)}
+        if any(d["rounds"] for d in dealer)
+        else None,
+        "parties": [
+            {
+                "role": roles[p["rank"]],
+                **{k: v for k, v in p.items() if k not in ("layers_measured", "max_abs_error", "max_abs_reference")},
+            }
+            for p in parties
+        ],
+    }
+
+
+def _ticker(emit: Emit, every_s: float = 2.0) -> Callable[[], None]:
+    """A heartbeat for long steps: a "tick" event at most every `every_s` seconds of progress."""
+    last = time.monotonic()
+
+    def tick() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            emit({"event": "tick"})
+
+    return tick
+
+
+def _watch_waits(session: Session, emit: Emit, stop: threading.Event, after_s: float = 2.0) -> None:
+    """While this party is blocked in an exchange for over `after_s`, say so every second: a monitor
+    can then tell the party that hangs (silent) from the one waiting for it."""
+    while not stop.wait(1.0):
+        since = session.waiting_since
+        if since is not None and time.monotonic() - since > after_s:
+            emit({"event": "waiting", "for_s": round(time.monotonic() - since, 1)})
+
+
+def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str, Any]]:
+    """Run every variant of the suite as party `opts.rank`; returns the merged measurements."""
+    settings = opts.suite.settings
+    opts = dataclasses.replace(opts, gelu=backend.reference_gelu(settings))
+    session = backend.session(opts.rank, opts.rendezvous, settings, opts.timeout_s, on_op=_ticker(emit))
+    emit({"event": "ready", "rank": opts.rank})
+    digests = session.exchange(opts.suite.digest)
+    if len(set(digests)) != 1:
+        session.close()
+        raise PibenchError(
+            f"party {opts.rank}: the parties run different suites (digests {', '.join(d[:12] for d in digests)}); "
+            "give every host the same suite file"
+        )
+    measured = []
+    stop = threading.Event()
+    threading.Thread(target=_watch_waits, args=(session, emit, stop), daemon=True).start()
+    roles = backend.ranks(settings)
+    try:
+        for entry in opts.suite.entries:
+            emit({"event": "variant", "variant": entry.name})
+            mine = measure_variant(session, opts, entry, emit)
+            merged = merge_parties(session.exchange(mine), opts.full, entry.config.L, roles)
+            measured.append(merged)
+            emit({"event": "result", "variant": entry.name, "measured": merged})
+    finally:
+        stop.set()
+        lifetime = session.dealer_lifetime
+        session.close()
+    if lifetime is not None and opts.rank == 0:
+        emit({"event": "dealer_lifetime", "counts": lifetime.to_json()})
+    return measured

@@ -1,0 +1,404 @@
+"""Result records: one versioned JSON file per run, with every setting that produced it.
+
+`Record` is the schema (strict: no extra keys, no NaN, no strings for numbers, no zero totals);
+`build_record` is the one place a record is made, and it validates what it makes; `read_record`
+validates what it reads, so a damaged file is "not a valid record" (exit 2), never a crash or a
+regression. `SCHEMA_VERSION` changes whenever a field does; older records are refused with the
+reason. Records are written atomically (a temporary file in the same folder, then a rename) and
+only for complete runs; a default record name is never reused (two runs in the same second get
+`-2`, `-3`, ...).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pibench.analytic import suite_costs
+from pibench.backends import BACKENDS
+from pibench.calibration.fit import predictions_for
+from pibench.config import ModelConfig
+from pibench.errors import PibenchError, shorten
+from pibench.machine import environment, package_version
+from pibench.opkinds import KINDS
+from pibench.suite import Suite
+
+SCHEMA_VERSION = 2
+HISTORY = {
+    1: "version 1 (before pibench's backend interface: separate Q/K/V products, CrypTen's softmax, "
+    "no error scope, no dealer traffic)",
+}
+
+UNITS = {
+    "bytes": "bytes sent by the two parties together (each byte once, both directions); 8 per ring element",
+    "rounds": "blocking exchanges (communicator calls) of the party with more of them",
+    "wall_s": "seconds of the forward pass, secret-sharing of weights and input excluded",
+    "comm_s": "seconds inside exchanges",
+    "dealer": "traffic between party 0 and a trusted third party dealing triples (offline material), "
+    "bytes both ways; not in bytes",
+    "peak_rss_bytes": "peak resident memory of each party process during the variant",
+    "max_abs_error": "max |MPC output - plaintext output| over the (T, d) hidden states of what ran (error_scope)",
+}
+
+MAX_RECORD_BYTES = 64 * 2**20
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class KindTotals(_Strict):
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+    comm_s: Seconds
+
+
+class PartyCounts(_Strict):
+    sent: Count
+    received: Count
+    rounds: Count
+    comm_s: Seconds
+    wall_s: Seconds
+
+
+class StepRecord(PartyCounts):
+    step: str
+    stands_for: Positive
+
+
+class PartyRecord(PartyCounts):
+    rank: Count
+    role: str
+    by_kind: dict[str, PartyCounts]
+    dealer: PartyCounts
+    counters: dict[str, Count]
+    peak_rss_bytes: Count
+    steps: list[StepRecord]
+
+
+class DealerTotals(_Strict):
+    bytes: Count
+    rounds: Count
+
+
+class Measured(_Strict):
+    sampled: bool
+    layers_measured: dict[str, Positive]
+    bytes: Positive
+    rounds: Positive
+    wall_s: Annotated[float, Field(gt=0)]
+    comm_s: Seconds
+    max_abs_error: Seconds | None
+    max_abs_reference: Seconds | None
+    error_scope: str
+    usable: bool
+    by_kind: dict[str, KindTotals]
+    dealer: DealerTotals | None
+    parties: list[PartyRecord] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> Measured:
+        if set(self.by_kind) != set(KINDS):
+            raise ValueError(f"by_kind must have the kinds {', '.join(KINDS)}")
+        if sum(k.bytes for k in self.by_kind.values()) != self.bytes:
+            raise ValueError("the bytes of the kinds do not add up to bytes")
+        if sum(k.rounds for k in self.by_kind.values()) != self.rounds:
+            raise ValueError("the rounds of the kinds do not add up to rounds")
+        return self
+
+
+class PredictedKind(_Strict):
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+
+
+class Predicted(_Strict):
+    bytes: Count
+    gb: Annotated[float, Field(ge=0)]
+    rounds: Count
+    wall_s: Seconds
+    minutes: dict[str, Seconds]
+    by_kind: dict[str, PredictedKind]
+    calibration: str
+
+
+class NonlinearGroup(_Strict):
+    count: Positive
+    shape: list[Positive] = Field(min_length=2, max_length=2)
+
+
+class NonlinearEntry(_Strict):
+    count: Positive
+    shape: list[Positive] | None
+    elements: Positive
+    groups: list[NonlinearGroup] | None = None
+
+
+class Flops(_Strict):
+    ffn: Count
+    attn: Count
+    convention: str
+
+
+class Analytic(_Strict):
+    variant: str
+    label: str
+    config: dict[str, Any]
+    nonlinear: dict[str, NonlinearEntry]
+    flops: Flops
+    macs: dict[str, Count]
+    elementwise: dict[str, Count]
+
+
+class VariantRecord(_Strict):
+    name: str
+    variant: str
+    label: str
+    config: dict[str, Any]
+    analytic: Analytic
+    measured: Measured
+    predicted: Predicted | None
+
+    @field_validator("config")
+    @classmethod
+    def _a_model_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            ModelConfig(**value)
+        except (ValidationError, TypeError) as err:
+            raise ValueError(f"not a model configuration: {str(err).splitlines()[0]}") from None
+        return value
+
+
+class SuiteInfo(_Strict):
+    name: str
+    path: str
+    description: str
+    dims: dict[str, Positive]
+    source: dict[str, Any]
+    digest: str
+
+
+class BackendInfo(_Strict):
+    name: str
+    label: str
+    protocol: str
+    version: str | None
+    settings: dict[str, Any]
+
+
+class DealerCheck(_Strict):
+    """Whole-run traffic of the dealer as each side counted it (equal when nothing is lost)."""
+
+    dealer_sent: Count
+    dealer_received: Count
+    party0_received: Count
+    party0_sent: Count
+
+
+class RunInfo(_Strict):
+    mode: Literal["local", "party"]
+    full: bool
+    seed: Count
+    ranks: dict[str, str]
+    rendezvous: str
+    network: str
+    emulated: str | None
+    project: list[str]
+    timeout_s: Annotated[float, Field(gt=0)]
+    elapsed_s: Seconds
+    accepted_unusable: bool
+    dealer: DealerCheck | None
+
+
+class Git(_Strict):
+    commit: str
+    dirty: bool
+
+
+class Environment(_Strict):
+    hostname: str
+    platform: str
+    machine: str
+    cpu_model: str
+    cpu_count: Positive
+    python: str
+    packages: dict[str, str | None]
+    git: Git | None
+
+
+class Record(_Strict):
+    schema_version: Literal[2]
+    kind: Literal["pibench.run"]
+    created: str
+    suite: SuiteInfo
+    backend: BackendInfo
+    run: RunInfo
+    environment: Environment
+    units: dict[str, str]
+    variants: list[VariantRecord] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Record:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("two variants have the same name")
+        return self
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    """The versioned record of a completed run, validated: suite, backend and its settings, run
+    settings (`run`: RunInfo's fields but seed and project), environment, analytic costs, measured
+    costs and, where the shipped calibration matches the settings, predicted ones."""
+    backend = BACKENDS.get(suite.backend)
+    costs = suite_costs(suite)
+    predicted = predictions_for(suite.backend, suite.settings_dict, [c.tally for c in costs], suite.project)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "pibench.run",
+        "created": now(),
+        "suite": {
+            "name": suite.name,
+            "path": suite.path,
+            "description": suite.description,
+            "dims": suite.dims,
+            "source": suite.source,
+            "digest": suite.digest,
+        },
+        "backend": {
+            "name": backend.name,
+            "label": backend.label,
+            "protocol": backend.protocol,
+            "version": package_version(backend.package),
+            "settings": suite.settings_dict,
+        },
+        "run": {"seed": suite.seed, "project": [p.name for p in suite.project], **run},
+        "environment": environment(),
+        "units": UNITS,
+        "variants": [
+            {
+                "name": e.name,
+                "variant": e.variant.name,
+                "label": e.variant.label,
+                "config": e.config.as_dict(),
+                "analytic": c.to_json(),
+                "measured": m,
+                "predicted": p,
+            }
+            for e, c, m, p in zip(suite.entries, costs, measured, predicted, strict=True)
+        ],
+    }
+    return validate_record(record, f"the record of suite '{suite.name}'")
+
+
+def validate_record(record: Any, what: str) -> dict[str, Any]:
+    """`record` checked against the schema (and returned), or a one-line `PibenchError`."""
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if version != SCHEMA_VERSION:
+        why = (
+            HISTORY.get(version, f"schema_version {shorten(version)}")
+            if isinstance(version, int)
+            else "no schema_version"
+        )
+        raise PibenchError(
+            f"{what} is not a record this pibench reads: {why}; it reads version {SCHEMA_VERSION}; rerun the suite"
+        )
+    try:
+        Record.model_validate(record)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PibenchError(
+            f"{what} is not a valid record: {where}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
+    return record
+
+
+def default_record_path(suite_name: str, results_dir: str | Path = "results") -> Path:
+    """results/SUITE-TIME.json (`write_record(..., exclusive=True)` adds -2, -3 where it exists)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path(results_dir) / f"{suite_name}-{stamp}.json"
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse, before a run, a record path that cannot be written: its nearest existing folder must be
+    a writable folder and the path itself not a folder. Creates nothing."""
+    path = Path(path)
+    if len(path.name.encode()) > 255 or len(str(path).encode()) > 4000:
+        raise PibenchError(f"cannot write result record '{shorten(str(path))}': the name is too long")
+    if path.is_dir():
+        raise PibenchError(f"cannot write result record '{path}': it is a folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PibenchError(f"cannot write result record '{path}': '{parent}' is not a writable folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PibenchError(f"cannot write result record '{path}': permission denied")
+
+
+def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = False) -> Path:
+    """Write `record` to `path` atomically, creating its folder. With `exclusive`, an existing file is
+    never replaced: the record goes to PATH-2.json, PATH-3.json, ... instead. Returns the path written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise PibenchError(f"cannot write result record '{path}': {err.strerror}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a record is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+        return _place(Path(tmp), path, exclusive)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
+    if not exclusive:
+        os.replace(tmp, path)
+        return path
+    for n in range(1, 1000):
+        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.link(tmp, target)  # fails if target exists: no run overwrites another's record
+            return target
+        except FileExistsError:
+            continue
+    raise PibenchError(f"cannot write result record '{path}': 999 records of that name exist")
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Load and validate a record; a missing, unreadable or damaged file is a one-line `PibenchError`."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise PibenchError(f"record '{path}' not found" if not path.exists() else f"record '{path}' is not a file")
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise PibenchError(f"record '{path}' is not a valid record: over {MAX_RECORD_BYTES} bytes")
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        reason = (
+            err.strerror if isinstance(err, OSError) else str(err).splitlines()[0][:100] if str(err) else "too deep"
+        )
+        raise PibenchError(f"record '{path}' is not a valid record: not readable JSON ({reason})") from None
+    return validate_record(record, f"record '{path}'")

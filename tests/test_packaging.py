@@ -1,0 +1,65 @@
+"""pibench installs as a package: a wheel built from the tree carries its data (the published table
+and the shipped calibration), and `cost --predict` works from a fresh virtual environment holding
+only that wheel (its dependencies borrowed from the test environment, so nothing is downloaded)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import site
+import subprocess
+import sys
+import zipfile
+
+from tests.conftest import ROOT, run_cli
+
+IGNORE = shutil.ignore_patterns(".git", ".tox", ".venv", "results", "build", "*.egg-info", "__pycache__", ".*cache")
+
+
+def test_wheel_installs_and_predicts(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=IGNORE)
+    wheels = tmp_path / "wheels"
+    build = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(wheels),
+        str(src),
+    ]
+    proc = subprocess.run(build, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = wheels.glob("pibench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pibench/data/calibration-crypten-default.json" in names and "pibench/data/published_costs.csv" in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)]
+    proc = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    # the dependencies, after the venv's own site-packages (where the wheel's pibench is)
+    (own,) = venv.glob("lib/python*/site-packages")
+    (own / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+
+    suite = str(ROOT / "suites" / "gpt2_t128.yaml")
+    code = "import pibench, sys; from pibench.cli import main; print(pibench.__file__, file=sys.stderr); sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [str(python), "-c", code, "cost", suite, "--predict", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().startswith(str(own))  # the installed copy ran, not the source tree
+    installed = json.loads(proc.stdout)
+    source = json.loads(run_cli("cost", suite, "--predict", "--format", "json").stdout)
+    assert [v["predicted"]["bytes"] for v in installed] == [v["predicted"]["bytes"] for v in source]
+    assert all(v["predicted"]["bytes"] > 0 for v in installed)
