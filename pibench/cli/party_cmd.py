@@ -42,9 +42,13 @@ def _suite(args: argparse.Namespace) -> Suite:
     """The suite file, or (`-`, from `pibench run`) the validated text the runner sends on stdin."""
     if args.suite != "-":
         return load_suite(args.suite)
-    given = json.loads(sys.stdin.readline())
-    suite = load_suite(given["path"], text=given["text"])
-    if suite.digest != given["digest"]:
+    try:
+        given = json.loads(sys.stdin.readline())
+        path, text, digest = given["path"], given["text"], given["digest"]
+    except (ValueError, TypeError, KeyError):
+        raise PibenchError("suite '-': stdin holds no suite as `pibench run` sends it; give a suite file") from None
+    suite = load_suite(path, text=text)
+    if suite.digest != digest:
         raise PibenchError("the suite sent by pibench run does not match its digest")
     return suite
 
@@ -65,14 +69,14 @@ def _emitter(args: argparse.Namespace, state: dict[str, Any]) -> Any:
     return emit
 
 
-def main(args: argparse.Namespace) -> int:
+def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
+    """The suite, its backend and the backend's ranks, with every argument checked."""
+    from pibench.backends import BACKENDS
+
     match = RENDEZVOUS.fullmatch(args.rendezvous)
     if not match or not 0 < int(match.group(2)) < 65536:
         raise PibenchError(f"--rendezvous '{args.rendezvous[:80]}' is not of the form tcp://HOST:PORT")
     suite = _suite(args)
-    from pibench.backends import BACKENDS
-    from pibench.backends.base import Rendezvous
-
     backend = BACKENDS.get(suite.backend)
     roles = backend.ranks(suite.settings)
     if args.rank not in roles:
@@ -82,6 +86,25 @@ def main(args: argparse.Namespace) -> int:
         )
     if args.rank == 0 and not args.events:
         refuse_late_failures(suite, args)
+    return suite, backend, roles
+
+
+def _record(suite: Suite, measured: list[dict[str, Any]], args: argparse.Namespace, roles: dict[int, str],
+            elapsed_s: float) -> dict[str, Any]:  # fmt: skip
+    from pibench.records import build_record
+
+    run = {
+        "mode": "party", "full": args.full, "rendezvous": args.rendezvous, "network": "as given by --rendezvous",
+        "emulated": None, "timeout_s": args.timeout, "elapsed_s": round(elapsed_s, 3),
+        "ranks": {str(r): role for r, role in roles.items()}, "dealer": None, "accepted_unusable": args.accept_unusable,
+    }  # fmt: skip
+    return build_record(suite, measured, run)
+
+
+def main(args: argparse.Namespace) -> int:
+    from pibench.backends.base import Rendezvous
+
+    suite, backend, roles = _checked(args)
     if not getattr(args, "debug", False):  # torch.distributed's C++ logs would bury our one-line errors
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     state = {"variant": "(start-up)", "start": time.monotonic()}
@@ -102,22 +125,4 @@ def main(args: argparse.Namespace) -> int:
         ) from None
     if args.events or args.rank != 0:
         return 0
-    from pibench.records import build_record
-
-    record = build_record(
-        suite,
-        measured,
-        {
-            "mode": "party",
-            "full": args.full,
-            "rendezvous": args.rendezvous,
-            "network": "as given by --rendezvous",
-            "emulated": None,
-            "timeout_s": args.timeout,
-            "elapsed_s": round(time.monotonic() - state["start"], 3),
-            "ranks": {str(r): role for r, role in roles.items()},
-            "dealer": None,
-            "accepted_unusable": args.accept_unusable,
-        },
-    )
-    return finish(record, args, suite.name)
+    return finish(_record(suite, measured, args, roles, time.monotonic() - state["start"]), args, suite.name)
