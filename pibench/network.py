@@ -60,6 +60,7 @@ PROFILES = {
 }
 
 DEFAULT_PROJECTIONS = ("lan", "paper-wan")
+MIN_BANDWIDTH, MAX_BANDWIDTH, MAX_RTT_S = 1e3, 1e13, 60.0  # custom profiles: bit/s, bit/s, seconds
 
 _BW = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 _T = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -74,13 +75,17 @@ def parse_profile(text: str) -> NetworkProfile:
     )
     if not match:
         raise PibenchError(
-            f"network profile '{text}' is neither one of {', '.join(PROFILES)} nor BANDWIDTH,RTT like '100mbit,80ms'"
+            f"network profile '{text[:60]}' is neither one of {', '.join(PROFILES)} "
+            "nor BANDWIDTH,RTT like '100mbit,80ms'"
         )
     bw, bw_unit, rtt, rtt_unit = match.groups()
     bandwidth = float(bw) * _BW[bw_unit]
-    if bandwidth <= 0:
-        raise PibenchError(f"network profile '{text}': bandwidth must be positive")
-    return NetworkProfile(text.strip(), bandwidth, float(rtt) * _T[rtt_unit])
+    rtt_s = float(rtt) * _T[rtt_unit]
+    if not MIN_BANDWIDTH <= bandwidth <= MAX_BANDWIDTH:
+        raise PibenchError(f"network profile '{text[:60]}': bandwidth must be positive, 1 kbit/s to 10 Tbit/s")
+    if rtt_s > MAX_RTT_S:
+        raise PibenchError(f"network profile '{text[:60]}': RTT must be at most {MAX_RTT_S:g} s")
+    return NetworkProfile(text.strip(), bandwidth, rtt_s)
 
 
 def project(wall_s: float, comm_s: float, rounds: int, max_sent_bytes: int, profile: NetworkProfile) -> float:

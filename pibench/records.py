@@ -335,6 +335,19 @@ def default_record_path(suite_name: str, results_dir: str | Path = "results") ->
     return Path(results_dir) / f"{suite_name}-{stamp}.json"
 
 
+def check_folder(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be made or written: the path must be a folder or
+    not exist, and its nearest existing ancestor a writable folder. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PibenchError(f"{what} '{path}' is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PibenchError(f"{what} '{path}': '{existing}' is not a writable folder")
+
+
 def check_writable(path: str | Path) -> None:
     """Refuse, before a run, a record path that cannot be written: its nearest existing folder must be
     a writable folder and the path itself not a folder. Creates nothing."""

@@ -66,8 +66,13 @@ def finish(record: dict[str, Any], args: argparse.Namespace, suite_name: str) ->
 
 def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     """What would otherwise fail only after the parties ran, checked before they start."""
-    from pibench.records import check_writable
+    from pibench.network import parse_profile
+    from pibench.records import check_folder, check_writable
     from pibench.runner import check_memory
 
     check_writable(record_path(args, suite.name)[0])
+    if args.plot:
+        check_folder(args.plot, "--plot")
+    for name in args.network or []:
+        parse_profile(name)
     check_memory(suite, args.full)

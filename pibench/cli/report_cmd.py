@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pibench.records import read_record
+from pibench.records import check_folder, read_record
 from pibench.report import FORMATS, build_report, plot, render
 from pibench.variants import BASELINE
 
@@ -48,5 +48,8 @@ def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    emit_report([(path, read_record(path)) for path in args.records], args)
+    records = [(path, read_record(path)) for path in args.records]
+    if args.plot:
+        check_folder(args.plot, "--plot")
+    emit_report(records, args)
     return 0
