@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pibench.opkinds import KINDS
+from pibench.opkinds import KINDS, Call, Sample
 
 
 @dataclass
@@ -181,6 +181,11 @@ class Backend(ABC):
     def serve_dealer(self, rank: int, rendezvous: Rendezvous, settings: Any, timeout_s: float, emit: Emit) -> None:
         """Run a dealer rank (one that `ranks` lists beyond 0 and 1) until party 0 stops it."""
         raise NotImplementedError(f"backend {self.name} has no rank {rank}")
+
+    def time_samples(self, call: Call) -> tuple[Sample, ...]:
+        """Operand shapes the calibration times `call` on: the GPT-2-sized defaults of
+        `pibench.opkinds`, or smaller ones for a backend whose products take too long there."""
+        return call.time_samples
 
     @property
     def shipped_calibration(self) -> Path | None:

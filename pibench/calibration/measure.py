@@ -123,17 +123,18 @@ def _softmax_table(pair: OpPair, max_row_length: int, progress: Callable[[str], 
     return {"per_row_bytes": per_row, "rounds": rounds}
 
 
-def _time_models(pair: OpPair, models: dict[str, Any], progress: Callable[[str], None]) -> None:
+def _time_models(pair: OpPair, backend: str, models: dict[str, Any], progress: Callable[[str], None]) -> None:
     for name, call in CALLS.items():
         rows_wall, rows_comm = [], []
-        for sample in call.time_samples:
+        samples = BACKENDS.get(backend).time_samples(call)
+        for sample in samples:
             best = min((pair.run(name, sample) for _ in range(2)), key=lambda r: r["wall_s"])
             feats = time_features(name, call.signature(sample), best["bytes"], best["rounds"])
             rows_wall.append((feats, best["wall_s"]))
             rows_comm.append((feats, best["comm_s"]))
         models[name]["wall_s"] = time_fit(rows_wall)
         models[name]["comm_s"] = time_fit(rows_comm)
-        progress(f"{name}: time fitted on {len(call.time_samples)} GPT-2-sized samples")
+        progress(f"{name}: time fitted on {len(samples)} samples")
 
 
 def calibrate(
@@ -144,7 +145,7 @@ def calibrate(
     try:
         models = _exact_models(pair, progress)
         models["softmax"] = _softmax_table(pair, max_row_length, progress)
-        _time_models(pair, models, progress)
+        _time_models(pair, backend, models, progress)
     finally:
         pair.close()
     return {
