@@ -141,7 +141,8 @@ class EmulatedLink:
 
     @property
     def rendezvous(self) -> str:
-        return f"tcp://{ADDRESSES[0]}:{PORT}"
+        """Each rank's address in its namespace (backends whose parties all listen need both)."""
+        return ",".join(f"tcp://{address}:{PORT}" for address in ADDRESSES)
 
     def describe(self) -> str:
         what = "bandwidth and delay" if self.delay else "bandwidth only: this kernel has no netem, RTT not emulated"

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pibench.backends import BACKENDS
 from pibench.errors import PibenchError
 from pibench.opkinds import KINDS, NONLINEAR
 from pibench.variants import BASELINE
@@ -146,6 +147,13 @@ def _baseline_variant(record: dict[str, Any]) -> dict[str, Any] | None:
     return next((v for v in record["variants"] if v["variant"] == BASELINE), None)
 
 
+def _backend_tolerances(record: dict[str, Any]) -> dict[str, float]:
+    """The spread of identical runs a backend declares (`Backend.count_tolerance`), as tolerances."""
+    name = record["backend"]["name"]
+    declared = BACKENDS.get(name).count_tolerance if name in BACKENDS else {}
+    return {m: t for pattern, t in declared.items() for m in fnmatch.filter(METRICS, pattern)}
+
+
 def _not_comparable(old: dict[str, Any], new: dict[str, Any], common: list[str]) -> list[str]:
     reasons = []
     ob, nb = old["backend"], new["backend"]
@@ -180,7 +188,7 @@ def compare(
     if old["run"]["network"] != new["run"]["network"] and not counted_only:
         counted_only = True
         notes.append(f"networks differ ({old['run']['network']} vs {new['run']['network']}): time not compared")
-    tol = {name: m.tolerance for name, m in METRICS.items()} | (tolerances or {})
+    tol = {name: m.tolerance for name, m in METRICS.items()} | _backend_tolerances(new) | (tolerances or {})
     old_base, new_base = _baseline_variant(old), _baseline_variant(new)
     regressions, compared = [], 0
     for name in common:

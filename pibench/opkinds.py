@@ -74,9 +74,10 @@ def _two_operands(shapes: Sequence[Shape]) -> Signature:
 
 
 def _matmul(shapes: Sequence[Shape]) -> Signature:
+    """(elements of a, elements of b, multiply-accumulates, elements of the product)."""
     a, b = shapes
     batch = math.prod(broadcast(a[:-2], b[:-2]))
-    return (math.prod(a), math.prod(b), batch * a[-2] * a[-1] * b[-1])
+    return (math.prod(a), math.prod(b), batch * a[-2] * a[-1] * b[-1], batch * a[-2] * b[-1])
 
 
 def broadcast(a: Shape, b: Shape) -> Shape:
@@ -92,6 +93,7 @@ def broadcast(a: Shape, b: Shape) -> Shape:
 
 
 Sample = tuple[Shape, ...]  # operand shapes of one measured call
+MATMULS = ("linear", "attn_matmul")
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,21 @@ class Call:
     byte_features: Callable[[Signature], list[int]] | None
     samples: tuple[Sample, ...]
     time_samples: tuple[Sample, ...]
+    weights: bool = True  # operands after the first are the server's weights (else the client's secrets)
 
     def size(self, sig: Signature) -> int:
         """The work a call does, for the time model: multiply-accumulates of products, else elements."""
-        return sig[2] if len(sig) == 3 else math.prod(sig)
+        return sig[2] if self.name in MATMULS else math.prod(sig)
+
+    def fitted_features(self, sig: Signature) -> list[float]:
+        """Features a fitted (not exact) byte or round model combines, for backends whose traffic is not
+        an exact function of shapes: a constant per call, and the sizes that traffic can grow with."""
+        if self.name in ("softmax", "layernorm"):
+            rows, cols = sig
+            return [1.0, float(rows * cols), float(rows)]
+        if self.name in MATMULS:  # elements in, elements out, multiply-accumulates
+            return [1.0, float(sig[0]), float(sig[1]), float(sig[3]), float(sig[2])]
+        return [1.0, *(float(n) for n in sig)]
 
 
 CALLS: dict[str, Call] = {
@@ -180,6 +193,7 @@ CALLS: dict[str, Call] = {
                 ((12, 128, 128), (12, 128, 64)),
                 ((12, 512, 64), (12, 64, 512)),
             ),
+            weights=False,  # Q Kᵀ and softmax·V: both operands come from activations
         ),
         Call(
             "mul",

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from pibench.errors import PibenchError, did_you_mean
 from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project_variant
 from pibench.notation import billions, nonlinear_notation_json
 from pibench.opkinds import KINDS
+from pibench.protocols import BackendColumns, other_backends
 from pibench.reference import PublishedRow, published_rows
 from pibench.variants import BASELINE
 
@@ -77,6 +78,7 @@ class Report:
     projected_by: str | None  # how, or why not
     predicted_by: str | None = None  # set when the predicted columns are shown
     error_by: str = ""  # what the MPC error covers, and which outputs are unusable
+    others: list[BackendColumns] = field(default_factory=list)  # other backends' columns (`pibench.protocols`)
 
 
 def _published_index() -> dict[ModelConfig, PublishedRow]:
@@ -86,8 +88,10 @@ def _published_index() -> dict[ModelConfig, PublishedRow]:
 def measured_by(record: dict[str, Any]) -> str:
     """Which backend, settings and network produced a record's measured columns."""
     b, run = record["backend"], record["run"]
-    how = "every layer measured" if run["full"] else "layers sampled, bytes and rounds extrapolated exactly"
-    backend = BACKENDS.get(b["name"]).describe(b["settings"], b["version"]) if b["name"] in BACKENDS else b["protocol"]
+    impl = BACKENDS.get(b["name"]) if b["name"] in BACKENDS else None
+    exactly = "exactly" if impl is None or not impl.count_tolerance else "(counts vary a little between identical runs)"
+    how = "every layer measured" if run["full"] else f"layers sampled, bytes and rounds extrapolated {exactly}"
+    backend = impl.describe(b["settings"], b["version"]) if impl else b["protocol"]
     return (
         f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
         f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores"
@@ -119,6 +123,7 @@ def _pick_baseline(variants: list[dict[str, Any]], baseline: str | None) -> dict
 
 
 def _row(
+    rtt: bool,
     v: dict[str, Any],
     base: dict[str, Any] | None,
     pub: PublishedRow | None,
@@ -144,7 +149,7 @@ def _row(
         pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub.lat_min else None,
         pub_source=pub.source if pub else None,
         projected_lat_min={
-            p.name: project_variant(m, p) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
+            p.name: project_variant(m, p, rtt) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
         },
         usable=m["usable"],
     )
@@ -156,9 +161,13 @@ def build_report(
     baseline: str | None = None,
     networks: Sequence[str] | None = None,
     predict: bool = False,
+    others: Sequence[dict[str, Any]] = (),
+    backends: Sequence[str] = (),
 ) -> Report:
     """`networks`: profiles to project latency onto (default: the record's suite's, else lan and paper-wan);
-    `baseline`: the variant savings are against (default sm_ln_g where the record has it)."""
+    `baseline`: the variant savings are against (default sm_ln_g where the record has it); `backends`:
+    other backends whose columns stand beside (measured from `others`, records of the same suite,
+    else predicted)."""
     variants = record["variants"]
     profiles = [parse_profile(n) for n in networks or record["run"].get("project") or DEFAULT_PROJECTIONS]
     from_loopback = record["run"]["network"] == "loopback"
@@ -166,7 +175,9 @@ def build_report(
     index = _published_index()
     published = {v["name"]: index.get(ModelConfig(**v["config"])) for v in variants}
     pub_base = published.get(base["name"]) if base else None
-    rows = [_row(v, base, published[v["name"]], pub_base, profiles, from_loopback) for v in variants]
+    backend = record["backend"]["name"]
+    rtt = BACKENDS.get(backend).rounds_are_round_trips if backend in BACKENDS else True
+    rows = [_row(rtt, v, base, published[v["name"]], pub_base, profiles, from_loopback) for v in variants]
     if predict:
         for row, v in zip(rows, variants, strict=True):
             pred = v.get("predicted")
@@ -187,8 +198,9 @@ def build_report(
         projected_by=(
             "projected from this loopback run onto "
             + "; ".join(p.describe() for p in linked)
-            + " by pibench's latency model (compute + max(exchange CPU time, wire time) + rounds x RTT; "
-            "see pibench/network.py), not measured"
+            + " by pibench's latency model (compute + max(exchange CPU time, wire time)"
+            + (" + rounds x RTT" if rtt else "; no RTT term: this backend's rounds are messages, not round trips")
+            + "; see pibench/network.py), not measured"
             if from_loopback
             else "no projection: projections start from a loopback run, and this run was not one"
         ),
@@ -199,6 +211,7 @@ def build_report(
             else None
         ),
         error_by=_error_by(record),
+        others=other_backends(record, others, backends, base["name"] if base else None, measured_by),
     )
 
 
@@ -233,10 +246,19 @@ def headers(rep: Report) -> list[str]:
     tag = rep.label
     predicted = [f"Comm. (GB) [{tag}, predicted]", f"Lat. (min.) [{tag}, predicted]"] if rep.predicted_by else []
     base = [h.format(label=tag) for h in BASE_HEADERS]
-    return [*base, *(f"Lat. (min.) [{tag}, {p}, proj.]" for p in rep.projections), *predicted]
+    others = [h.format(label=o.label) for o in rep.others for h in BASE_HEADERS[5:9]]
+    return [*base[:9], *others, *base[9:], *(f"Lat. (min.) [{tag}, {p}, proj.]" for p in rep.projections), *predicted]
 
 
-def _cells(r: Row, predict: bool = False) -> list[str]:
+def _other_cells(r: Row, others: Sequence[BackendColumns]) -> list[str]:
+    cells = []
+    for o in others:
+        n = r.variant
+        cells += [_num(o.comm_gb[n], ".3f"), _num(o.lat_min[n], ".3f"), _times(o.save_comm[n]), _times(o.save_lat[n])]
+    return cells
+
+
+def _cells(r: Row, predict: bool = False, others: Sequence[BackendColumns] = ()) -> list[str]:
     projected = [_num(v, ".2f") for v in r.projected_lat_min.values()]
     predicted = [_num(r.pred_comm_gb, ".3f"), _num(r.pred_lat_min, ".3f")] if predict else []
     return [
@@ -249,6 +271,7 @@ def _cells(r: Row, predict: bool = False) -> list[str]:
         f"{r.lat_min:.3f}",
         _times(r.save_comm),
         _times(r.save_lat),
+        *_other_cells(r, others),
         _num(r.pub_comm_gb, ".2f"),
         _num(r.pub_lat_min, ".2f"),
         _times(r.pub_save_comm),
@@ -265,6 +288,8 @@ def _title(rep: Report) -> str:
 
 def _footer(rep: Report) -> list[str]:
     lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}.", f"{rep.error_by}."]
+    for o in rep.others:
+        lines.append(f"[{o.label}]: " + ("" if "predicted" in o.label else "measured by pibench: ") + f"{o.about}.")
     lines.append(
         f"[SPU, pub.], [pub.]: published: {rep.published_by}."
         if rep.published_by
@@ -315,7 +340,8 @@ def to_latex(rep: Report) -> str:
     out.append(" & ".join(latex_escape(h) for h in headers(rep)) + r" \\")
     out.append(r"\hline")
     for r in rep.rows:
-        out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(_cells(r, bool(rep.predicted_by)))) + r" \\")
+        cells = _cells(r, bool(rep.predicted_by), rep.others)
+        out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(cells)) + r" \\")
     out.append(r"\hline")
     for line in _footer(rep):
         out.append(rf"\multicolumn{{{n}}}{{p{{\linewidth}}}}{{\footnotesize {latex_escape(line)}}} \\")
@@ -330,7 +356,7 @@ def render(reports: list[Report], fmt: str) -> str:
         return json.dumps([asdict(r) for r in reports], indent=2, ensure_ascii=False)
     parts = []
     for rep in reports:
-        rows = [_cells(r, bool(rep.predicted_by)) for r in rep.rows]
+        rows = [_cells(r, bool(rep.predicted_by), rep.others) for r in rep.rows]
         if fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf, lineterminator="\n")

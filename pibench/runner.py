@@ -31,34 +31,29 @@ from pibench.backends import BACKENDS
 from pibench.emulate import EmulatedLink
 from pibench.errors import PibenchError
 from pibench.model import layer_weight_specs
-from pibench.procs import die_with_parent, kill_tree, listening_socket
+from pibench.procs import die_with_parent, kill_tree
 from pibench.records import build_record
 from pibench.sampling import layer_sample
 from pibench.suite import Suite
 
-# Bytes a party holds per element of its largest activation (8-byte shares, and the copies that
-# comparisons and Beaver products make), and per weight element (the server's plaintext and shares).
-BYTES_PER_ACTIVATION = 8 * 32
-BYTES_PER_WEIGHT = 8 * 3
-
 
 def check_memory(suite: Suite, full: bool) -> None:
-    """Refuse, before any party starts, a suite whose parties cannot fit in this machine's memory."""
+    """Refuse, before any party starts, a suite whose parties cannot fit in this machine's memory
+    (the backend's estimate per party, `Backend.party_memory`)."""
     import psutil
 
-    total = psutil.virtual_memory().total
+    backend, total = BACKENDS.get(suite.backend), psutil.virtual_memory().total
     for e in suite.entries:
         cfg = e.config
-        layers = range(cfg.L) if full else layer_sample(cfg)
         if full and cfg.L > 10_000:
             raise PibenchError(f"variant '{e.name}': --full would run {cfg.L} layers; sample them (no --full)")
-        weights = sum(math.prod(s.shape) for s in layer_weight_specs(cfg, list(layers)).values())
-        largest = max(cfg.H * cfg.T * cfg.T, cfg.T * cfg.d_ff)
-        need = 2 * (largest * BYTES_PER_ACTIVATION + weights * BYTES_PER_WEIGHT)  # two parties on this machine
+        layers = list(range(cfg.L) if full else layer_sample(cfg))
+        weights = sum(math.prod(s.shape) for s in layer_weight_specs(cfg, layers).values())
+        need = 2 * backend.party_memory(cfg, weights)  # two parties on this machine
         if need > total:
             raise PibenchError(
                 f"variant '{e.name}' (L={cfg.L}, H={cfg.H}, d={cfg.d}, T={cfg.T}) needs about {need / 2**30:.3g} GiB "
-                f"for its two parties; this machine has {total / 2**30:.3g} GiB"
+                f"for its two parties under {backend.name}; this machine has {total / 2**30:.3g} GiB"
             )
 
 
@@ -110,10 +105,11 @@ class _Parties:
 
     def start(self) -> str:
         """Start every rank; returns the rendezvous address."""
-        roles = BACKENDS.get(self.suite.backend).ranks(self.suite.settings)
-        listener = None if self.link else listening_socket("127.0.0.1", 0)
-        rendezvous = self.link.rendezvous if self.link else f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-        payload = json.dumps({"path": self.suite.path, "text": self.suite.text, "digest": self.suite.digest})
+        backend = BACKENDS.get(self.suite.backend)
+        roles = backend.ranks(self.suite.settings)
+        rendezvous, listener = (self.link.rendezvous, None) if self.link else backend.local_rendezvous(len(roles))
+        suite = self.suite
+        payload = json.dumps({"path": suite.path, "text": suite.text, "digest": suite.digest, "backend": suite.backend})
         try:
             for rank, role in roles.items():
                 fd = listener.fileno() if listener and rank == 0 else None

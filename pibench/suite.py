@@ -334,9 +334,9 @@ def _profiles(file: _SuiteFile, spec: SuiteSpec) -> tuple[NetworkProfile | None,
     return emulate, tuple(project)
 
 
-def load_suite(path: str | Path, text: str | None = None) -> Suite:
-    """Read, validate and resolve a suite file (or `text` said to come from `path`); any problem is a
-    one-line `PibenchError`."""
+def load_suite(path: str | Path, text: str | None = None, backend: str | None = None) -> Suite:
+    """Read, validate and resolve a suite file (or `text` said to come from `path`), run by its
+    `backend:` or by `backend` (a command line's --backend); any problem is a one-line `PibenchError`."""
     path = Path(path)
     text = read_suite_text(path) if text is None else text
     root, data = _parse(path, text)
@@ -349,7 +349,13 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         spec = TypeAdapter(SuiteSpec).validate_python({k: v for k, v in data.items() if k not in BACKENDS})
     except ValidationError as err:
         raise file.error(*_describe(_most_telling(err))) from None
-    settings = _backend_settings(file, data, spec.backend)
+    if backend is not None and backend not in BACKENDS:
+        known = ", ".join(BACKENDS.names())
+        raise PibenchError(
+            f"--backend: unknown backend '{backend}'{did_you_mean(backend, BACKENDS.names())}; known: {known}"
+        )
+    backend = backend or spec.backend
+    settings = _backend_settings(file, data, backend)
     dims = {k: getattr(spec.model, k) for k in DIMENSIONS}
     try:
         ModelConfig(**dims)
@@ -366,7 +372,7 @@ def load_suite(path: str | Path, text: str | None = None) -> Suite:
         data,
         text,
         spec.seed,
-        spec.backend,
+        backend,
         settings,
         emulate,
         project,

@@ -95,3 +95,30 @@ def fake_run(**changes: object) -> dict:
         "accepted_unusable": False,
         **changes,
     }
+
+
+def run_parties(
+    suites: list[Path], rendezvous: str, *extra: str, out: Path | None = None, timeout: float = 300
+) -> list[tuple[int, str, str]]:
+    """`pibench party` for ranks 0, 1, ... (one suite file each, as on separate hosts), all run to the
+    end or killed; (exit code, stdout, stderr) by rank. Rank 0 writes the record to `out`."""
+    from pibench.procs import kill_tree
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous, str(suite)]
+            + list(extra)
+            + (["--out", str(out)] if rank == 0 and out else []),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank, suite in enumerate(suites)
+    ]
+    try:
+        results = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            kill_tree(p.pid)
+    return [(p.returncode, o, e) for p, (o, e) in zip(procs, results, strict=True)]

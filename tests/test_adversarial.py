@@ -90,6 +90,10 @@ SUITES = {
     "settings_list": (OK + "crypten: [1]\n", "crypten"),
     "settings_typo": (OK + "crypten: {provder: TTP}\n", "unknown key 'provder' (did you mean 'provider'?)"),
     "unknown_backend": (OK + "backend: cryptn\n", "unknown backend 'cryptn' (did you mean 'crypten'?)"),
+    "spu_field": (OK + "backend: spu\nspu: {field: FM32}\n", "spu.field"),
+    "spu_fraction_bits": (OK + "spu: {fxp_fraction_bits: 0}\n", "spu.fxp_fraction_bits"),
+    "spu_weights": (OK + "spu: {weights: public}\n", "spu.weights"),
+    "spu_typo": (OK + "spu: {optimise_denominator_with_broadcast: true}\n", "unknown key 'optimise_denominator"),
     "zero_bandwidth": (OK + "network: {emulate: '0mbit,1ms'}\n", "bandwidth must be positive"),
     "unknown_profile": (OK + "network: {project: [nope]}\n", "network.project[0]: network profile 'nope'"),
     "profile_not_list": (OK + "network: {project: lan}\n", "network.project"),
@@ -184,6 +188,18 @@ CALLS = {
         "invalid choice: 'spuu'",
     ),
     "unknown_command": (["frobnicate"], "invalid choice: 'frobnicate'"),
+    "unknown_backend_option": (
+        ["cost", "{suite}", "--backend", "spuu"],
+        "unknown backend 'spuu' (did you mean 'spu'?)",
+    ),
+    "spu_rank_two": (
+        ["party", "--backend", "spu", "--rank", "2", "--rendezvous", "tcp://127.0.0.1:1", "{suite}"],
+        "--rank 2: backend spu",
+    ),
+    "rendezvous_list_garbage": (
+        ["party", "--rank", "0", "--rendezvous", "tcp://a:1,b:2", "{suite}"],
+        "tcp://HOST:PORT",
+    ),
 }
 
 

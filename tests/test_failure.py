@@ -88,5 +88,5 @@ def test_bad_rendezvous_is_a_clear_error(tmp_path):
     proc = run_cli("party", "--rank", "0", "--rendezvous", "127.0.0.1:80", str(suite))
     assert (proc.returncode, proc.stderr) == (
         2,
-        "pibench: error: --rendezvous '127.0.0.1:80' is not of the form tcp://HOST:PORT\n",
+        "pibench: error: --rendezvous '127.0.0.1:80' is not of the form tcp://HOST:PORT (or one per rank, comma-separated)\n",
     )

@@ -16,7 +16,7 @@ import psutil
 
 from pibench.procs import free_port, kill_tree
 from pibench.records import default_record_path, write_record
-from tests.conftest import ROOT, party_processes, run_cli, write_suite
+from tests.conftest import ROOT, party_processes, run_cli, run_parties, write_suite
 
 # long enough to look at while it runs: 8 layers, every one measured
 SLOW = "name: slow\nmodel: {L: 8, H: 2, d: 64, T: 16}\nvariants: [sm_ln_g, sm_ln_r]\n"
@@ -80,37 +80,9 @@ def test_two_hosts_with_different_suites_stop(tmp_path):
     a = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\n", "a.yaml")
     b = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\nseed: 1\n", "b.yaml")
     rendezvous = f"tcp://127.0.0.1:{free_port()}"
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pibench",
-                "party",
-                "--rank",
-                str(rank),
-                "--rendezvous",
-                rendezvous,
-                str(path),
-                "--timeout",
-                "20",
-                "--out",
-                str(tmp_path / "r.json"),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank, path in ((0, a), (1, b))
-    ]
-    try:
-        results = [p.communicate(timeout=90) for p in procs]
-    finally:
-        for p in procs:
-            kill_tree(p.pid)
-    for rank, (p, (_, err)) in enumerate(zip(procs, results, strict=True)):
-        assert p.returncode == 2, err
+    results = run_parties([a, b], rendezvous, "--timeout", "20", out=tmp_path / "r.json", timeout=90)
+    for rank, (code, _, err) in enumerate(results):
+        assert code == 2, err
         assert err.startswith(f"pibench: error: party {rank}: the parties run different suites"), err
     assert not (tmp_path / "r.json").exists()
 

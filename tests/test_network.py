@@ -65,7 +65,9 @@ def test_parties_in_two_namespaces_over_a_shaped_link(tmp_path):
     assert emulated.returncode == 0, emulated.stderr
     assert "emulated (bandwidth" in emulated.stderr  # says at run time what is emulated
     rec = json.loads((tmp_path / "e.json").read_text())
-    assert rec["run"]["rendezvous"] == "tcp://10.77.0.1:29500" and rec["run"]["emulated"] == "200mbit,10ms"
+    # each party's address in its namespace (CrypTen uses rank 0's, SPU both)
+    assert rec["run"]["rendezvous"] == "tcp://10.77.0.1:29500,tcp://10.77.0.2:29500"
+    assert rec["run"]["emulated"] == "200mbit,10ms"
     assert "between two network namespaces" in rec["run"]["network"]
     loop = run_cli("run", str(suite), "--out", str(tmp_path / "l.json"), "--no-progress", timeout=180)
     assert loop.returncode == 0, loop.stderr
@@ -123,3 +125,20 @@ def test_emulation_without_privileges_is_a_clear_error(monkeypatch):
     with pytest.raises(PibenchError, match="needs a link profile"):
         with EmulatedLink(parse_profile("loopback")):
             pass
+
+
+@needs_root
+def test_spu_parties_over_a_shaped_link(tmp_path):
+    pytest.importorskip("spu")
+    suite = write_suite(tmp_path, "name: tiny\nmodel: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_scfuffn]\n")
+    args = ["--backend", "spu", "--no-progress", "--timeout", "120"]
+    emulated = run_cli(
+        "run", str(suite), "--emulate", "200mbit,10ms", "--out", str(tmp_path / "e.json"), *args, timeout=300
+    )
+    assert emulated.returncode == 0, emulated.stderr
+    rec = json.loads((tmp_path / "e.json").read_text())
+    assert rec["backend"]["name"] == "spu" and "between two network namespaces" in rec["run"]["network"]
+    m = rec["variants"][0]["measured"]
+    p0, p1 = m["parties"]
+    assert (p0["sent"], p0["received"]) == (p1["received"], p1["sent"]) and m["usable"]
+    assert our_namespaces() == []

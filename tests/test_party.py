@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from pibench.procs import free_port, kill_tree
-from tests.conftest import ROOT, run_cli, write_suite
+from pibench.procs import free_port
+from tests.conftest import run_cli, run_parties, write_suite
 
 TINY = "name: tiny\nmodel: {L: 2, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_scfuffn]\n"
 
@@ -16,24 +14,9 @@ def test_two_ranks_through_the_party_entry_point(tmp_path):
     suite = write_suite(tmp_path, TINY)
     rendezvous = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "party.json"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous, str(suite)]
-            + (["--out", str(out)] if rank == 0 else []),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        results = [p.communicate(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            kill_tree(p.pid)
-    assert [p.returncode for p in procs] == [0, 0], results
-    assert "SM + ScFuFFN" in results[0][0]  # rank 0 prints the table and writes the record
+    results = run_parties([suite, suite], rendezvous, out=out, timeout=180)
+    assert [r[0] for r in results] == [0, 0], results
+    assert "SM + ScFuFFN" in results[0][1]  # rank 0 prints the table and writes the record
     party = json.loads(out.read_text())
     assert party["run"]["mode"] == "party" and party["run"]["rendezvous"] == rendezvous
 

@@ -17,13 +17,16 @@ registered object must not import its heavy dependencies: `session` imports them
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pibench.config import ModelConfig
 from pibench.opkinds import KINDS, Call, Sample
+from pibench.procs import listening_socket
 
 
 @dataclass
@@ -73,19 +76,27 @@ class StepCounts:
 
 @dataclass(frozen=True)
 class Rendezvous:
-    """Where the parties meet: rank 0's address, and (local runs) a socket already listening there
-    that rank 0 serves on, so that nothing listens beyond the address given."""
+    """Where the parties meet: `url` is rank 0's address, tcp://HOST:PORT, or one address per rank
+    separated by commas (for backends whose every party listens; a rank without its own address
+    listens on rank 0's host at rank 0's port + its rank). `listen_fd`: (local runs) a socket
+    already listening at rank 0's address that rank 0 serves on, so that nothing listens beyond it."""
 
-    url: str  # tcp://HOST:PORT
+    url: str
     listen_fd: int | None = None
+
+    def address(self, rank: int) -> tuple[str, int]:
+        given = [a.removeprefix("tcp://").rsplit(":", 1) for a in self.url.split(",")]
+        if rank < len(given):
+            return given[rank][0].strip("[]"), int(given[rank][1])
+        return given[0][0].strip("[]"), int(given[0][1]) + rank
 
     @property
     def host(self) -> str:
-        return self.url.removeprefix("tcp://").rsplit(":", 1)[0]
+        return self.address(0)[0]
 
     @property
     def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
+        return self.address(0)[1]
 
 
 Step = Callable[[Any, Mapping[str, Any], Any], Any]  # (ops, weights, x) -> y: part of the model definition
@@ -146,9 +157,28 @@ class Backend(ABC):
     package: ClassVar[str]  # the distribution whose version records carry
     protocol: ClassVar[str]  # one line for records
     settings_type: ClassVar[type]  # a frozen pydantic dataclass: the suite's section
+    # How far counts of identical runs may differ, by gate metric (patterns as `--fail-on`): empty
+    # for a backend whose bytes and rounds are deterministic (then two passes of a step must agree
+    # and the gate compares counts exactly).
+    count_tolerance: ClassVar[dict[str, float]] = {}
+    # Timing: an unmeasured warm-up pass before each variant ("variant") or only before a session's
+    # first ("session": for a backend whose one-time setup dominates and whose layers take minutes),
+    # and how many passes a step that stands for several layers takes (the fastest is kept).
+    warm_up: ClassVar[str] = "variant"
+    passes: ClassVar[int] = 2
+    # A round is one blocking round trip (CrypTen's communicator calls), so latency projections add
+    # rounds x RTT; where rounds only bound the round trips from above (SPU's messages), they do not.
+    rounds_are_round_trips: ClassVar[bool] = True
 
     def default_settings(self) -> Any:
         return self.settings_type()
+
+    def local_rendezvous(self, ranks: int) -> tuple[str, socket.socket | None]:
+        """Where `ranks` parties on this machine meet: by default rank 0 serves on a loopback socket
+        bound here and handed over (no port can be taken in between). Returns the rendezvous and that
+        socket (the caller passes its fd to rank 0, then closes its own copy)."""
+        listener = listening_socket("127.0.0.1", 0)
+        return f"tcp://127.0.0.1:{listener.getsockname()[1]}", listener
 
     @abstractmethod
     def ranks(self, settings: Any) -> dict[int, str]:
@@ -174,13 +204,22 @@ class Backend(ABC):
         settings: Any,
         timeout_s: float,
         on_op: Callable[[], None] | None = None,
+        seed: int = 0,
     ) -> Session:
         """Join the others as `rank` within `timeout_s` (imports the backend's heavy dependencies);
-        `on_op` is called after every operation (a heartbeat for progress)."""
+        `on_op` is called after every operation (a heartbeat for progress); `seed` (the suite's) makes
+        the backend's randomness reproducible where it allows that."""
 
     def serve_dealer(self, rank: int, rendezvous: Rendezvous, settings: Any, timeout_s: float, emit: Emit) -> None:
         """Run a dealer rank (one that `ranks` lists beyond 0 and 1) until party 0 stops it."""
         raise NotImplementedError(f"backend {self.name} has no rank {rank}")
+
+    def party_memory(self, cfg: ModelConfig, weights: int) -> int:
+        """Bytes one party needs for a variant holding `weights` weight elements: by default 8-byte
+        shares with the copies comparisons and Beaver products make (32 per element of the largest
+        activation) and the server's plaintext and shares (3 per weight element)."""
+        largest = max(cfg.H * cfg.T * cfg.T, cfg.T * cfg.d_ff)
+        return 8 * (32 * largest + 3 * weights)
 
     def time_samples(self, call: Call) -> tuple[Sample, ...]:
         """Operand shapes the calibration times `call` on: the GPT-2-sized defaults of

@@ -1,7 +1,8 @@
 """Calibrated cost model: predict bytes, rounds and seconds of a variant under a backend without running it.
 
 A calibration maps every call of the symbolic tally (`Tally.calls`, kinds and signatures from
-`pibench.opkinds.CALLS`) to bytes, rounds and seconds:
+`pibench.opkinds.CALLS`) to bytes, rounds and seconds. For a backend whose counts are deterministic
+(CrypTen) the byte and round models are exact:
 
     kind                 signature                     bytes (both parties)            rounds
     gelu, relu           (elements,)                   a * elements                    constant
@@ -12,7 +13,10 @@ A calibration maps every call of the symbolic tally (`Tally.calls`, kinds and si
 
 Bytes and rounds are deterministic, so their fits must be exact (integer coefficients reproducing
 every sample) or calibration fails; softmax's dependence on n is tabulated for every n up to
-`max_row_length`. Seconds are fitted (non-negative least squares) per kind on features (calls, bytes,
+`max_row_length`. For a backend whose traffic varies a little between identical runs (SPU: its OT
+and HE engines refill buffers as they go) bytes and rounds are fitted like seconds, by non-negative
+least squares on `Call.fitted_features` (a constant, elements in and out, multiply-accumulates).
+Seconds are fitted (non-negative least squares) per kind on features (calls, bytes,
 rounds, MACs or elements) from GPT-2-sized samples, so they hold for the machine the file names.
 """
 
@@ -91,7 +95,12 @@ class Calibration:
 
 
 def _bytes_rounds(m: dict[str, Any], call: str, sig: tuple[int, ...], path: str) -> tuple[int, int]:
-    """The exact part of a call's model `m`: bytes and rounds of one call."""
+    """Bytes and rounds of one call: exact models (integer coefficients, softmax tabulated), or fitted
+    ones (`"fit": "nnls"`, for backends whose traffic varies between identical runs)."""
+    if m.get("fit") == "nnls":
+        feats = CALLS[call].fitted_features(sig)
+        byts = sum(c * f for c, f in zip(m["bytes"], feats, strict=True))
+        return round(byts), round(sum(c * f for c, f in zip(m["rounds"], feats, strict=True)))
     features = CALLS[call].byte_features
     if features is None:  # tabulated per row length
         n, table = sig[1], m["per_row_bytes"]
@@ -144,7 +153,7 @@ def exact_fit(kind: str, rows: list[tuple[list[int], int]]) -> list[int]:
     return coef
 
 
-def time_fit(rows: list[tuple[list[float], float]]) -> list[float]:
+def nnls_fit(rows: list[tuple[list[float], float]]) -> list[float]:
     """Non-negative least squares on column-scaled features."""
     import numpy as np
     from scipy.optimize import nnls

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.calibration.fit import SCHEMA_VERSION, exact_fit, time_features, time_fit
+from pibench.calibration.fit import SCHEMA_VERSION, exact_fit, nnls_fit, time_features
 from pibench.errors import PibenchError
 from pibench.machine import environment
 from pibench.opkinds import CALLS
-from pibench.procs import die_with_parent, kill_tree, listening_socket
+from pibench.procs import die_with_parent, kill_tree
 from pibench.records import now
 
 
@@ -24,26 +24,27 @@ class OpPair:
 
     def __init__(self, backend: str, settings: Any) -> None:
         impl = BACKENDS.get(backend)
-        listener = listening_socket()
-        rendezvous = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        ranks = impl.ranks(settings)
+        rendezvous, listener = impl.local_rendezvous(len(ranks))
         cmd = [sys.executable, "-m", "pibench.calibration.opserver", "--backend", backend, "--rendezvous", rendezvous]
         cmd += ["--settings", json.dumps(settings_dict(settings))]
         self.procs = []
         try:
-            for rank in impl.ranks(settings):
-                fd = ["--listen-fd", str(listener.fileno())] if rank == 0 else []
+            for rank in ranks:
+                fd = listener.fileno() if listener and rank == 0 else None
                 self.procs.append(
                     subprocess.Popen(
-                        [*cmd, "--rank", str(rank), *fd],
+                        [*cmd, "--rank", str(rank), *(["--listen-fd", str(fd)] if fd is not None else [])],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         text=True,
-                        pass_fds=(listener.fileno(),) if rank == 0 else (),
+                        pass_fds=(fd,) if fd is not None else (),
                         preexec_fn=die_with_parent,
                     )
                 )
         finally:
-            listener.close()  # rank 0 holds it now
+            if listener:
+                listener.close()  # rank 0 holds it now
         self.parties = self.procs[:2]
 
     def run(self, op: str, shapes: Sequence[Sequence[int]]) -> dict[str, float]:
@@ -123,6 +124,28 @@ def _softmax_table(pair: OpPair, max_row_length: int, progress: Callable[[str], 
     return {"per_row_bytes": per_row, "rounds": rounds}
 
 
+def _fitted_models(pair: OpPair, backend: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Bytes, rounds and seconds fitted (non-negative least squares) over the backend's samples, one
+    pass each after one unmeasured call of the kind (a session's first calls of a kind pay one-time
+    setup)."""
+    models: dict[str, Any] = {}
+    for name, call in CALLS.items():
+        samples = BACKENDS.get(backend).time_samples(call)
+        pair.run(name, samples[0])
+        runs = [(call.signature(sample), pair.run(name, sample)) for sample in samples]
+        fitted = [(call.fitted_features(sig), r) for sig, r in runs]
+        timed = [(time_features(name, sig, r["bytes"], r["rounds"]), r) for sig, r in runs]
+        models[name] = {
+            "fit": "nnls",
+            "bytes": nnls_fit([(f, r["bytes"]) for f, r in fitted]),
+            "rounds": nnls_fit([(f, r["rounds"]) for f, r in fitted]),
+            "wall_s": nnls_fit([(f, r["wall_s"]) for f, r in timed]),
+            "comm_s": nnls_fit([(f, r["comm_s"]) for f, r in timed]),
+        }
+        progress(f"{name}: bytes, rounds and seconds fitted on {len(samples)} samples")
+    return models
+
+
 def _time_models(pair: OpPair, backend: str, models: dict[str, Any], progress: Callable[[str], None]) -> None:
     for name, call in CALLS.items():
         rows_wall, rows_comm = [], []
@@ -132,8 +155,8 @@ def _time_models(pair: OpPair, backend: str, models: dict[str, Any], progress: C
             feats = time_features(name, call.signature(sample), best["bytes"], best["rounds"])
             rows_wall.append((feats, best["wall_s"]))
             rows_comm.append((feats, best["comm_s"]))
-        models[name]["wall_s"] = time_fit(rows_wall)
-        models[name]["comm_s"] = time_fit(rows_comm)
+        models[name]["wall_s"] = nnls_fit(rows_wall)
+        models[name]["comm_s"] = nnls_fit(rows_comm)
         progress(f"{name}: time fitted on {len(samples)} samples")
 
 
@@ -143,9 +166,12 @@ def calibrate(
     """Measure and fit; returns the calibration file's content."""
     pair = OpPair(backend, settings)
     try:
-        models = _exact_models(pair, progress)
-        models["softmax"] = _softmax_table(pair, max_row_length, progress)
-        _time_models(pair, backend, models, progress)
+        if BACKENDS.get(backend).count_tolerance:
+            models = _fitted_models(pair, backend, progress)
+        else:
+            models = _exact_models(pair, progress)
+            models["softmax"] = _softmax_table(pair, max_row_length, progress)
+            _time_models(pair, backend, models, progress)
     finally:
         pair.close()
     return {

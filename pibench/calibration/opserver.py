@@ -4,7 +4,8 @@ the op benchmarks (`pibench.calibration.measure.OpPair` starts and drives a pair
     python -m pibench.calibration.opserver --backend crypten --rank R --rendezvous tcp://HOST:PORT
 
 Reads one JSON request per line on stdin, {"op": CALL, "shapes": [[...], ...]} (`opkinds.CALLS`),
-runs it on fresh random operands (the first shared by the client, the others by the server) and
+runs it on fresh random operands (the first shared by the client, the others by the server as its
+weights, or by the client where the call's operands are all activations) and
 answers one JSON line: this party's bytes sent, rounds, seconds and seconds in exchanges.
 {"op": "exit"} or the end of stdin stops it.
 """
@@ -40,11 +41,17 @@ def serve(backend_name: str, rank: int, rendezvous: Rendezvous, settings_json: s
                 break
             call = CALLS[request["op"]]
             first, *rest = [torch.randn(*s, generator=gen) for s in operand_shapes(call.name, request["shapes"])]
-            weights = {str(i): w for i, w in enumerate(rest)}
-            specs = {k: tuple(w.shape) for k, w in weights.items()}
-            w, x = session.share(
-                weights if rank == 0 else None, specs, first if rank == 1 else None, tuple(first.shape)
-            )
+            if call.weights:  # the others are the server's weights
+                weights = {str(i): w for i, w in enumerate(rest)}
+                specs = {k: tuple(w.shape) for k, w in weights.items()}
+                w, x = session.share(
+                    weights if rank == 0 else None, specs, first if rank == 1 else None, tuple(first.shape)
+                )
+            else:  # every operand is a secret of the client's
+                w = {}
+                for i, value in enumerate(rest):
+                    _, w[str(i)] = session.share(None, {}, value if rank == 1 else None, tuple(value.shape))
+                _, x = session.share(None, {}, first if rank == 1 else None, tuple(first.shape))
 
             def step(ops: Any, w: Any, x: Any, call: Any = call, n: int = len(rest)) -> Any:
                 return call.run(ops, [x, *(w[str(i)] for i in range(n))])

@@ -26,7 +26,12 @@ def seconds(text: str) -> float:
     return value
 
 
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", metavar="NAME", help="run under this backend instead of the suite's `backend:`")
+
+
 def add_run_options(parser: argparse.ArgumentParser, timeout_s: float, timeout_help: str) -> None:
+    add_backend_option(parser)
     parser.add_argument("--full", action="store_true", help="measure every layer instead of one per layer kind")
     parser.add_argument("--out", help="record path (default: results/SUITE-TIME.json, never overwriting one)")
     parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S", help=timeout_help)

@@ -11,6 +11,7 @@ import sys
 from tabulate import tabulate
 
 from pibench.analytic import suite_costs
+from pibench.cli.common import add_backend_option
 from pibench.cost import FLOP_CONVENTIONS
 from pibench.errors import PibenchError
 from pibench.notation import COST_COLUMNS, cost_rows
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predict", action="store_true", help="add the suite's backend's predicted bytes, rounds and minutes"
     )
     parser.add_argument("--calibration", metavar="FILE", help="calibration for --predict (default: the shipped one)")
+    add_backend_option(parser)
     parser.add_argument(
         "--network", action="append", metavar="PROFILE", help="with --predict: minutes under PROFILE too (repeatable)"
     )
@@ -59,7 +61,7 @@ def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[l
 
 
 def main(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, backend=args.backend)
     if (args.calibration or args.network) and not args.predict:
         raise PibenchError("--calibration and --network go with --predict")
     costs = suite_costs(suite, args.flops)

@@ -25,12 +25,17 @@ from pibench.suite import Suite, load_suite
 
 HELP = "run one party of a 2PC run (for two hosts); `pibench run` starts all parties on localhost"
 EPILOG = __doc__.split("\n", 2)[2]
-RENDEZVOUS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):(\d{1,5})")
+ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):(\d{1,5})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, required=True, help="0 server, 1 client, 2 TTP (CrypTen's TTP provider)")
-    parser.add_argument("--rendezvous", required=True, metavar="tcp://HOST:PORT", help="address of rank 0")
+    parser.add_argument(
+        "--rendezvous",
+        required=True,
+        metavar="tcp://HOST:PORT",
+        help="address of rank 0; for backends whose every party listens (spu), one per rank, comma-separated",
+    )
     parser.add_argument("suite", help="suite YAML file (the same on every host)")
     add_run_options(parser, 60.0, "longest wait for another party")
     parser.add_argument("--events", action="store_true", help=argparse.SUPPRESS)  # JSON lines for `pibench run`
@@ -41,13 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _suite(args: argparse.Namespace) -> Suite:
     """The suite file, or (`-`, from `pibench run`) the validated text the runner sends on stdin."""
     if args.suite != "-":
-        return load_suite(args.suite)
+        return load_suite(args.suite, backend=args.backend)
     try:
         given = json.loads(sys.stdin.readline())
-        path, text, digest = given["path"], given["text"], given["digest"]
+        path, text, digest, backend = given["path"], given["text"], given["digest"], given["backend"]
     except (ValueError, TypeError, KeyError):
         raise PibenchError("suite '-': stdin holds no suite as `pibench run` sends it; give a suite file") from None
-    suite = load_suite(path, text=text)
+    suite = load_suite(path, text=text, backend=backend)
     if suite.digest != digest:
         raise PibenchError("the suite sent by pibench run does not match its digest")
     return suite
@@ -73,9 +78,12 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
     """The suite, its backend and the backend's ranks, with every argument checked."""
     from pibench.backends import BACKENDS
 
-    match = RENDEZVOUS.fullmatch(args.rendezvous)
-    if not match or not 0 < int(match.group(2)) < 65536:
-        raise PibenchError(f"--rendezvous '{args.rendezvous[:80]}' is not of the form tcp://HOST:PORT")
+    matches = [ADDRESS.fullmatch(a) for a in args.rendezvous.split(",")]
+    if len(matches) > 8 or not all(m and 0 < int(m.group(2)) < 65536 for m in matches):
+        raise PibenchError(
+            f"--rendezvous '{args.rendezvous[:80]}' is not of the form tcp://HOST:PORT "
+            "(or one per rank, comma-separated)"
+        )
     suite = _suite(args)
     backend = BACKENDS.get(suite.backend)
     roles = backend.ranks(suite.settings)
@@ -89,15 +97,23 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
     return suite, backend, roles
 
 
-def _record(suite: Suite, measured: list[dict[str, Any]], args: argparse.Namespace, roles: dict[int, str],
-            elapsed_s: float) -> dict[str, Any]:  # fmt: skip
+def _record(
+    suite: Suite, measured: list[dict[str, Any]], args: argparse.Namespace, roles: dict[int, str], elapsed_s: float
+) -> dict[str, Any]:
     from pibench.records import build_record
 
     run = {
-        "mode": "party", "full": args.full, "rendezvous": args.rendezvous, "network": "as given by --rendezvous",
-        "emulated": None, "timeout_s": args.timeout, "elapsed_s": round(elapsed_s, 3),
-        "ranks": {str(r): role for r, role in roles.items()}, "dealer": None, "accepted_unusable": args.accept_unusable,
-    }  # fmt: skip
+        "mode": "party",
+        "full": args.full,
+        "rendezvous": args.rendezvous,
+        "network": "as given by --rendezvous",
+        "emulated": None,
+        "timeout_s": args.timeout,
+        "elapsed_s": round(elapsed_s, 3),
+        "ranks": {str(r): role for r, role in roles.items()},
+        "dealer": None,
+        "accepted_unusable": args.accept_unusable,
+    }
     return build_record(suite, measured, run)
 
 

@@ -35,14 +35,42 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
         help="project latency onto PROFILE (repeatable; default: the suite's network.project, else lan, paper-wan)",
     )
     parser.add_argument("--predict", action="store_true", help="add the calibrated model's predicted columns")
+    parser.add_argument(
+        "--backends",
+        metavar="NAME[,NAME]",
+        help="backends whose columns stand side by side: measured from a given record of the same suite, "
+        "else predicted from the backend's calibration (default: the backends of the records given)",
+    )
+
+
+def _tables(records: list[tuple[str, dict]]) -> list[tuple[str, dict, list[dict]]]:
+    """Records of one suite under different backends make one table (the first given leads); the
+    rest one table each."""
+    tables, used = [], set()
+    for i, (name, rec) in enumerate(records):
+        if i in used:
+            continue
+        mates, seen = [], {rec["backend"]["name"]}
+        for j, (_, other) in enumerate(records):
+            same = other["suite"]["name"] == rec["suite"]["name"] and other["suite"]["dims"] == rec["suite"]["dims"]
+            if j not in used and j != i and same and other["backend"]["name"] not in seen:
+                mates.append(j)
+                seen.add(other["backend"]["name"])
+        used |= {i, *mates}
+        tables.append((name, rec, [records[j][1] for j in mates]))
+    return tables
 
 
 def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> None:
     """Print the report of `records` ((name, record) pairs) and write plots, as the options say."""
-    reports = [build_report(rec, name, args.baseline, args.network, args.predict) for name, rec in records]
+    tables = _tables(records)
+    reports = []
+    for name, rec, others in tables:
+        backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in others]
+        reports.append(build_report(rec, name, args.baseline, args.network, args.predict, others, backends))
     print(render(reports, args.format))
     if args.plot:
-        for (name, rec), rep in zip(records, reports, strict=True):
+        for (name, rec, _), rep in zip(tables, reports, strict=True):
             for path in plot(rec, rep, args.plot, Path(name).stem):
                 print(f"plot: {path}", file=sys.stderr)
 

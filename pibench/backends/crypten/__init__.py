@@ -43,11 +43,17 @@ class CrypTen(Backend):
         )
 
     def session(
-        self, rank: int, rendezvous: Rendezvous, settings: CrypTenSettings, timeout_s: float, on_op: Any = None
+        self,
+        rank: int,
+        rendezvous: Rendezvous,
+        settings: CrypTenSettings,
+        timeout_s: float,
+        on_op: Any = None,
+        seed: int = 0,
     ) -> Session:
         from pibench.backends.crypten.session import CrypTenSession
 
-        return CrypTenSession(rank, rendezvous, settings, timeout_s, on_op)
+        return CrypTenSession(rank, rendezvous, settings, timeout_s, on_op, seed)
 
     def serve_dealer(
         self, rank: int, rendezvous: Rendezvous, settings: CrypTenSettings, timeout_s: float, emit: Emit

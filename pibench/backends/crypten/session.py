@@ -119,6 +119,24 @@ def join(
     return crypten
 
 
+def seed_generators(crypten: Any, rank: int, seed: int) -> None:
+    """Seed CrypTen's random generators from the suite's seed instead of os.urandom, so that a run is
+    reproducible: the same shares, triples and so the same output (and MPC error) every time. A
+    benchmark on synthetic data protects no secret; a deployment must not do this. The pairwise
+    seeds agree as CrypTen's own exchange makes them: party r's "next" is party r+1's "prev"."""
+    base = (seed % 2**40) * 4096
+    seeds = {
+        "global": base + 1,
+        "local": base + 16 + rank,
+        "next": base + 64 + rank,
+        "prev": base + 64 + (rank - 1) % 2,
+    }
+    for key, by_device in crypten.generators.items():
+        for generator in by_device.values():
+            generator.manual_seed(seeds[key])
+    torch.manual_seed(base + 256 + rank)  # what CrypTen draws without a generator (argmax tie-breaks)
+
+
 class CrypTenSession(Session):
     """A joined CrypTen party (rank 0 server, 1 client)."""
 
@@ -129,10 +147,12 @@ class CrypTenSession(Session):
         settings: CrypTenSettings,
         timeout_s: float,
         on_op: Callable[[], None] | None = None,
+        seed: int = 0,
     ) -> None:
         torch.set_num_threads(1)  # two parties share the machine's cores; also avoids fork/thread hangs
         self.rank, self.settings = rank, settings
         self.crypten = join(rank, rendezvous, settings, timeout_s, lambda c: c.init())
+        seed_generators(self.crypten, rank, seed)
         self.comm = self.crypten.communicator.get()
         dealer = WORLD_SIZE if settings.provider == "TTP" else None
         self.meter = Meter(rank, WORLD_SIZE, dealer_rank=dealer, on_op=on_op)

@@ -1,0 +1,124 @@
+"""The SPU backend: SecretFlow SPU's two-party protocol (CHEETAH by default, the base of BumbleBee),
+the papers' own, one process per party over SPU's own link layer.
+
+This module is light (settings and descriptions); `session` imports jax and SPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pibench.backends.base import Backend, Rendezvous, Session
+from pibench.backends.spu.settings import SPUSettings
+from pibench.config import ModelConfig
+from pibench.errors import PibenchError
+from pibench.opkinds import Call, Sample
+from pibench.procs import free_port
+
+
+class SPU(Backend):
+    name = "spu"
+    label = "SPU"
+    package = "spu"
+    protocol = "SecretFlow SPU 2PC (CHEETAH: HE-based linear algebra, OT-based nonlinear), semi-honest"
+    settings_type = SPUSettings
+    # CHEETAH's OT and HE engines refill buffers as they go, so identical runs differ: measured here,
+    # bytes by up to ~3% (ReLU) and recv actions by up to 2x between repeats of one operation
+    count_tolerance: ClassVar[dict[str, float]] = {
+        **{"bytes": 0.05, "bytes.*": 0.10, "comm_savings": 0.05},
+        **{"rounds": 1.0, "rounds.*": 1.0},
+    }
+
+    # the first operations of a session set up OT and HE keys (a 128x768 by 768x768 product: 30 MB the
+    # first time, 10.85 MB after); a GPT-2 layer takes minutes on 2 cores
+    warm_up = "session"
+    passes = 1
+    rounds_are_round_trips = False  # its messages: SPU pipelines them
+
+    def party_memory(self, cfg: ModelConfig, weights: int) -> int:
+        """Measured here: about 1 GiB at tiny sizes, about 11 GiB per party for every GPT-2 variant at
+        T=128 whatever its weights, so the attention scores (H x T x T) drive it: 1 GiB + 52 KiB each."""
+        return 2**30 + 52 * 1024 * cfg.H * cfg.T * cfg.T
+
+    def local_rendezvous(self, ranks: int) -> tuple[str, socket.socket | None]:
+        """SPU's brpc link binds each party's own address itself: one free loopback port per party."""
+        return ",".join(f"tcp://127.0.0.1:{free_port()}" for _ in range(ranks)), None
+
+    def ranks(self, settings: SPUSettings) -> dict[int, str]:
+        return {0: "server", 1: "client"}
+
+    def check(self, settings: SPUSettings, *, emulated: bool) -> None:
+        if importlib.util.find_spec("spu") is None:
+            raise PibenchError(
+                "backend spu needs the `spu` package (0.9.5: CPython 3.11 on x86-64 Linux only); it is not installed"
+            )
+
+    def reference_gelu(self, settings: SPUSettings) -> str:
+        return settings.gelu
+
+    def describe(self, settings: Mapping[str, Any], version: str | None) -> str:
+        s = settings
+        softmax = "broadcast denominator" if s["optimize_denominator_with_broadcast"] else "per-element denominator"
+        return (
+            f"SPU {version} 2PC ({s['protocol']}, {s['field']}, {s['fxp_fraction_bits']} fraction bits, "
+            f"{s['gelu']}-GELU, exp {s['exp_mode']}, softmax {softmax}, weights {s['weights']})"
+        )
+
+    def session(
+        self,
+        rank: int,
+        rendezvous: Rendezvous,
+        settings: SPUSettings,
+        timeout_s: float,
+        on_op: Callable[[], None] | None = None,
+        seed: int = 0,
+    ) -> Session:
+        self.check(settings, emulated=False)
+        from pibench.backends.spu.session import SPUSession
+
+        return SPUSession(rank, rendezvous, settings, timeout_s, on_op)
+
+    @property
+    def shipped_calibration(self) -> Path:
+        return Path(__file__).resolve().parents[2] / "data" / "calibration-spu-default.json"
+
+    def time_samples(self, call: Call) -> tuple[Sample, ...]:
+        """CHEETAH's products take seconds at GPT-2 size on 2 cores: calibrate on shapes that run in
+        seconds, spanning the widths (768, 3072) and row lengths (up to 512) GPT-2 uses; they are also
+        the shapes its fitted byte and round models are fitted on."""
+        return SAMPLES[call.name]
+
+
+# At least ~50K elements, so that SPU's lumpy OT-buffer refills average out (below that a softmax
+# costs 2,177 bytes an element instead of a steady 1,497), small enough to run in seconds; attention
+# products in GPT-2's packing regime (T=64-128 rows, 6-12 heads; CHEETAH's HE products depend on how
+# shapes pack into 8192-slot ciphertexts). None is a GPT-2 T=128 layer's call: those validate the fits
+# (bench/validate_calibration.py).
+SAMPLES: dict[str, tuple[Sample, ...]] = {
+    "softmax": (((12, 64, 64),), ((6, 64, 128),), ((3, 64, 256),), ((1, 64, 512),), ((12, 32, 128),)),
+    "layernorm": (((64, 768),), ((96, 768),), ((16, 3072),), ((192, 256),)),
+    "gelu": (((64, 768),), ((32, 3072),), ((48, 1024),)),
+    "relu": (((64, 768),), ((32, 3072),), ((48, 1024),)),
+    "linear": (
+        ((32, 768), (768, 768)),
+        ((64, 768), (768, 768)),
+        ((32, 768), (768, 3072)),
+        ((32, 3072), (3072, 768)),
+        ((64, 768), (768, 2304)),
+    ),
+    "attn_matmul": (
+        ((12, 64, 64), (12, 64, 64)),
+        ((12, 96, 64), (12, 64, 96)),
+        ((12, 96, 96), (12, 96, 64)),
+        ((6, 128, 64), (6, 64, 128)),
+        ((6, 128, 128), (6, 128, 64)),
+    ),
+    "mul": (((64, 768), (1,)), ((96, 768), (1,)), ((12, 64, 64), (12, 64, 1)), ((6, 128, 128), (6, 128, 1))),
+}
+
+
+BACKEND = SPU()

@@ -1,0 +1,364 @@
+"""One SPU party: SPU's brpc link, the model definition executed op by op, per-op link figures.
+
+Execution: every `Ops` call is compiled (jax -> XLA -> SPU, cached by operation and shapes) and run
+as one SPU executable; secret values stay as this party's SPU shares between calls. Public constants
+(the causal mask, ...) are compiled in.
+
+Where the figures come from: SPU 0.9.5's Python API has no link statistics; its runtime, with
+`enable_pphlo_profile`, logs after every run the bytes and messages ("actions") this party sent and
+received ("Link details: total send bytes S, recv bytes R, send actions A, recv actions B"). Each
+party points SPU's logger at a pipe of its own and reads that line after each run, so every call's
+traffic is attributed to its operation kind, on both parties. A round is counted as one message
+this party waited for (its recv actions); SPU pipelines messages, so this bounds the round trips
+from above. SPU does not time its exchanges: `comm_s` is 0 (projections then treat compute and
+wire time as serial).
+
+Where the parties listen: each on its own address (`Rendezvous.address(rank)`), bound there by brpc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import spu.api as spu_api
+import spu.libspu as libspu
+import torch
+from spu.utils import frontend as spu_fe
+
+from pibench.backends.base import Counts, Rendezvous, Session, Step, StepCounts
+from pibench.backends.spu.settings import SPUSettings
+from pibench.errors import PibenchError
+from pibench.interp.base import LAYERNORM_EPS, MASK_VALUE, Ops
+from pibench.opkinds import KINDS, matmul_kind
+from pibench.procs import Deadline
+
+ROLES = {0: "server", 1: "client"}
+LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+), recv actions (\d+)")
+
+
+class _ProfileLog:
+    """SPU's log, read from a pipe: one (sent, received, send actions, recv actions) per run."""
+
+    _instance: _ProfileLog | None = None
+
+    def __init__(self) -> None:
+        read, write = os.pipe()
+        opts = libspu.logging.LogOptions()
+        opts.enable_console_logger = False
+        opts.system_log_path = f"/dev/fd/{write}"
+        opts.max_log_file_size = 1 << 50
+        libspu.logging.setup_logging(opts)
+        self.links: queue.Queue[tuple[int, int, int, int]] = queue.Queue()
+        self.tail: list[str] = []  # the last lines, for error messages
+        threading.Thread(target=self._read, args=(read,), daemon=True).start()
+
+    @classmethod
+    def get(cls) -> _ProfileLog:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "r", errors="replace") as lines:
+            for line in lines:
+                self.tail = [*self.tail[-20:], line.strip()]
+                match = LINK.search(line)
+                if match:
+                    self.links.put(tuple(int(g) for g in match.groups()))  # type: ignore[arg-type]
+
+    def next_run(self, timeout_s: float) -> tuple[int, int, int, int]:
+        try:
+            return self.links.get(timeout=timeout_s)
+        except queue.Empty:
+            raise PibenchError("SPU logged no link figures for a run (profiling off?)") from None
+
+
+@dataclass
+class SpuValue:
+    """This party's share of a secret (or the server's private) tensor."""
+
+    share: Any  # libspu.Share
+    shape: tuple[int, ...]
+
+
+def _pack(share: Any) -> bytes:
+    parts = [share.meta, *share.share_chunks]
+    return struct.pack(f"<I{len(parts)}Q", len(parts), *(len(p) for p in parts)) + b"".join(parts)
+
+
+def _unpack(data: bytes) -> Any:
+    (n,) = struct.unpack_from("<I", data)
+    sizes = struct.unpack_from(f"<{n}Q", data, 4)
+    offset, parts = 4 + 8 * n, []
+    for size in sizes:
+        parts.append(data[offset : offset + size])
+        offset += size
+    share = libspu.Share()
+    share.meta, share.share_chunks = parts[0], parts[1:]
+    return share
+
+
+def runtime_config(s: SPUSettings) -> Any:
+    config = libspu.RuntimeConfig(
+        protocol=getattr(libspu.ProtocolKind, s.protocol),
+        field=getattr(libspu.FieldType, s.field),
+        fxp_fraction_bits=s.fxp_fraction_bits,
+    )
+    modes = libspu.RuntimeConfig
+    config.fxp_exp_mode = getattr(modes.ExpMode, f"EXP_{s.exp_mode.upper()}")
+    config.fxp_exp_iters = s.exp_iters
+    config.fxp_log_mode = getattr(modes.LogMode, f"LOG_{s.log_mode.upper()}")
+    config.fxp_log_iters = s.log_iters
+    config.fxp_div_goldschmidt_iters = s.div_goldschmidt_iters
+    config.sigmoid_mode = getattr(modes.SigmoidMode, f"SIGMOID_{s.sigmoid_mode.upper()}")
+    config.enable_lower_accuracy_rsqrt = s.enable_lower_accuracy_rsqrt
+    config.enable_pphlo_profile = True  # the per-run link figures
+    return config
+
+
+def _layernorm(x: Any, gain: Any, bias: Any) -> Any:
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+    return centred * jax.lax.rsqrt(var + LAYERNORM_EPS) * gain + bias
+
+
+class SpuOps(Ops):
+    """`Ops` that run each call as one SPU executable on this party's shares."""
+
+    def __init__(self, session: SPUSession) -> None:
+        self.s = session
+
+    def matmul(self, a: Any, b: Any, role: str) -> Any:
+        return self.s.call(matmul_kind(role), "matmul", jnp.matmul, a, b)
+
+    def add(self, a: Any, b: Any) -> Any:
+        return self.s.call("other", "add", jnp.add, a, b)
+
+    def mul(self, a: Any, b: Any) -> Any:
+        return self.s.call("other", "mul", jnp.multiply, a, b)
+
+    def scale(self, a: Any, c: float) -> Any:
+        return self.s.call("other", f"scale{c!r}", lambda x: x * c, a)
+
+    def softmax(self, x: Any) -> Any:
+        return self.s.call("softmax", "softmax", lambda v: jax.nn.softmax(v, axis=-1), x)
+
+    def layernorm(self, x: Any, gain: Any, bias: Any) -> Any:
+        return self.s.call("layernorm", "layernorm", _layernorm, x, gain, bias)
+
+    def gelu(self, x: Any) -> Any:
+        tanh = self.s.settings.gelu == "tanh"
+        return self.s.call("gelu", f"gelu{tanh}", lambda v: jax.nn.gelu(v, approximate=tanh), x)
+
+    def relu(self, x: Any) -> Any:
+        return self.s.call("relu", "relu", jax.nn.relu, x)
+
+    def split_heads(self, x: Any, heads: int) -> Any:
+        T, d = x.shape
+        return self.s.call("other", f"heads{heads}", lambda v: v.reshape(T, heads, d // heads).transpose(1, 0, 2), x)
+
+    def split(self, x: Any, parts: int) -> list[Any]:
+        return self.s.call("other", f"split{parts}", lambda v: tuple(jnp.split(v, parts, axis=-1)), x)
+
+    def merge_heads(self, x: Any) -> Any:
+        H, T, dh = x.shape
+        return self.s.call("other", "merge", lambda v: v.transpose(1, 0, 2).reshape(T, H * dh), x)
+
+    def transpose(self, x: Any) -> Any:
+        return self.s.call("other", "transpose", lambda v: jnp.swapaxes(v, -1, -2), x)
+
+    def causal_mask(self, T: int) -> Any:
+        return np.triu(np.full((T, T), MASK_VALUE, np.float32), 1)
+
+    def causal_average(self, T: int) -> Any:
+        return (np.tril(np.ones((T, T), np.float32)) / np.arange(1, T + 1, dtype=np.float32)[:, None]).astype(
+            np.float32
+        )
+
+    def eye(self, T: int) -> Any:
+        return np.eye(T, dtype=np.float32)
+
+
+class SPUSession(Session):
+    """A joined SPU party (rank 0 server, 1 client)."""
+
+    def __init__(
+        self,
+        rank: int,
+        rendezvous: Rendezvous,
+        settings: SPUSettings,
+        timeout_s: float,
+        on_op: Callable[[], None] | None = None,
+    ) -> None:
+        self.rank, self.settings, self.timeout_s, self.on_op = rank, settings, timeout_s, on_op
+        self.log = _ProfileLog.get()
+        self.config = runtime_config(settings)
+        self.copts = libspu.CompilerOptions()
+        self.copts.enable_optimize_denominator_with_broadcast = settings.optimize_denominator_with_broadcast
+        self.link = self._join(rendezvous, timeout_s)
+        self.runtime = spu_api.Runtime(self.link, self.config)
+        self.io = spu_api.Io(2, self.config)
+        self.ops = SpuOps(self)
+        self.executables: dict[tuple[Any, ...], tuple[Any, list[tuple[int, ...]], bool]] = {}
+        self.counts: StepCounts | None = None
+
+    def _join(self, rendezvous: Rendezvous, timeout_s: float) -> Any:
+        desc = libspu.link.Desc()
+        for r in ROLES:
+            host, port = rendezvous.address(r)
+            desc.add_party(f"party{r}", f"{host}:{port}")
+        desc.recv_timeout_ms = int(timeout_s * 1000)
+        desc.connect_retry_interval_ms = 200
+        desc.connect_retry_times = max(1, int(timeout_s * 5))
+        where = ", ".join(f"{h}:{p}" for h, p in (rendezvous.address(r) for r in ROLES))
+
+        def late() -> str:
+            return (
+                f"party {self.rank} ({ROLES[self.rank]}) could not join the other at {where} within {timeout_s:.0f} s"
+            )
+
+        try:
+            with Deadline(timeout_s + 5, late):
+                return libspu.link.create_brpc(desc, self.rank)
+        except RuntimeError as err:
+            raise PibenchError(f"{late()}: {str(err).strip().splitlines()[0][:200]}") from None
+
+    # -- running one call -------------------------------------------------------------------------
+    def _compiled(self, name: str, fn: Callable[..., Any], args: Sequence[Any]) -> tuple[Any, list[Any], bool]:
+        secret = [a for a in args if isinstance(a, SpuValue)]
+        consts = {i: a for i, a in enumerate(args) if not isinstance(a, SpuValue)}
+        key = (name, tuple(a.shape for a in secret), tuple((i, c.shape, c.tobytes()) for i, c in consts.items()))
+        if key not in self.executables:
+
+            def f(*xs: Any) -> Any:
+                it = iter(xs)
+                return fn(*(jnp.asarray(consts[i]) if i in consts else next(it) for i in range(len(args))))
+
+            dummies = [np.zeros(a.shape, np.float32) for a in secret]
+            names = [f"x{i}" for i in range(len(secret))]
+            vis = [libspu.Visibility.VIS_SECRET] * len(secret)
+            executable, out = spu_fe.compile(
+                spu_fe.Kind.JAX,
+                f,
+                dummies,
+                {},
+                names,
+                vis,
+                lambda outs: [f"y{i}" for i in range(len(outs))],
+                copts=self.copts,
+            )
+            many = isinstance(out, tuple | list)
+            shapes = [tuple(o.shape) for o in (out if many else [out])]
+            self.executables[key] = (executable, shapes, many)
+        return self.executables[key]
+
+    def call(self, kind: str, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn` on `args` (this party's shares, or public numpy constants) as one SPU executable;
+        its traffic goes to operation kind `kind`."""
+        executable, shapes, many = self._compiled(name, fn, args)
+        secret = [a for a in args if isinstance(a, SpuValue)]
+        for i, value in enumerate(secret):
+            self.runtime.set_var(f"x{i}", value.share)
+        start = time.perf_counter()
+        done = threading.Event()
+        threading.Thread(target=self._heartbeat, args=(done,), daemon=True).start()
+        try:
+            self.runtime.run(executable)
+        except RuntimeError as err:
+            raise RuntimeError(f"SPU {name}: {str(err).strip().splitlines()[0][:200]}") from None
+        finally:
+            done.set()
+        wall = time.perf_counter() - start
+        sent, received, _, recv_actions = self.log.next_run(self.timeout_s)
+        if self.counts is not None:
+            self.counts.by_kind[kind].add(Counts(sent, received, recv_actions, 0.0, wall))
+        outs = [SpuValue(self.runtime.get_var(f"y{i}"), shape) for i, shape in enumerate(shapes)]
+        for name_ in [*(f"x{i}" for i in range(len(secret))), *(f"y{i}" for i in range(len(shapes)))]:
+            self.runtime.del_var(name_)
+        if self.on_op:
+            self.on_op()
+        return outs if many else outs[0]
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        """A run can take a minute (a GPT-2 softmax): say it is alive while it computes. A lost peer
+        still ends it: SPU's link gives up on a receive after the timeout."""
+        while not done.wait(1.0):
+            if self.on_op:
+                self.on_op()
+
+    # -- Session ------------------------------------------------------------------------------------
+    def _send_shares(self, values: Sequence[np.ndarray], owner: int, private: bool) -> list[SpuValue]:
+        """`owner` makes shares of its `values` (private: kept as its own input) and sends the other
+        party its shares; both return their own, in order."""
+        mine = []
+        if self.rank == owner:
+            for v in values:
+                shares = self.io.make_shares(
+                    np.asarray(v, np.float32), libspu.Visibility.VIS_SECRET, owner if private else -1
+                )
+                self.link.send(1 - owner, _pack(shares[1 - owner]))
+                mine.append(SpuValue(shares[owner], tuple(v.shape)))
+        else:
+            for v in values:
+                mine.append(SpuValue(_unpack(self.link.recv(owner)), tuple(v.shape)))
+        return mine
+
+    def share(
+        self,
+        weights: Mapping[str, Any] | None,
+        specs: Mapping[str, tuple[int, ...]],
+        x: Any | None,
+        x_shape: tuple[int, ...],
+    ) -> tuple[dict[str, Any], Any]:
+        names = list(specs)
+        plain = [np.asarray(weights[n]) if weights is not None else np.zeros(specs[n], np.float32) for n in names]
+        shared = self._send_shares(plain, 0, self.settings.weights == "private")
+        x_plain = np.asarray(x) if x is not None else np.zeros(x_shape, np.float32)
+        (x_shared,) = self._send_shares([x_plain], 1, False)
+        return dict(zip(names, shared, strict=True)), x_shared
+
+    def measure(self, step: Step, weights: Mapping[str, Any], x: Any) -> tuple[Any, StepCounts]:
+        self.counts = StepCounts()
+        start = time.perf_counter()
+        try:
+            y = step(self.ops, weights, x)
+        finally:
+            counts, self.counts = self.counts, None
+        counts.wall_s = time.perf_counter() - start
+        total = counts.total()
+        counts.own = {"spu_sent_bytes": total.sent, "spu_recv_bytes": total.received, "spu_recv_actions": total.rounds}
+        assert set(counts.by_kind) == set(KINDS)
+        return y, counts
+
+    def _swap(self, data: bytes) -> bytes:
+        """Send `data` to the other party and receive its (binary-safe: the link's all_gather returns text)."""
+        other = 1 - self.rank
+        if self.rank == 0:
+            self.link.send(other, data)
+            return self.link.recv(other)
+        theirs = self.link.recv(other)
+        self.link.send(other, data)
+        return theirs
+
+    def reveal(self, y: Any) -> Any:
+        mine, theirs = y.share, _unpack(self._swap(_pack(y.share)))
+        shares = [mine, theirs] if self.rank == 0 else [theirs, mine]
+        return torch.from_numpy(np.asarray(self.io.reconstruct(shares), np.float64).reshape(y.shape))
+
+    def exchange(self, obj: Any) -> list[Any]:
+        return [json.loads(s) for s in self.link.all_gather(json.dumps(obj))]
+
+    def close(self) -> None:
+        self.link.stop_link()
