@@ -40,9 +40,11 @@ class SPU(Backend):
     rounds_are_round_trips = False  # its messages: SPU pipelines them
 
     def party_memory(self, cfg: ModelConfig, weights: int) -> int:
-        """Measured here: about 1 GiB at tiny sizes, about 11 GiB per party for every GPT-2 variant at
-        T=128 whatever its weights, so the attention scores (H x T x T) drive it: 1 GiB + 52 KiB each."""
-        return 2**30 + 52 * 1024 * cfg.H * cfg.T * cfg.T
+        """CHEETAH's HE products hold the server's encoded weight matrices, so the largest one drives a
+        party's peak: measured here, 10.7 GiB for GPT-2's SM + LN + G (768 x 3072) and 10.1 GiB with
+        768 x 2304 at most, 2.5 GiB at d=192 whatever T; so about 2 GiB + 3.7 KiB per element."""
+        largest = cfg.d * (cfg.d_ff if cfg.ffn != "scaled_fused" else 3 * cfg.d)
+        return 2 * 2**30 + 3790 * largest
 
     def local_rendezvous(self, ranks: int) -> tuple[str, socket.socket | None]:
         """SPU's brpc link binds each party's own address itself: one free loopback port per party."""
