@@ -128,8 +128,10 @@ class Call:
         if self.name in ("softmax", "layernorm"):
             rows, cols = sig
             return [1.0, float(rows * cols), float(rows)]
-        if self.name in MATMULS:  # elements in, elements out, multiply-accumulates
-            return [1.0, float(sig[0]), float(sig[1]), float(sig[3]), float(sig[2])]
+        if self.name in MATMULS:  # products in the batch, elements in, elements out, multiply-accumulates
+            a, b, macs, out = sig
+            batch = a * b * out / macs**2  # (B m k)(B k n)(B m n) / (B m k n)^2 = B
+            return [1.0, batch, float(a), float(b), float(out), float(macs)]
         return [1.0, *(float(n) for n in sig)]
 
 

@@ -46,8 +46,9 @@ def test_two_parties_count_every_kind(both):
     for v in rec["variants"]:
         m = v["measured"]
         p0, p1 = m["parties"]
-        # one link between the two: what one party sent, the other received
+        # one link between the two: what one party sent, the other received; messages likewise
         assert (p0["sent"], p0["received"]) == (p1["received"], p1["sent"]) and m["bytes"] == p0["sent"] + p1["sent"]
+        assert p0["counters"]["spu_send_actions"] == p1["counters"]["spu_recv_actions"] > 0
         assert set(m["by_kind"]) == set(KINDS)
         assert m["usable"] and m["max_abs_error"] < 1e-2  # 18 fraction bits
     kinds = {v["name"]: {k for k, c in v["measured"]["by_kind"].items() if c["bytes"]} for v in rec["variants"]}

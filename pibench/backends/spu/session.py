@@ -281,9 +281,10 @@ class SPUSession(Session):
         finally:
             done.set()
         wall = time.perf_counter() - start
-        sent, received, _, recv_actions = self.log.next_run(self.timeout_s)
+        sent, received, send_actions, recv_actions = self.log.next_run(self.timeout_s)
         if self.counts is not None:
             self.counts.by_kind[kind].add(Counts(sent, received, recv_actions, 0.0, wall))
+            self.counts.own["spu_send_actions"] = self.counts.own.get("spu_send_actions", 0) + send_actions
         outs = [SpuValue(self.runtime.get_var(f"y{i}"), shape) for i, shape in enumerate(shapes)]
         for name_ in [*(f"x{i}" for i in range(len(secret))), *(f"y{i}" for i in range(len(shapes)))]:
             self.runtime.del_var(name_)
@@ -338,7 +339,9 @@ class SPUSession(Session):
             counts, self.counts = self.counts, None
         counts.wall_s = time.perf_counter() - start
         total = counts.total()
-        counts.own = {"spu_sent_bytes": total.sent, "spu_recv_bytes": total.received, "spu_recv_actions": total.rounds}
+        # SPU's own link figures of the step: bytes, and messages ("actions") sent and received
+        counts.own |= {"spu_sent_bytes": total.sent, "spu_recv_bytes": total.received, "spu_recv_actions": total.rounds}
+        counts.own.setdefault("spu_send_actions", 0)
         assert set(counts.by_kind) == set(KINDS)
         return y, counts
 
