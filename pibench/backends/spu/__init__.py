@@ -65,9 +65,11 @@ class SPU(Backend):
     def describe(self, settings: Mapping[str, Any], version: str | None) -> str:
         s = settings
         softmax = "broadcast denominator" if s["optimize_denominator_with_broadcast"] else "per-element denominator"
+        iters = "SPU's" if s["div_goldschmidt_iters"] == 0 else str(s["div_goldschmidt_iters"])
         return (
             f"SPU {version} 2PC ({s['protocol']}, {s['field']}, {s['fxp_fraction_bits']} fraction bits, "
-            f"{s['gelu']}-GELU, exp {s['exp_mode']}, softmax {softmax}, weights {s['weights']})"
+            f"{s['gelu']}-GELU, exp {s['exp_mode']}, log {s['log_mode']}, reciprocal {iters} Goldschmidt it., "
+            f"softmax {softmax}, weights {s['weights']})"
         )
 
     def session(
