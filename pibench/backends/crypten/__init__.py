@@ -30,6 +30,11 @@ class CrypTen(Backend):
     def check(self, settings: CrypTenSettings, *, emulated: bool) -> None:
         if emulated and settings.provider == "TTP":
             raise PibenchError("--emulate runs two parties; the TTP provider is not supported with it")
+        if settings.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise PibenchError("crypten.device cuda: this machine has no GPU that torch can use")
 
     def reference_gelu(self, settings: CrypTenSettings) -> str:
         return settings.gelu
@@ -37,9 +42,11 @@ class CrypTen(Backend):
     def describe(self, settings: Mapping[str, Any], version: str | None) -> str:
         f = settings["functions"]
         softmax = {"max_only": "max-only softmax", "crypten": "CrypTen's softmax"}[settings["softmax"]]
+        where = "GPU" if settings["device"] == "cuda" else f"CPU, {settings['local_products']} local products"
         return (
             f"CrypTen {version} 2PC ({settings['provider']} triples, {settings['precision_bits']} fraction bits, "
-            f"{settings['gelu']}-GELU, {softmax}, exp {f['exp_iterations']} it., reciprocal {f['reciprocal_method']})"
+            f"{settings['gelu']}-GELU, {softmax}, exp {f['exp_iterations']} it., reciprocal {f['reciprocal_method']}; "
+            f"{where})"
         )
 
     def session(

@@ -47,8 +47,21 @@ def max_only_softmax(x: Any, max_method: str) -> Any:
 class CrypTenOps(TorchConstants, Ops):
     """`Ops` over CrypTen `MPCTensor`s (public constants are plain torch tensors)."""
 
-    def __init__(self, meter: Meter, gelu: str = "tanh", softmax: str = "max_only", max_method: str = "") -> None:
+    def __init__(
+        self, meter: Meter, gelu: str = "tanh", softmax: str = "max_only", max_method: str = "", device: str = "cpu"
+    ) -> None:
         self.meter, self.gelu_form, self.softmax_form, self.max_method = meter, gelu, softmax, max_method
+        self.device = device
+
+    # public constants live where the shares do
+    def causal_mask(self, T: int) -> Any:
+        return super().causal_mask(T).to(self.device)
+
+    def causal_average(self, T: int) -> Any:
+        return super().causal_average(T).to(self.device)
+
+    def eye(self, T: int) -> Any:
+        return super().eye(T).to(self.device)
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
         with self.meter.kind(matmul_kind(role)):

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from pibench.backends.base import Counts, Emit, Rendezvous, Session, Step, StepCounts
+from pibench.backends.crypten import products
 from pibench.backends.crypten.compat import import_crypten
 from pibench.backends.crypten.meter import Meter, meter_dealer_side
 from pibench.backends.crypten.ops import CrypTenOps
@@ -150,7 +151,9 @@ class CrypTenSession(Session):
         seed: int = 0,
     ) -> None:
         torch.set_num_threads(1)  # two parties share the machine's cores; also avoids fork/thread hangs
+        products.install(settings.local_products)
         self.rank, self.settings = rank, settings
+        self.device = settings.device
         self.crypten = join(rank, rendezvous, settings, timeout_s, lambda c: c.init())
         seed_generators(self.crypten, rank, seed)
         self.comm = self.crypten.communicator.get()
@@ -158,7 +161,7 @@ class CrypTenSession(Session):
         self.meter = Meter(rank, WORLD_SIZE, dealer_rank=dealer, on_op=on_op)
         self.meter.attach(self.comm)
         fs = settings.functions
-        self.ops = CrypTenOps(self.meter, settings.gelu, settings.softmax, fs.max_method)
+        self.ops = CrypTenOps(self.meter, settings.gelu, settings.softmax, fs.max_method, settings.device)
 
     def share(
         self,
@@ -167,11 +170,12 @@ class CrypTenSession(Session):
         x: Any | None,
         x_shape: tuple[int, ...],
     ) -> tuple[dict[str, Any], Any]:
-        share = self.crypten.cryptensor
-        shared = {
-            n: share(weights[n] if weights is not None else torch.zeros(shape), src=0) for n, shape in specs.items()
-        }
-        return shared, share(x if x is not None else torch.zeros(x_shape), src=1)
+        def share(value: Any, shape: tuple[int, ...], src: int) -> Any:
+            plain = value if value is not None else torch.zeros(shape)
+            return self.crypten.cryptensor(plain.to(self.device), src=src, device=self.device)
+
+        shared = {n: share(weights[n] if weights is not None else None, shape, 0) for n, shape in specs.items()}
+        return shared, share(x, x_shape, 1)
 
     def measure(self, step: Step, weights: Mapping[str, Any], x: Any) -> tuple[Any, StepCounts]:
         self.meter.reset()
@@ -193,7 +197,11 @@ class CrypTenSession(Session):
 
     def reveal(self, y: Any) -> Any:
         self.meter.reset()
-        return exact_decode(y.reveal(), y.encoder.scale)
+        return exact_decode(y.reveal().cpu(), y.encoder.scale)
+
+    @property
+    def choices(self) -> dict[str, str]:
+        return dict(products.CHOICES)
 
     def exchange(self, obj: Any) -> list[Any]:
         both: list[Any] = [None] * WORLD_SIZE

@@ -49,12 +49,19 @@ class CrypTenSettings:
     precision_bits: fixed-point fraction bits. gelu: "tanh" (accurate through CrypTen's tanh) or
     "erf" (CrypTen's Taylor erf). softmax: "max_only" (the row maximum by CrypTen's tree reduction,
     then CrypTen's exp and reciprocal) or "crypten" (CrypTen's own `softmax`, which also computes an
-    argmax with random tie-breaking and discards it)."""
+    argmax with random tie-breaking and discards it). local_products: how a party multiplies its
+    int64 shares on the CPU (`pibench.backends.crypten.products`): "int64" (torch's int64 matmul, as
+    CrypTen does), "blocks" (exact 16-bit limbs through float64 BLAS, as CrypTen's CUDA backend does),
+    "auto" (per shape, whichever is faster on this machine; bit-identical either way). device: where
+    the parties' tensors live ("cuda": both parties on the machine's first GPU, CrypTen's own CUDA
+    path)."""
 
     provider: Literal["TFP", "TTP"] = "TFP"
     precision_bits: StrictInt = Field(16, ge=1, le=30)
     gelu: Literal["tanh", "erf"] = "tanh"
     softmax: Literal["max_only", "crypten"] = "max_only"
+    local_products: Literal["auto", "int64", "blocks"] = "auto"
+    device: Literal["cpu", "cuda"] = "cpu"
     functions: CrypTenFunctions = dataclasses.field(default_factory=CrypTenFunctions)
 
     @model_validator(mode="after")
