@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import torch
 
-from pibench.backends.base import Backend, Emit, Rendezvous, Session, StepCounts
+from pibench.backends.base import SPREAD, Backend, Emit, Rendezvous, Session, StepCounts
 from pibench.errors import PibenchError
 from pibench.interp.plaintext import TorchModel, TorchOps
 from pibench.model import input_stage, layer, layer_weight_specs
@@ -44,7 +44,7 @@ class PartyOptions:
     timeout_s: float = 45.0  # longest wait for the other party in any exchange
     gelu: str = "tanh"  # the GELU form the backend computes (`Backend.reference_gelu`)
     exact: bool = True  # the backend's counts are deterministic (`Backend.count_tolerance` empty)
-    passes: int = 2  # passes of a step that stands for several layers (`Backend.passes`)
+    repeats: int = 3  # runs of each step (the suite's `repeats`, else `Backend.repeats`)
     warm_up: bool = True  # an unmeasured pass before this variant (`Backend.warm_up`)
 
 
@@ -97,33 +97,37 @@ def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None) -> Any:
 
 
 def _timed_step(
-    session: Session,
-    weights: Any,
-    x: Any,
-    cfg: Any,
-    label: str,
-    index: int | None,
-    times: int,
-    exact: bool,
-    passes: int,
+    session: Session, weights: Any, x: Any, cfg: Any, label: str, index: int | None, repeats: int, exact: bool
 ) -> tuple[Any, StepCounts]:
-    """Run one step; one that stands for several layers runs `passes` times and keeps the fastest
-    pass's counts (its time is multiplied, so one-off noise would be too), while the walk continues
-    from the first pass's output (so that which pass was fastest cannot change the result). With a
-    backend whose counts are deterministic (`exact`), every pass must move the same bytes."""
-    first: Any = None
-    best: StepCounts | None = None
-    for n in range(passes if times > 1 else 1):
+    """Run one step `repeats` times: its counts are the median pass's (by seconds), with the fastest
+    and slowest passes' seconds in `spread`; the walk continues from the first pass's output (so that
+    timing cannot change the result). With a backend whose counts are deterministic (`exact`), every
+    pass must move the same bytes."""
+    outputs, passes = [], []
+    for _ in range(repeats):
         y, counts = session.measure(lambda ops, w, h: _run(ops, w, h, cfg, index), weights, x)
-        moved = (counts.total().sent, counts.total().rounds)
-        if exact and best and moved != (best.total().sent, best.total().rounds):
+        if (
+            exact
+            and passes
+            and (counts.total().sent, counts.total().rounds)
+            != (
+                passes[0].total().sent,
+                passes[0].total().rounds,
+            )
+        ):
             raise RuntimeError(f"{label}: two passes moved different bytes or rounds")
-        if n == 0:
-            first = y
-        if best is None or counts.wall_s < best.wall_s:
-            best = counts
-    assert best is not None
-    return first, best
+        outputs.append(y)
+        passes.append(counts)
+    ordered = sorted(passes, key=lambda c: c.wall_s)
+    median = ordered[len(ordered) // 2]
+    comm = sorted(c.total().comm_s for c in passes)
+    median.spread = {
+        "wall_s_min": ordered[0].wall_s,
+        "wall_s_max": ordered[-1].wall_s,
+        "comm_s_min": comm[0],
+        "comm_s_max": comm[-1],
+    }
+    return outputs[0], median
 
 
 def _reference(
@@ -162,9 +166,17 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
             session.measure(lambda ops, w, h: layer(ops, w, h, cfg, layers[0]), weights, x)
             emit({"event": "warm-up", "variant": entry.name})
         for label, times, index in _steps(sample):
-            x, counts = _timed_step(session, weights, x, cfg, label, index, times, opts.exact, opts.passes)
+            x, counts = _timed_step(session, weights, x, cfg, label, index, opts.repeats, opts.exact)
             total.add(counts, times)
-            step_log.append({"step": label, "stands_for": times, **counts.total().to_json(), "wall_s": counts.wall_s})
+            step_log.append(
+                {
+                    "step": label,
+                    "stands_for": times,
+                    **counts.total().to_json(),
+                    "wall_s": counts.wall_s,
+                    "passes": opts.repeats,
+                }
+            )
             emit({"event": "step", "variant": entry.name, "step": label, "stands_for": times})
         out = session.reveal(x)
     error = reference = None
@@ -175,6 +187,7 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         "rank": rank,
         **total.total().to_json(),
         "wall_s": total.wall_s,
+        **total.spread,
         "by_kind": {k: c.to_json() for k, c in total.by_kind.items()},
         "dealer": total.dealer.to_json(),
         "counters": total.own,
@@ -183,16 +196,15 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         "max_abs_reference": reference,
         "layers_measured": {str(i): sample[i] for i in layers},
         "steps": step_log,
+        "choices": session.choices,
     }
 
 
 def _merged(counts: list[dict[str, Any]]) -> dict[str, Any]:
     """Both parties' counts as one: bytes = sent by both (each byte once, both directions); rounds
     and seconds = the larger party's (they run in lockstep)."""
-    return {
-        "bytes": sum(c["sent"] for c in counts),
-        **{key: max(c[key] for c in counts) for key in ("rounds", "wall_s", "comm_s")},
-    }
+    keys = ("rounds", "wall_s", "comm_s", *(k for k in SPREAD if k in counts[0]))
+    return {"bytes": sum(c["sent"] for c in counts), **{key: max(c[key] for c in counts) for key in keys}}
 
 
 def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict[int, str]) -> dict[str, Any]:
@@ -204,6 +216,7 @@ def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict
     dealer = [p["dealer"] for p in parties]
     return {
         "sampled": not full,
+        "repeats": first["steps"][0]["passes"],
         "layers_measured": first["layers_measured"],
         **_merged(parties),
         "max_abs_error": error if error == error and error not in (float("inf"),) else None,
@@ -250,7 +263,10 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str
     """Run every variant of the suite as party `opts.rank`; returns the merged measurements."""
     settings = opts.suite.settings
     opts = dataclasses.replace(
-        opts, gelu=backend.reference_gelu(settings), exact=not backend.count_tolerance, passes=backend.passes
+        opts,
+        gelu=backend.reference_gelu(settings),
+        exact=not backend.count_tolerance,
+        repeats=opts.suite.repeats or backend.repeats,
     )
     session = backend.session(
         opts.rank, opts.rendezvous, settings, opts.timeout_s, on_op=_ticker(emit), seed=opts.suite.seed

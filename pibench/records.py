@@ -26,7 +26,7 @@ from pibench.backends import BACKENDS
 from pibench.calibration.fit import predictions_for
 from pibench.config import ModelConfig
 from pibench.errors import PibenchError, shorten
-from pibench.machine import environment, package_version
+from pibench.machine import environment, fingerprint, package_version
 from pibench.opkinds import KINDS
 from pibench.suite import Suite
 
@@ -41,6 +41,7 @@ UNITS = {
     "rounds": "blocking exchanges (communicator calls) of the party with more of them",
     "wall_s": "seconds of the forward pass, secret-sharing of weights and input excluded",
     "comm_s": "seconds inside exchanges",
+    "wall_s_min": "the fastest of each step's repeated passes, summed like wall_s (wall_s: the median pass)",
     "dealer": "traffic between party 0 and a trusted third party dealing triples (offline material), "
     "bytes both ways; not in bytes",
     "peak_rss_bytes": "peak resident memory of each party process during the variant",
@@ -75,9 +76,19 @@ class PartyCounts(_Strict):
 class StepRecord(PartyCounts):
     step: str
     stands_for: Positive
+    passes: Positive  # runs of the step; its seconds are the median pass's
 
 
-class PartyRecord(PartyCounts):
+class Spread(_Strict):
+    """The fastest and slowest of a step's repeated passes, summed over the stack like the median."""
+
+    wall_s_min: Seconds
+    wall_s_max: Seconds
+    comm_s_min: Seconds
+    comm_s_max: Seconds
+
+
+class PartyRecord(PartyCounts, Spread):
     rank: Count
     role: str
     by_kind: dict[str, PartyCounts]
@@ -85,6 +96,7 @@ class PartyRecord(PartyCounts):
     counters: dict[str, Count]
     peak_rss_bytes: Count
     steps: list[StepRecord]
+    choices: dict[str, str] = Field(default_factory=dict)  # the backend's own choices (local products per shape)
 
 
 class DealerTotals(_Strict):
@@ -92,8 +104,9 @@ class DealerTotals(_Strict):
     rounds: Count
 
 
-class Measured(_Strict):
+class Measured(Spread):
     sampled: bool
+    repeats: Positive  # runs of each step: seconds are medians, with the spread beside
     layers_measured: dict[str, Positive]
     bytes: Positive
     rounds: Positive
@@ -132,6 +145,7 @@ class Predicted(_Strict):
     minutes: dict[str, Seconds]
     by_kind: dict[str, PredictedKind]
     calibration: str
+    time_model: str  # "this machine", or which other machine the seconds were fitted on
 
 
 class NonlinearGroup(_Strict):
@@ -236,6 +250,7 @@ class Environment(_Strict):
     python: str
     packages: dict[str, str | None]
     git: Git | None
+    fingerprint: dict[str, Any]  # what a time model holds for (`pibench.machine.fingerprint`)
 
 
 class Record(_Strict):
@@ -288,7 +303,7 @@ def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str
             "settings": suite.settings_dict,
         },
         "run": {"seed": suite.seed, "project": [p.name for p in suite.project], **run},
-        "environment": environment(),
+        "environment": environment() | {"fingerprint": fingerprint(suite.settings_dict)},
         "units": UNITS,
         "variants": [
             {

@@ -92,6 +92,10 @@ def measured_by(record: dict[str, Any]) -> str:
     exactly = "exactly" if impl is None or not impl.count_tolerance else "(counts vary a little between identical runs)"
     how = "every layer measured" if run["full"] else f"layers sampled, bytes and rounds extrapolated {exactly}"
     backend = impl.describe(b["settings"], b["version"]) if impl else b["protocol"]
+    chosen = [c for v in record["variants"] for p in v["measured"]["parties"] for c in p.get("choices", {}).values()]
+    if chosen:
+        tally = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen)))
+        backend += f" (chosen per product shape: {tally})"
     return (
         f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
         f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores"

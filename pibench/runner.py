@@ -109,7 +109,16 @@ class _Parties:
         roles = backend.ranks(self.suite.settings)
         rendezvous, listener = (self.link.rendezvous, None) if self.link else backend.local_rendezvous(len(roles))
         suite = self.suite
-        payload = json.dumps({"path": suite.path, "text": suite.text, "digest": suite.digest, "backend": suite.backend})
+        payload = json.dumps(
+            {
+                "path": suite.path,
+                "text": suite.text,
+                "digest": suite.digest,
+                "backend": suite.backend,
+                "device": getattr(suite.settings, "device", None),
+                "repeats": suite.repeats,
+            }
+        )
         try:
             for rank, role in roles.items():
                 fd = listener.fileno() if listener and rank == 0 else None

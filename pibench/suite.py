@@ -9,6 +9,7 @@
         overrides: {ffn_blocks_kept: 6}
         name: pruned6                 # optional key in results (default: the variant name)
     seed: 0                           # synthetic weights and input of MPC runs
+    repeats: 3                        # runs of each measured step (default: the backend's)
     backend: crypten                  # pibench.backends; default crypten
     crypten:                          # that backend's settings (its settings schema), defaults if absent
       provider: TFP
@@ -47,7 +48,8 @@ MAX_BYTES = 256 * 1024
 MAX_NODES = 20_000
 MAX_DEPTH = 32
 MAX_DIM = 2**31 - 1
-MAX_SEED = 2**62  # the parties seed torch generators with seed and seed + 1
+MAX_SEED = 2**62
+MAX_REPEATS = 100  # the parties seed torch generators with seed and seed + 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a file-name part: no '/', no leading '.', no NUL
 
 Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
@@ -89,6 +91,7 @@ class SuiteSpec:
     name: Name | None = None
     description: StrictStr = Field("", max_length=1000)
     seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
+    repeats: StrictInt | None = Field(None, ge=1, le=MAX_REPEATS)
     backend: StrictStr = DEFAULT_BACKEND
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
 
@@ -130,6 +133,7 @@ class Suite:
     source: dict[str, Any]  # the YAML as loaded, for result records
     text: str  # the file's text as read (parties get this, never the file again)
     seed: int = 0  # of the synthetic weights and inputs of MPC runs
+    repeats: int | None = None  # runs of each measured step (None: the backend's default)
     backend: str = DEFAULT_BACKEND
     settings: Any = None  # the backend's settings (its `settings_type`)
     emulate: NetworkProfile | None = None
@@ -146,6 +150,7 @@ class Suite:
         what = {
             "dims": self.dims,
             "seed": self.seed,
+            "repeats": self.repeats,
             "backend": self.backend,
             "settings": self.settings_dict,
             "entries": [(e.name, e.variant.name, e.config.as_dict()) for e in self.entries],
@@ -334,9 +339,16 @@ def _profiles(file: _SuiteFile, spec: SuiteSpec) -> tuple[NetworkProfile | None,
     return emulate, tuple(project)
 
 
-def load_suite(path: str | Path, text: str | None = None, backend: str | None = None) -> Suite:
+def load_suite(
+    path: str | Path,
+    text: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    repeats: int | None = None,
+) -> Suite:
     """Read, validate and resolve a suite file (or `text` said to come from `path`), run by its
-    `backend:` or by `backend` (a command line's --backend); any problem is a one-line `PibenchError`."""
+    `backend:` or by `backend` (a command line's --backend), on `device` where given (--device, for a
+    backend whose settings have one); any problem is a one-line `PibenchError`."""
     path = Path(path)
     text = read_suite_text(path) if text is None else text
     root, data = _parse(path, text)
@@ -356,6 +368,12 @@ def load_suite(path: str | Path, text: str | None = None, backend: str | None = 
         )
     backend = backend or spec.backend
     settings = _backend_settings(file, data, backend)
+    if device is not None:
+        if not hasattr(settings, "device"):
+            raise PibenchError(f"--device: backend {backend} has no device setting (it runs on the CPU)")
+        if device not in ("cpu", "cuda"):
+            raise PibenchError(f"--device must be cpu or cuda, not '{device[:20]}'")
+        settings = dataclasses.replace(settings, device=device)
     dims = {k: getattr(spec.model, k) for k in DIMENSIONS}
     try:
         ModelConfig(**dims)
@@ -372,6 +390,7 @@ def load_suite(path: str | Path, text: str | None = None, backend: str | None = 
         data,
         text,
         spec.seed,
+        repeats or spec.repeats,
         backend,
         settings,
         emulate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,20 @@ def write_suite(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
     return path
 
 
+def run_each(
+    folder: Path, runs: dict[str, tuple[Path, list[str]]], timeout: float = 300
+) -> dict[str, tuple[Path, dict]]:
+    """`pibench run SUITE OPTIONS` for each label's (suite, options), one after the other; each
+    label's record path and content (a failed run fails the test with its stderr)."""
+    records = {}
+    for label, (suite, options) in runs.items():
+        out = folder / f"{label}.json"
+        proc = run_cli("run", str(suite), *options, "--out", str(out), "--no-progress", timeout=timeout)
+        assert proc.returncode == 0, proc.stderr
+        records[label] = (out, json.loads(out.read_text()))
+    return records
+
+
 def party_processes(run_pid: int) -> dict[int, psutil.Process]:
     """The `pibench party` processes below `run_pid`, by rank; processes that end meanwhile are skipped."""
     found = {}
@@ -51,6 +66,7 @@ def fake_measured(gb: float, seconds: float, *, usable: bool = True, rounds: int
     by_kind = {k: {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0} for k in KINDS}
     by_kind["linear"] = {"bytes": total, "rounds": rounds, "wall_s": seconds, "comm_s": 1.0}
     zero = {"sent": 0, "received": 0, "rounds": 0, "comm_s": 0.0, "wall_s": 0.0}
+    spread = {"wall_s_min": seconds, "wall_s_max": seconds, "comm_s_min": 1.0, "comm_s_max": 1.0}
     party = {
         "sent": total // 2,
         "received": total // 2,
@@ -62,9 +78,12 @@ def fake_measured(gb: float, seconds: float, *, usable: bool = True, rounds: int
         "counters": {},
         "peak_rss_bytes": 1,
         "steps": [],
+        **spread,
     }
     return {
         "sampled": True,
+        "repeats": 3,
+        **spread,
         "layers_measured": {"0": 12},
         "bytes": total,
         "rounds": rounds,

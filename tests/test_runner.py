@@ -212,3 +212,17 @@ def test_runs_are_reproducible(tmp_path):
             [v["measured"]["max_abs_error"] for v in json.loads((tmp_path / f"r{n}.json").read_text())["variants"]]
         )
     assert errors[0] == errors[1] and errors[0] != errors[2]
+
+
+def test_repeated_steps_give_a_median_and_a_spread(all_variants, tmp_path):
+    _, rec = all_variants
+    m = next(v for v in rec["variants"] if v["name"] == "sm_ln_g")["measured"]
+    # CrypTen's default: every step three times; the median pass, between the fastest and slowest
+    assert m["repeats"] == 3 and all(s["passes"] == 3 for s in m["parties"][0]["steps"])
+    assert 0 < m["wall_s_min"] <= m["wall_s"] <= m["wall_s_max"]
+    assert m["comm_s_min"] <= m["comm_s_max"]
+    suite = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\n")
+    proc = run_cli("run", str(suite), "--repeats", "1", "--out", str(tmp_path / "r.json"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    one = json.loads((tmp_path / "r.json").read_text())["variants"][0]["measured"]
+    assert one["repeats"] == 1 and one["wall_s_min"] == one["wall_s"] == one["wall_s_max"]

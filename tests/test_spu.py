@@ -17,7 +17,7 @@ import pytest
 
 from pibench.opkinds import KINDS
 from pibench.procs import kill_tree
-from tests.conftest import ROOT, party_processes, run_cli, run_parties, write_suite
+from tests.conftest import ROOT, party_processes, run_cli, run_each, run_parties, write_suite
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("spu") is None, reason="spu is not installed here")
 
@@ -29,13 +29,7 @@ def both(tmp_path_factory):
     """The tiny suite under SPU and under CrypTen."""
     tmp = tmp_path_factory.mktemp("spu")
     suite = write_suite(tmp, TINY)
-    records = {}
-    for backend in ("spu", "crypten"):
-        out = tmp / f"{backend}.json"
-        proc = run_cli("run", str(suite), "--backend", backend, "--out", str(out), "--no-progress", timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        records[backend] = (out, json.loads(out.read_text()))
-    return suite, records
+    return suite, run_each(tmp, {b: (suite, ["--backend", b]) for b in ("spu", "crypten")})
 
 
 def test_two_parties_count_every_kind(both):

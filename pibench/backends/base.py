@@ -48,6 +48,9 @@ class Counts:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+SPREAD = ("wall_s_min", "wall_s_max", "comm_s_min", "comm_s_max")
+
+
 @dataclass
 class StepCounts:
     """One measured step of one party: counts per operation kind (every kind of `KINDS`), traffic
@@ -57,7 +60,9 @@ class StepCounts:
     by_kind: dict[str, Counts] = field(default_factory=lambda: {k: Counts() for k in KINDS})
     dealer: Counts = field(default_factory=Counts)
     own: dict[str, int] = field(default_factory=dict)
-    wall_s: float = 0.0  # seconds of the whole step
+    wall_s: float = 0.0  # seconds of the whole step (the median pass, where a step was repeated)
+    # the fastest and slowest passes' seconds, of the step and of its time inside exchanges
+    spread: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SPREAD, 0.0))
 
     def total(self) -> Counts:
         out = Counts()
@@ -70,6 +75,8 @@ class StepCounts:
             self.by_kind[kind].add(counts, times)
         self.dealer.add(other.dealer, times)
         self.wall_s += other.wall_s * times
+        for key in SPREAD:
+            self.spread[key] += other.spread[key] * times
         for key, n in other.own.items():
             self.own[key] = self.own.get(key, 0) + n * times
 
@@ -141,6 +148,12 @@ class Session(ABC):
         return None
 
     @property
+    def choices(self) -> dict[str, str]:
+        """What the backend chose for itself along the way (e.g. how it computed each shape of local
+        product), for the record."""
+        return {}
+
+    @property
     def dealer_lifetime(self) -> Counts | None:
         """All traffic with a dealer since joining (None: no dealer), for the conservation check."""
         return None
@@ -163,9 +176,10 @@ class Backend(ABC):
     count_tolerance: ClassVar[dict[str, float]] = {}
     # Timing: an unmeasured warm-up pass before each variant ("variant") or only before a session's
     # first ("session": for a backend whose one-time setup dominates and whose layers take minutes),
-    # and how many passes a step that stands for several layers takes (the fastest is kept).
+    # and how many times each step runs when neither the suite nor the command line says (its time
+    # is the median pass, with the fastest and slowest recorded).
     warm_up: ClassVar[str] = "variant"
-    passes: ClassVar[int] = 2
+    repeats: ClassVar[int] = 3
     # A round is one blocking round trip (CrypTen's communicator calls), so latency projections add
     # rounds x RTT; where rounds only bound the round trips from above (SPU's messages), they do not.
     rounds_are_round_trips: ClassVar[bool] = True

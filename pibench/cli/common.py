@@ -28,10 +28,29 @@ def seconds(text: str) -> float:
 
 def add_backend_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", metavar="NAME", help="run under this backend instead of the suite's `backend:`")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), help="where the parties' tensors live (backends that have the setting)"
+    )
+
+
+def repeats(text: str) -> int:
+    """An argparse type: runs of each measured step, 1 to MAX_REPEATS."""
+    from pibench.suite import MAX_REPEATS
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_REPEATS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_REPEATS}, not '{text[:20]}'")
+    return int(text)
 
 
 def add_run_options(parser: argparse.ArgumentParser, timeout_s: float, timeout_help: str) -> None:
     add_backend_option(parser)
+    parser.add_argument(
+        "--repeats",
+        type=repeats,
+        metavar="N",
+        help="run each measured step N times: times are medians, the spread is recorded "
+        "(default: the suite's `repeats`, else the backend's: 3 for CrypTen, 1 for SPU)",
+    )
     parser.add_argument("--full", action="store_true", help="measure every layer instead of one per layer kind")
     parser.add_argument("--out", help="record path (default: results/SUITE-TIME.json, never overwriting one)")
     parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S", help=timeout_help)

@@ -46,13 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _suite(args: argparse.Namespace) -> Suite:
     """The suite file, or (`-`, from `pibench run`) the validated text the runner sends on stdin."""
     if args.suite != "-":
-        return load_suite(args.suite, backend=args.backend)
+        return load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
     try:
         given = json.loads(sys.stdin.readline())
-        path, text, digest, backend = given["path"], given["text"], given["digest"], given["backend"]
+        path, text, digest = given["path"], given["text"], given["digest"]
+        backend, device, repeats = given["backend"], given["device"], given["repeats"]
     except (ValueError, TypeError, KeyError):
         raise PibenchError("suite '-': stdin holds no suite as `pibench run` sends it; give a suite file") from None
-    suite = load_suite(path, text=text, backend=backend)
+    suite = load_suite(path, text=text, backend=backend, device=device, repeats=repeats)
     if suite.digest != digest:
         raise PibenchError("the suite sent by pibench run does not match its digest")
     return suite

@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     from pibench.network import parse_profile
     from pibench.runner import run_local
 
-    suite = load_suite(args.suite, backend=args.backend)
+    suite = load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
     profile = parse_profile(args.emulate) if args.emulate else suite.emulate
     refuse_late_failures(suite, args)
     print(suite_header(suite), file=sys.stderr, flush=True)

@@ -36,7 +36,7 @@ class SPU(Backend):
     # the first operations of a session set up OT and HE keys (a 128x768 by 768x768 product: 30 MB the
     # first time, 10.85 MB after); a GPT-2 layer takes minutes on 2 cores
     warm_up = "session"
-    passes = 1
+    repeats = 1
     rounds_are_round_trips = False  # its messages: SPU pipelines them
 
     def party_memory(self, cfg: ModelConfig, weights: int) -> int:
