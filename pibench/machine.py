@@ -6,6 +6,7 @@ import os
 import platform
 import socket
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,28 @@ def environment() -> dict[str, Any]:
         "packages": {p: package_version(p) for p in PACKAGES},
         "git": git_info(),
     }
+
+
+# Backend settings that change how fast a party computes, never what it sends: a calibration made
+# under other values still predicts bytes and rounds exactly, only its seconds may be off.
+TIME_SETTINGS = ("device", "local_products")
+
+
+def fingerprint(settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a time model holds for: the CPU and its cores, the threads a party computes with, and the
+    backend settings of `TIME_SETTINGS` (where a backend has them)."""
+    settings = settings or {}
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count() or 1,
+        "threads_per_party": 1,
+        "device": settings.get("device", "cpu"),
+        "local_products": settings.get("local_products"),
+    }
+
+
+def same_machine(recorded: Mapping[str, Any] | None) -> bool:
+    """Whether a recorded fingerprint's CPU, cores and threads are this machine's."""
+    here = fingerprint()
+    keys = ("cpu_model", "cpu_count", "threads_per_party")
+    return recorded is not None and all(recorded.get(k) == here[k] for k in keys)

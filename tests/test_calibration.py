@@ -87,3 +87,68 @@ def test_calibrate_reproduces_the_shipped_exact_models(tmp_path):
 def test_missing_calibration_file():
     with pytest.raises(PibenchError, match=r"calibration 'nope\.json' not found"):
         load_calibration("nope.json")
+
+
+def test_predictions_say_where_their_time_model_comes_from(tmp_path):
+    here = run_cli("cost", "suites/smoke.yaml", "--predict")
+    assert "time model from this machine" in here.stdout  # the shipped calibration was measured here
+    other = json.loads(SHIPPED.read_text())
+    other["fingerprint"] |= {"cpu_model": "AMD EPYC (family 23, model 49)"}
+    other["environment"]["cpu_model"] = "AMD EPYC (family 23, model 49)"
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    proc = run_cli("cost", "suites/smoke.yaml", "--predict", "--calibration", str(path), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    said = json.loads(proc.stdout)[0]["predicted"]["time_model"]
+    assert said.startswith("another machine (AMD EPYC (family 23, model 49), ")
+    assert "pibench calibrate --quick" in said
+
+
+def test_other_local_products_keep_counts_and_flag_seconds(tmp_path):
+    """Local products change a party's seconds, not its traffic: a suite multiplying by int64 gets the
+    shipped (auto) calibration's bytes and rounds, and a time model that says it was fitted otherwise."""
+    suite = write_suite(
+        tmp_path, "model: {L: 1, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\ncrypten: {local_products: int64}\n"
+    )
+    proc = run_cli("cost", str(suite), "--predict", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    said = json.loads(proc.stdout)[0]["predicted"]
+    assert said["time_model"].startswith("this machine under other settings (local_products auto there, int64 here)")
+    default = write_suite(tmp_path, "model: {L: 1, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n", "d.yaml")
+    same = json.loads(run_cli("cost", str(default), "--predict", "--format", "json").stdout)[0]["predicted"]
+    assert (said["bytes"], said["rounds"]) == (same["bytes"], same["rounds"]) and same["time_model"] == "this machine"
+    precision = write_suite(
+        tmp_path, "model: {L: 1, H: 2, d: 32, T: 8}\nvariants: [sm]\ncrypten: {precision_bits: 20}\n", "p.yaml"
+    )
+    refused = run_cli("cost", str(precision), "--predict")
+    assert refused.returncode == 2 and "(differ: precision_bits)" in refused.stderr
+
+
+def test_the_time_fit_predicts_a_held_out_size():
+    """The time model's method on data it was not fitted to: seconds of a known per-call, per-byte and
+    per-MAC cost (with 5% noise) at three sizes, and a fourth, twice the largest, held out."""
+    from pibench.calibration.fit import nnls_fit
+
+    def seconds(calls, byts, rounds, macs):  # 2 ms a call, 1 ns a byte, 0.1 ms a round, 0.05 ns a MAC
+        return 2e-3 * calls + 1e-9 * byts + 1e-4 * rounds + 5e-11 * macs
+
+    sizes = [(1.0, 1e6, 10, 1e8), (1.0, 4e6, 10, 8e8), (1.0, 8e6, 10, 3e9)]
+    noise = [1.05, 0.95, 1.03]
+    coef = nnls_fit([(list(f), seconds(*f) * n) for f, n in zip(sizes, noise, strict=True)])
+    held_out = (1.0, 16e6, 10, 6e9)
+    predicted = sum(c * f for c, f in zip(coef, held_out, strict=True))
+    # 2e-3 + 0.016 + 1e-3 + 0.3 = 0.319 s
+    assert abs(predicted / seconds(*held_out) - 1) < 0.25
+
+
+def test_quick_mode_refits_seconds_only(tmp_path):
+    out = tmp_path / "quick.json"
+    proc = run_cli("calibrate", "--quick", "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    mine, shipped = json.loads(out.read_text()), json.loads(SHIPPED.read_text())
+    assert mine["quick"] is True and mine["fingerprint"]["cpu_count"] >= 1
+    for kind, model in shipped["models"].items():
+        assert {k: v for k, v in mine["models"][kind].items() if k not in ("wall_s", "comm_s")} == {
+            k: v for k, v in model.items() if k not in ("wall_s", "comm_s")
+        }
+        assert len(mine["models"][kind]["wall_s"]) == len(model["wall_s"])

@@ -31,6 +31,7 @@ from typing import Any
 from pibench.backends import BACKENDS
 from pibench.errors import PibenchError
 from pibench.interp.symbolic import Tally
+from pibench.machine import TIME_SETTINGS, fingerprint, same_machine
 from pibench.network import NetworkProfile, project
 from pibench.opkinds import CALLS
 
@@ -54,15 +55,29 @@ class Calibration:
     def backend(self) -> str:
         return self.data["backend"]
 
+    def time_model(self, settings: dict[str, Any]) -> str:
+        """Where its seconds were fitted, for a run under `settings`: "this machine", or what differs
+        (another machine, or this one computing another way), with the remedy."""
+        remedy = "seconds may be far off here; `pibench calibrate --quick [--suite SUITE]` refits them on this machine"
+        recorded = self.data.get("fingerprint")
+        if not same_machine(recorded):
+            env = self.data.get("environment", {})
+            cpu = f"{env.get('cpu_model', 'an unnamed CPU')}, {env.get('cpu_count', '?')} cores"
+            return f"another machine ({cpu}): {remedy}"
+        here = fingerprint(settings)
+        differ = [f"{k} {recorded.get(k)} there, {here[k]} here" for k in TIME_SETTINGS if recorded.get(k) != here[k]]
+        return f"this machine under other settings ({'; '.join(differ)}): {remedy}" if differ else "this machine"
+
     def check_settings(self, backend: str, settings: dict[str, Any], what: str) -> None:
+        """Refuse a calibration whose counts do not hold for `settings` (`TIME_SETTINGS` change only
+        seconds, which `time_model` reports)."""
         if backend != self.backend:
             raise PibenchError(f"calibration '{self.path}' is of backend {self.backend}, not {backend} as {what}")
-        if settings != self.data["settings"]:
-            diff = sorted(
-                k
-                for k in settings.keys() | self.data["settings"].keys()
-                if self.data["settings"].get(k) != settings.get(k)
-            )
+        ours = self.data["settings"]
+        diff = sorted(
+            k for k in settings.keys() | ours.keys() if ours.get(k) != settings.get(k) and k not in TIME_SETTINGS
+        )
+        if diff:
             raise PibenchError(
                 f"calibration '{self.path}' was measured under other {backend} settings than {what} "
                 f"(differ: {', '.join(diff)}); run `pibench calibrate --suite SUITE` for them"
@@ -166,7 +181,9 @@ def nnls_fit(rows: list[tuple[list[float], float]]) -> list[float]:
     return [float(c) for c in coef / scale]
 
 
-def predict_cost(cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = ()) -> dict[str, Any]:
+def predict_cost(
+    cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = (), settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles`
     (the two parties send equal halves of the bytes)."""
     p = cal.predict(tally)
@@ -181,6 +198,7 @@ def predict_cost(cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfi
         "minutes": minutes,
         "by_kind": p["by_kind"],
         "calibration": cal.path,
+        "time_model": cal.time_model(cal.data["settings"] if settings is None else settings),
     }
 
 
@@ -192,6 +210,6 @@ def predictions_for(
     try:
         cal = shipped_calibration(backend)
         cal.check_settings(backend, settings, "this run")
-        return [predict_cost(cal, t, profiles) for t in tallies]
+        return [predict_cost(cal, t, profiles, settings) for t in tallies]
     except PibenchError:
         return [None] * len(tallies)

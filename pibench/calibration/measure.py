@@ -12,7 +12,7 @@ from typing import Any
 from pibench.backends import BACKENDS
 from pibench.calibration.fit import SCHEMA_VERSION, exact_fit, nnls_fit, time_features
 from pibench.errors import PibenchError
-from pibench.machine import environment
+from pibench.machine import environment, fingerprint
 from pibench.opkinds import CALLS
 from pibench.procs import die_with_parent, kill_tree
 from pibench.records import now
@@ -161,12 +161,26 @@ def _time_models(pair: OpPair, backend: str, models: dict[str, Any], progress: C
 
 
 def calibrate(
-    backend: str, settings: Any, max_row_length: int = 1024, progress: Callable[[str], None] = print
+    backend: str,
+    settings: Any,
+    max_row_length: int = 1024,
+    progress: Callable[[str], None] = print,
+    quick_from: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure and fit; returns the calibration file's content."""
+    """Measure and fit; returns the calibration file's content. `quick_from` (a calibration of the same
+    backend and settings): keep its byte and round models and refit only the seconds on this machine."""
     pair = OpPair(backend, settings)
     try:
-        if BACKENDS.get(backend).count_tolerance:
+        if quick_from is not None:
+            models = json.loads(json.dumps(quick_from["models"]))
+            max_row_length = quick_from["max_row_length"]
+            fitted = _fitted_models(pair, backend, progress) if BACKENDS.get(backend).count_tolerance else None
+            if fitted:
+                for name, model in fitted.items():
+                    models[name] |= {"wall_s": model["wall_s"], "comm_s": model["comm_s"]}
+            else:
+                _time_models(pair, backend, models, progress)
+        elif BACKENDS.get(backend).count_tolerance:
             models = _fitted_models(pair, backend, progress)
         else:
             models = _exact_models(pair, progress)
@@ -181,6 +195,8 @@ def calibrate(
         "created": now(),
         "settings": settings_dict(settings),
         "environment": environment(),
+        "fingerprint": fingerprint(settings_dict(settings)),
+        "quick": quick_from is not None,  # seconds refitted here over another calibration's bytes and rounds
         "max_row_length": max_row_length,
         "models": models,
         "units": {"bytes": "sent by both parties", "wall_s": "seconds", "comm_s": "seconds in exchanges"},

@@ -14,8 +14,10 @@ from pibench.suite import load_suite
 HELP = "microbenchmark a backend's operations and fit the model behind `pibench cost --predict`"
 EPILOG = """\
 Bytes and rounds are fitted exactly (they are deterministic); seconds are fitted to GPT-2-sized
-samples on this machine. The file records the settings and the machine. With the defaults it
-rebuilds the calibration shipped in pibench/data/calibration-crypten-default.json (about 5 minutes).
+samples on this machine. The file records the settings and the machine (its fingerprint: CPU, cores,
+threads, device, local products); predictions say when their time model comes from another machine.
+With the defaults it rebuilds the calibration shipped in pibench/data/calibration-crypten-default.json
+(about 6 minutes); --quick refits only the seconds of an existing one on this machine (2-3 minutes).
 """
 MAX_ROW_LENGTH = 8192
 
@@ -27,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="calibration.json", help="calibration file to write")
     parser.add_argument("--suite", help="take the backend and its settings from this suite (default: its defaults)")
     parser.add_argument("--max-row-length", type=int, default=1024, help="longest softmax row (T) to tabulate")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="keep a calibration's bytes and rounds and refit only its seconds on this machine (a few minutes)",
+    )
+    parser.add_argument(
+        "--calibration", metavar="FILE", help="with --quick: the calibration to start from (default: the shipped one)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -38,9 +48,20 @@ def main(args: argparse.Namespace) -> int:
         raise PibenchError(f"--backend {backend}: suite '{args.suite}' runs backend {suite.backend}")
     settings = suite.settings if suite else BACKENDS.get(backend).default_settings()
     check_writable(args.out)
+    if args.calibration and not args.quick:
+        raise PibenchError("--calibration goes with --quick")
+    base = None
+    if args.quick:
+        from dataclasses import asdict
+
+        from pibench.calibration.fit import load_calibration, shipped_calibration
+
+        base = load_calibration(args.calibration) if args.calibration else shipped_calibration(backend)
+        base.check_settings(backend, asdict(settings), "these settings")
     from pibench.calibration.measure import calibrate
 
-    data = calibrate(backend, settings, args.max_row_length, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    data = calibrate(backend, settings, args.max_row_length, progress, base.data if base else None)
     path = write_record(args.out, data)
     print(json.dumps({"calibration": str(path), "backend": backend, "settings": data["settings"]}, indent=1))
     return 0

@@ -55,13 +55,14 @@ def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[l
     about = (
         f"predicted for {backend.describe(cal.data['settings'], env['packages'].get(backend.package))} from "
         f"calibration '{cal.path}' (measured {cal.data['created']} on {env['cpu_count']} cores of "
-        f"{env.get('cpu_model', 'an unnamed CPU')}); bytes sent by both parties"
+        f"{env.get('cpu_model', 'an unnamed CPU')}); bytes sent by both parties; "
+        f"time model from {cal.time_model(suite.settings_dict)}"
     )
-    return [predict_cost(cal, c.tally, profiles) for c in costs], about
+    return [predict_cost(cal, c.tally, profiles, suite.settings_dict) for c in costs], about
 
 
 def main(args: argparse.Namespace) -> int:
-    suite = load_suite(args.suite, backend=args.backend)
+    suite = load_suite(args.suite, backend=args.backend, device=args.device)
     if (args.calibration or args.network) and not args.predict:
         raise PibenchError("--calibration and --network go with --predict")
     costs = suite_costs(suite, args.flops)
