@@ -8,4 +8,4 @@ from pibench.suite import Suite
 
 def suite_costs(suite: Suite, flops: str = "paper") -> list[VariantCost]:
     """Analytic cost of every entry of `suite`, in suite order."""
-    return [analyse(e.config, e.name, e.variant.label, flops) for e in suite.entries]
+    return [analyse(e.config, e.name, e.label, flops) for e in suite.entries]

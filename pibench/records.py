@@ -309,7 +309,7 @@ def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str
             {
                 "name": e.name,
                 "variant": e.variant.name,
-                "label": e.variant.label,
+                "label": e.label,
                 "config": e.config.as_dict(),
                 "analytic": c.to_json(),
                 "measured": m,

@@ -8,6 +8,7 @@
       - variant: sm_scfuffn_pruned    # ... or a mapping with architecture overrides
         overrides: {ffn_blocks_kept: 6}
         name: pruned6                 # optional key in results (default: the variant name)
+        label: SM + ScFuFFN (6 blocks) # optional row label (default: the variant's, plus the name if renamed)
     seed: 0                           # synthetic weights and input of MPC runs
     repeats: 3                        # runs of each measured step (default: the backend's)
     backend: crypten                  # pibench.backends; default crypten
@@ -69,6 +70,7 @@ class EntrySpec:
     variant: StrictStr
     overrides: dict[StrictStr, Any] = Field(default_factory=dict)
     name: Name | None = None
+    label: StrictStr | None = Field(None, min_length=1, max_length=60)  # its row in tables and plots
 
 
 @schema(frozen=True, config=STRICT)
@@ -116,11 +118,14 @@ KNOWN_KEYS = {
 
 @dataclass(frozen=True)
 class SuiteEntry:
-    """One resolved variant of a suite: its result key, registry entry and full config."""
+    """One resolved variant of a suite: its result key, registry entry, full config and the label of
+    its row in tables (the suite's `label:`; else the registry's, with the entry's own name added
+    where the entry renames the variant)."""
 
     name: str
     variant: Variant
     config: ModelConfig
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,10 @@ def _entries(file: _SuiteFile, data: dict[str, Any], spec: SuiteSpec, dims: dict
         name = item.name or item.variant
         if any(e.name == name for e in entries):
             raise file.error(("variants", i), f"'{name}' appears twice; give one entry a distinct 'name'")
-        entries.append(SuiteEntry(name, variant, cfg))
+        label = item.label or (variant.label if name == item.variant else f"{variant.label} ({name})")
+        if any(e.label == label for e in entries):
+            raise file.error(("variants", i), f"label '{label}' appears twice; give one entry a distinct 'label'")
+        entries.append(SuiteEntry(name, variant, cfg, label))
     return tuple(entries)
 
 

@@ -50,6 +50,14 @@ BAD = {
         "x.yaml:2: variants: List should have at least 1 item",
     ),
     "duplicate_entry": (HEAD + "  - sm_ln_g\n  - sm_ln_g\n", "x.yaml:4: variants[1]: 'sm_ln_g' appears twice"),
+    "duplicate_name": (
+        HEAD + "  - sm_ln_g\n  - variant: sm_ln_r\n    name: sm_ln_g\n",
+        "x.yaml:4: variants[1]: 'sm_ln_g' appears twice; give one entry a distinct 'name'",
+    ),
+    "duplicate_label": (
+        HEAD + "  - sm_ln_g\n  - variant: sm_ln_r\n    label: SM + LN + G\n",
+        "x.yaml:4: variants[1]: label 'SM + LN + G' appears twice; give one entry a distinct 'label'",
+    ),
     "not_a_mapping": ("- sm_ln_g\n", "x.yaml:1: a suite must be a mapping"),
     "bad_yaml": ("model: {L: 2, H: 2, d: 32, T: 8\nvariants: [sm_ln_g]\n", "x.yaml:2: invalid YAML"),
     "empty_file": ("", "x.yaml: a suite must be a mapping"),
@@ -104,3 +112,7 @@ def test_overrides_and_names(tmp_path):
     )
     suite = load_suite(path)
     assert [(e.name, e.config.ffn_blocks_kept) for e in suite.entries] == [("sm_scfuffn_pruned", 1), ("keep2", 2)]
+    # a renamed entry's row carries its name; a suite's own label wins
+    assert [e.label for e in suite.entries] == ["SM + ScFuFFN pruned", "SM + ScFuFFN pruned (keep2)"]
+    path.write_text(HEAD + "  - sm_ln_r\n  - variant: sm_ln_r\n    name: half\n    label: ReLU in half the layers\n")
+    assert [e.label for e in load_suite(path).entries] == ["SM + LN + R", "ReLU in half the layers"]
