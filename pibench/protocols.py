@@ -22,7 +22,7 @@ from pibench.errors import PibenchError
 class BackendColumns:
     """Comm./Lat./Savings of one backend, per variant name; None where it has no figure."""
 
-    label: str  # column tag: "SPU" (measured) or "SPU, predicted"
+    label: str  # column tag: "SPU" (measured) or "SPU pred."
     about: str  # the footer line
     comm_gb: dict[str, float | None]
     lat_min: dict[str, float | None]
@@ -75,7 +75,7 @@ def predicted_columns(main: dict[str, Any], backend: str, base: str | None) -> B
         f"calibration '{cal.path}' (measured {cal.data['created']} on {env['cpu_count']} cores of "
         f"{env.get('cpu_model', 'an unnamed CPU')})"
     )
-    label = f"{impl.label}, predicted"
+    label = f"{impl.label} pred."
     return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base))
 
 

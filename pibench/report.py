@@ -1,5 +1,6 @@
 """Savings tables in the papers' layout (Network Arch., PPL, #Nonlinear Ops, FLOPs, Comm., Lat.,
-Savings), measured beside published, in five formats; and the two plots.
+Savings), measured beside published: the rows and what produced them (formats: `pibench.tables`,
+plots: `pibench.plots`).
 
 Measured columns come from a run record, are tagged with its backend ("[CrypTen]"), and name their
 settings, network and what the MPC error covers in a footer; a variant whose MPC output is unusable
@@ -10,27 +11,19 @@ with their own savings against the published baseline. PPL is the published one 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
-
-from tabulate import tabulate
 
 from pibench.backends import BACKENDS
 from pibench.config import ModelConfig
 from pibench.errors import PibenchError, did_you_mean
 from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project_variant
-from pibench.notation import billions, nonlinear_notation_json
-from pibench.opkinds import KINDS
+from pibench.notation import nonlinear_notation_json
 from pibench.protocols import BackendColumns, other_backends
 from pibench.reference import PublishedRow, published_rows
 from pibench.variants import BASELINE
 
-FORMATS = ("table", "markdown", "csv", "latex", "json")
 PUBLISHED_SETUP = (
     "SecretFlow SPU, BumbleBee 2PC, two AMD EPYC 7502 machines, WAN emulated at 100 Mbit/s and 80 ms "
     "(Jha & Reagen); whether GB counts one party or both is not stated"
@@ -57,7 +50,11 @@ class Row:
     pub_save_lat: float | None
     pub_source: str | None
     projected_lat_min: dict[str, float | None]  # profile -> projected minutes (loopback records only)
+    projected_save_lat: dict[str, float | None] = field(default_factory=dict)  # against the baseline's, per profile
     usable: bool = True  # the MPC output was within the usable error (`pibench.measure`)
+    rounds: int = 0
+    max_abs_error: float = 0.0
+    peak_rss_gb: float = 0.0  # the larger party's peak resident memory, 1 GB = 1e9 B
     pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
     pred_lat_min: float | None = None
 
@@ -113,6 +110,15 @@ def _error_by(record: dict[str, Any]) -> str:
     return f"MPC error against the plaintext interpreter covers {scope}{flagged}"
 
 
+def _distinct_labels(rows: list[Row]) -> None:
+    """Rows that share a label (records made before suites gave renamed entries their own) get their
+    variant's name added, so no two rows of a table look alike."""
+    labels = [r.arch for r in rows]
+    for r in rows:
+        if labels.count(r.arch) > 1:
+            r.arch = f"{r.arch} ({r.variant})"
+
+
 def _pick_baseline(variants: list[dict[str, Any]], baseline: str | None) -> dict[str, Any] | None:
     """The baseline variant by name or registry name; an explicit one that is absent is an error."""
     name = baseline or BASELINE
@@ -156,6 +162,9 @@ def _row(
             p.name: project_variant(m, p, rtt) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
         },
         usable=m["usable"],
+        rounds=m["rounds"],
+        max_abs_error=m["max_abs_error"],
+        peak_rss_gb=max(p["peak_rss_bytes"] for p in m["parties"]) / 1e9,
     )
 
 
@@ -182,6 +191,14 @@ def build_report(
     backend = record["backend"]["name"]
     rtt = BACKENDS.get(backend).rounds_are_round_trips if backend in BACKENDS else True
     rows = [_row(rtt, v, base, published[v["name"]], pub_base, profiles, from_loopback) for v in variants]
+    _distinct_labels(rows)
+    base_row = next((r for r in rows if base and r.variant == base["name"]), None)
+    for row in rows:
+        row.projected_save_lat = {
+            p: (b / x if b and x else None)
+            for p, x in row.projected_lat_min.items()
+            for b in [base_row.projected_lat_min.get(p) if base_row else None]
+        }
     if predict:
         for row, v in zip(rows, variants, strict=True):
             pred = v.get("predicted")
@@ -219,218 +236,35 @@ def build_report(
     )
 
 
-# --- formats ------------------------------------------------------------------------------------
-
-BASE_HEADERS = (
-    "Network Arch.",
-    "PPL [pub.]",
-    "#Nonlinear Ops",
-    "FLOPs FFN",
-    "FLOPs Attn.",
-    "Comm. (GB) [{label}]",
-    "Lat. (min.) [{label}]",
-    "Savings Comm. [{label}]",
-    "Savings Lat. [{label}]",
-    "Comm. (GB) [SPU, pub.]",
-    "Lat. (min.) [SPU, pub.]",
-    "Savings Comm. [pub.]",
-    "Savings Lat. [pub.]",
-)
+# --- what a table says about itself -------------------------------------------------------------
 
 
-def _num(x: float | None, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def _times(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}×"
-
-
-def headers(rep: Report) -> list[str]:
-    tag = rep.label
-    predicted = [f"Comm. (GB) [{tag}, predicted]", f"Lat. (min.) [{tag}, predicted]"] if rep.predicted_by else []
-    base = [h.format(label=tag) for h in BASE_HEADERS]
-    others = [h.format(label=o.label) for o in rep.others for h in BASE_HEADERS[5:9]]
-    return [*base[:9], *others, *base[9:], *(f"Lat. (min.) [{tag}, {p}, proj.]" for p in rep.projections), *predicted]
-
-
-def _other_cells(r: Row, others: Sequence[BackendColumns]) -> list[str]:
-    cells = []
-    for o in others:
-        n = r.variant
-        cells += [_num(o.comm_gb[n], ".3f"), _num(o.lat_min[n], ".3f"), _times(o.save_comm[n]), _times(o.save_lat[n])]
-    return cells
-
-
-def _cells(r: Row, predict: bool = False, others: Sequence[BackendColumns] = ()) -> list[str]:
-    projected = [_num(v, ".2f") for v in r.projected_lat_min.values()]
-    predicted = [_num(r.pred_comm_gb, ".3f"), _num(r.pred_lat_min, ".3f")] if predict else []
-    return [
-        r.arch,
-        _num(r.ppl, ".2f"),
-        r.nonlinear,
-        billions(r.flops_ffn),
-        billions(r.flops_attn),
-        f"{r.comm_gb:.3f}",
-        f"{r.lat_min:.3f}",
-        _times(r.save_comm),
-        _times(r.save_lat),
-        *_other_cells(r, others),
-        _num(r.pub_comm_gb, ".2f"),
-        _num(r.pub_lat_min, ".2f"),
-        _times(r.pub_save_comm),
-        _times(r.pub_save_lat),
-        *projected,
-        *predicted,
-    ]
-
-
-def _title(rep: Report) -> str:
+def title(rep: Report, with_record: bool = True) -> str:
     dims = ", ".join(f"{k}={v}" for k, v in rep.dims.items())
-    return f"{rep.suite} ({dims})" + (f" — {rep.record}" if rep.record else "")
+    return f"{rep.suite} ({dims})" + (f" — {rep.record}" if rep.record and with_record else "")
 
 
-def _footer(rep: Report) -> list[str]:
+def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
+    """What produced each column; with `shown` (column groups), only the lines about those."""
+
+    def has(*groups: str) -> bool:
+        return shown is None or any(g in shown for g in groups)
+
     lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}.", f"{rep.error_by}."]
-    for o in rep.others:
-        lines.append(f"[{o.label}]: " + ("" if "predicted" in o.label else "measured by pibench: ") + f"{o.about}.")
-    lines.append(
-        f"[SPU, pub.], [pub.]: published: {rep.published_by}."
-        if rep.published_by
-        else "[pub.]: no published row matches."
-    )
+    if has("others"):
+        for o in rep.others:
+            lines.append(
+                f"[{o.label}]: " + ("" if o.label.endswith(" pred.") else "measured by pibench: ") + f"{o.about}."
+            )
+    if has("published", "published_abs", "cost"):
+        lines.append(
+            f"[SPU, pub.], [pub.]: published: {rep.published_by}."
+            if rep.published_by
+            else "[pub.]: no published row matches."
+        )
     lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
-    if rep.projections:
-        lines.append(f"[{rep.label}, PROFILE, proj.]: {rep.projected_by}.")
-    if rep.predicted_by:
-        lines.append(f"[{rep.label}, predicted]: {rep.predicted_by}.")
+    if rep.projections and has("projected", "projected_lat"):
+        lines.append(f"[PROFILE proj.]: {rep.label}, {rep.projected_by}.")
+    if rep.predicted_by and has("predicted"):
+        lines.append(f"[{rep.label}, pred.]: {rep.predicted_by}.")
     return lines
-
-
-LATEX_SPECIALS = {
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "\\": r"\textbackslash{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(LATEX_SPECIALS.get(c, c) for c in text).replace("×", r"$\times$").replace("—", "--")
-
-
-def _latex_cell(text: str, column: int) -> str:
-    if column == 2 and text != "-":  # nonlinear ops: SM:144×ℝ^{128×128} -> SM:$144\times\mathbb{R}^{128\times128}$
-        terms = []
-        for term in text.split():
-            kind, _, rest = term.partition(":")
-            count, _, shape = rest.partition("×ℝ^")
-            dims = shape.strip("{}").replace("×", r"\times ")
-            terms.append(f"{kind}:${count}\\times\\mathbb{{R}}^{{{dims}}}$")
-        return " ".join(terms)
-    return latex_escape(text)
-
-
-def to_latex(rep: Report) -> str:
-    """A `tabular` (needs \\usepackage{amssymb} for \\mathbb); the footer is its last, spanning row."""
-    n = len(headers(rep))
-    out = [f"% {latex_escape(_title(rep))}", r"\begin{tabular}{l" + "r" * (n - 1) + "}", r"\hline"]
-    out.append(" & ".join(latex_escape(h) for h in headers(rep)) + r" \\")
-    out.append(r"\hline")
-    for r in rep.rows:
-        cells = _cells(r, bool(rep.predicted_by), rep.others)
-        out.append(" & ".join(_latex_cell(c, i) for i, c in enumerate(cells)) + r" \\")
-    out.append(r"\hline")
-    for line in _footer(rep):
-        out.append(rf"\multicolumn{{{n}}}{{p{{\linewidth}}}}{{\footnotesize {latex_escape(line)}}} \\")
-    out.append(r"\end{tabular}")
-    return "\n".join(out)
-
-
-def render(reports: list[Report], fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise PibenchError(f"unknown format '{fmt}'; one of {', '.join(FORMATS)}")
-    if fmt == "json":
-        return json.dumps([asdict(r) for r in reports], indent=2, ensure_ascii=False)
-    parts = []
-    for rep in reports:
-        rows = [_cells(r, bool(rep.predicted_by), rep.others) for r in rep.rows]
-        if fmt == "csv":
-            buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(["record", "suite", *headers(rep), "measured_by", "published_by", "projected_by"])
-            for cells in rows:
-                meta = [rep.measured_by, rep.published_by or "", rep.projected_by or ""]
-                writer.writerow([rep.record, rep.suite, *cells, *meta])
-            parts.append(buf.getvalue().rstrip("\n"))
-        elif fmt == "latex":
-            parts.append(to_latex(rep))
-        else:
-            style = "github" if fmt == "markdown" else "simple"
-            table = tabulate(rows, headers=headers(rep), tablefmt=style, disable_numparse=True)
-            title = f"**{_title(rep)}**" if fmt == "markdown" else _title(rep)
-            sep = "\n\n" if fmt == "markdown" else "\n"
-            parts.append(title + sep + table + sep + sep.join(_footer(rep)))
-    return "\n\n".join(parts)
-
-
-# --- plots --------------------------------------------------------------------------------------
-
-
-def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) -> list[Path]:
-    """Two figures, PNG and SVG each: communication per variant stacked by operation kind, and
-    savings against the baseline, measured beside published."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    labels = [r.arch for r in rep.rows]
-    written = []
-
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
-    bottom = [0.0] * len(labels)
-    for kind in KINDS:
-        values = [v["measured"]["by_kind"][kind]["bytes"] / 1e9 for v in record["variants"]]
-        if any(values):
-            ax.bar(labels, values, bottom=bottom, label=kind)
-            bottom = [b + x for b, x in zip(bottom, values, strict=True)]
-    ax.set_ylabel("communication (GB, both parties)")
-    ax.set_title(f"{_title(rep)}: {rep.label} communication by operation", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7, ha="right")
-    fig.tight_layout()
-    written += _save(fig, out_dir / f"{stem}-comm_by_kind")
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(labels)), 4.5), sharey=True)
-    x = range(len(labels))
-    for ax, (what, mine, pub) in zip(
-        axes, (("Comm.", "save_comm", "pub_save_comm"), ("Lat.", "save_lat", "pub_save_lat")), strict=True
-    ):
-        ax.bar([i - 0.2 for i in x], [getattr(r, mine) or 0 for r in rep.rows], 0.4, label=f"measured ({rep.label})")
-        ax.bar([i + 0.2 for i in x], [getattr(r, pub) or 0 for r in rep.rows], 0.4, label="published (SPU)")
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_xticks(list(x), labels, rotation=35, fontsize=7, ha="right")
-        ax.set_title(f"{what} savings vs {rep.baseline or 'baseline'}", fontsize=9)
-    axes[0].set_ylabel("savings (×)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    written += _save(fig, out_dir / f"{stem}-savings")
-    plt.close(fig)
-    return written
-
-
-def _save(fig: Any, base: Path) -> list[Path]:
-    paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    return paths

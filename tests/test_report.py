@@ -13,8 +13,9 @@ import pytest
 
 from pibench.errors import PibenchError
 from pibench.records import build_record, write_record
-from pibench.report import build_report, headers, render
+from pibench.report import build_report
 from pibench.suite import load_suite
+from pibench.tables import columns, render
 from tests.conftest import ROOT, fake_measured, fake_run, run_cli
 
 
@@ -44,65 +45,119 @@ def test_measured_beside_published(t128_record):
     assert rows["sm_scfuffn"].nonlinear == "SM:144×ℝ^{128×128}"
 
 
-def test_table_says_what_produced_each_column(t128_record):
+def cells_of(out: str, label: str) -> list[str]:
+    line = next(ln for ln in out.splitlines() if ln.startswith(label + "  "))
+    return re.split(r"\s{2,}", line.strip())
+
+
+def test_terminal_table_fits_120_columns_and_says_what_produced_it(t128_record):
     path, _ = t128_record
     proc = run_cli("report", str(path))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "Comm. (GB) [CrypTen]" in out and "Comm. (GB) [SPU, pub.]" in out
-    line = next(ln for ln in out.splitlines() if ln.startswith("SM + ScFuFFN "))
-    # 4 GB, 30 s = 0.5 min; savings 10/4 = 2.50x and 60/30 = 2.00x; published 6.43 GB, 4.76 min, 3.94x, 1.72x
-    cells = re.split(r"\s{2,}", line.strip())
-    assert cells == [
+    assert max(len(line) for line in out.splitlines()) <= 120
+    # two header lines: tops over their sub-columns
+    assert re.search(r"Comm\. \(GB\)\s+Lat\. \(min\.\)\s+Savings Comm\.\s+─* Savings Lat\. ─*", out)
+    assert re.search(
+        r"Network Arch\.\s+CrypTen\s+CrypTen\s+CrypTen\s+pub\.\s+CrypTen\s+pub\.\s+lan proj\.\s+paper-wan proj\.", out
+    )
+    # 4 GB, 30 s = 0.5 min; savings 10/4 = 2.50x and 60/30 = 2.00x; published 3.94x, 1.72x (egal_tab3);
+    # projected latency savings: the baseline (60 s, 1 s in exchanges, 100 rounds, 5e9 bytes sent by
+    # each party) on lan: 59 + 5e9*8*1500/1448/1e9 (41.44 s) + 100*0.5 ms = 100.49 s; SM + ScFuFFN
+    # (2e9 bytes each): 29 + 16.57 + 0.05 = 45.62 s; 100.49 / 45.62 = 2.20x. paper-wan: 59 + 414.36 + 8
+    # = 481.36 s against 29 + 165.75 + 8 = 202.75 s: 2.37x.
+    assert cells_of(out, "SM + ScFuFFN") == [
+        "SM + ScFuFFN",
+        "4.000",
+        "0.500",
+        "2.50×",
+        "3.94×",
+        "2.00×",
+        "1.72×",
+        "2.20×",
+        "2.37×",
+    ]
+    assert "Not shown, to fit 120 columns: published_abs, projected_lat, cost" in out
+    assert "[PROFILE proj.]: CrypTen, projected from this loopback run onto lan (1 Gbit/s, 0.5 ms RTT)" in " ".join(
+        out.split()
+    )
+    assert "[CrypTen]: measured by pibench: CrypTen 0.4.1 2PC (TFP triples, 16 fraction bits" in out
+
+
+def test_columns_are_chosen_by_group_and_width(t128_record, tmp_path):
+    path, _ = t128_record
+    wide = run_cli("report", str(path), env={"COLUMNS": "400"}).stdout
+    assert "Not shown" not in wide and "#Nonlinear Ops" in wide and "SPU, pub." in wide
+    picked = run_cli("report", str(path), "--columns", "cost,comm,rounds,error,memory").stdout
+    # PPL 3.48 (egal_tab3), analytic FLOPs, 4 GB, 100 rounds, error 1e-4, peak RSS 1 byte = 0.00 GB
+    assert cells_of(picked, "SM + ScFuFFN") == [
         "SM + ScFuFFN",
         "3.48",
         "SM:144×ℝ^{128×128}",
         "1.8B",
         "7.7B",
         "4.000",
-        "0.500",
-        "2.50×",
-        "2.00×",
-        "6.43",
-        "4.76",
-        "3.94×",
-        "1.72×",
-        # projected, from 30 s of which 1 s in exchanges, 100 rounds, 2e9 bytes sent by each party:
-        # wire time at 1 Gbit/s: 2e9 * 8 * 1500/1448 / 1e9 = 16.57 s; lan = 29 + max(1, 16.57) + 100 * 0.5 ms
-        # = 45.62 s = 0.76 min; paper-wan: 165.75 s wire, 29 + 165.75 + 100 * 80 ms = 202.75 s = 3.38 min
-        "0.76",
-        "3.38",
+        "100",
+        "1.0e-04",
+        "0.00",
     ]
-    assert "Lat. (min.) [CrypTen, lan, proj.]" in out and "Lat. (min.) [CrypTen, paper-wan, proj.]" in out
-    assert "[CrypTen, PROFILE, proj.]: projected from this loopback run onto lan (1 Gbit/s, 0.5 ms RTT)" in out
-    assert "[CrypTen]: measured by pibench: CrypTen 0.4.1 2PC (TFP triples, 16 fraction bits" in out
-    assert "network loopback" in out and "SecretFlow SPU, BumbleBee" in out
+    assert "Not shown" not in picked and "[SPU, pub.]" in picked  # PPL is published
+    bad = run_cli("report", str(path), "--columns", "comm,savngs")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("pibench: error: --columns: unknown column group 'savngs' (did you mean 'savings'?)")
 
 
-def test_markdown_csv_json(t128_record):
+def test_csv_and_json_of_two_records_are_one_numeric_frame(t128_record, tmp_path):
+    import pandas as pd
+
+    path, record = t128_record
+    other = write_record(tmp_path / "other.json", record)
+    for fmt, read in (("csv", pd.read_csv), ("json", pd.read_json)):
+        out = tmp_path / f"r.{fmt}"
+        out.write_text(run_cli("report", str(path), str(other), "--format", fmt).stdout)
+        df = read(out)
+        assert len(df) == 20 and sorted(set(df["record"])) == sorted({str(path), str(other)})
+        assert set(df["suite"]) == {"gpt2_t128"} and set(df["backend"]) == {"CrypTen"}
+        for key in ("comm_gb", "lat_min", "comm_savings", "lat_savings", "pub_comm_savings", "rounds", "flops_ffn",
+                    "proj_lat_savings_paper_wan", "max_abs_error", "peak_rss_gb"):  # fmt: skip
+            assert pd.api.types.is_numeric_dtype(df[key]), (fmt, key)
+        relu = df[(df["variant"] == "sm_ln_r") & (df["record"] == str(path))].iloc[0]
+        # 10 GB / 8 GB = 1.25; published 25.32 / 9.44 = 2.682
+        assert (relu["comm_gb"], relu["comm_savings"], relu["rounds"]) == (8.0, 1.25, 100)
+        assert round(relu["pub_comm_savings"], 3) == 2.682 and relu["label"] == "SM + LN + R"
+
+
+def test_markdown(t128_record):
     path, _ = t128_record
     md = run_cli("report", str(path), "--format", "markdown").stdout
-    assert "| Network Arch." in md and "| SM + LN + G " in md
-    rows = list(csv.DictReader(io.StringIO(run_cli("report", str(path), "--format", "csv").stdout)))
-    assert len(rows) == 10 and rows[1]["Network Arch."] == "SM + LN + R"
-    assert rows[1]["Savings Comm. [pub.]"] == "2.68×" and rows[1]["measured_by"].startswith("CrypTen 0.4.1")
-    data = json.loads(run_cli("report", str(path), "--format", "json").stdout)
-    assert data[0]["rows"][0]["pub_comm_gb"] == 25.32 and data[0]["baseline"] == "SM + LN + G"
+    assert "| Network Arch." in md and "| SM + LN + G " in md and "Comm. (GB) [CrypTen]" in md
+    assert "Savings Lat. [paper-wan proj.]" in md and "#Nonlinear Ops" in md
 
 
-def test_latex_is_a_tabular(t128_record, tmp_path):
+def test_latex_is_booktabs_with_two_level_headers(t128_record, tmp_path):
     path, _ = t128_record
     tex = run_cli("report", str(path), "--format", "latex").stdout
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
-    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\") and "multicolumn" not in ln]
-    assert len(body) == 11 and all(ln.count(" & ") == 15 - 1 for ln in body)
-    assert r"SM:$144\times\mathbb{R}^{128\times 128}$" in tex and "ℝ" not in tex and "×" not in tex
+    assert all(rule in tex for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){4-5}"))
+    # the label column wraps; numbers right-aligned; savings' tops span measured and published
+    assert r"\begin{tabular}{@{}>{\raggedright\arraybackslash}p{2.4cm}rrrrrr@{}}" in tex
+    assert r"\multicolumn{2}{c}{Sav. comm. ($\times$)}" in tex and r"\multicolumn{2}{c}{Sav. lat. ($\times$)}" in tex
+    assert " & Comm. & Lat. & " in tex and "Network Arch. & (GB) & (min.) & CrypTen & pub. & CrypTen & pub." in tex
+    body = [ln for ln in tex.splitlines() if ln.endswith(r"\\") and "&" in ln]
+    # tops, sub-columns, then 10 rows of 7 columns: SM + LN + R 8 GB, 40 s, 1.25x (2.68x published), 1.5x (1.35x)
+    assert len(body) == 12 and body[0].count(" & ") == 4 and all(ln.count(" & ") == 6 for ln in body[1:])
+    assert r"SM + LN + R & 8.000 & 0.667 & 1.25 & 2.68 & 1.50 & 1.35 \\" in body
+    assert r"\caption{gpt2\_t128 (L=12, H=12, d=768, T=128). CrypTen: measured by pibench: CrypTen 0.4.1" in tex
+    assert str(path) not in tex.split("\n", 1)[1] and "×" not in tex
+    cost = run_cli("report", str(path), "--format", "latex", "--columns", "cost").stdout
+    assert r"SM:$144\times\mathbb{R}^{128\times 128}$" in cost and "ℝ" not in cost
     if shutil.which("pdflatex") is None:
         pytest.skip("no pdflatex here to compile the table")
-    doc = tmp_path / "t.tex"
+    doc = tmp_path / "t.tex"  # one column of a two-column paper at 9 pt
     doc.write_text(
-        "\\documentclass{article}\\usepackage{amssymb}\\usepackage{graphicx}\\begin{document}"
-        f"\\resizebox{{\\textwidth}}{{!}}{{{tex}}}\\end{{document}}\n"
+        "\\documentclass[twocolumn,9pt]{extarticle}\\usepackage[margin=2cm]{geometry}"
+        "\\usepackage{booktabs,array,amssymb}\\begin{document}"
+        f"{tex}\\end{{document}}\n"
     )
     proc = subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
@@ -112,6 +167,7 @@ def test_latex_is_a_tabular(t128_record, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "Overfull \\hbox" not in proc.stdout  # fits the column
 
 
 def test_plots(t128_record, tmp_path):
@@ -123,10 +179,97 @@ def test_plots(t128_record, tmp_path):
     assert (tmp_path / "plots" / "t128-savings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plots_say_what_they_show():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pibench.plots import _comm_by_kind, _savings
+    from pibench.records import read_record
+
+    tiny = read_record(ROOT / "docs" / "same_label.json")  # 2.47 MB at most, nothing published
+    rep = build_report(tiny)
+    fig = _comm_by_kind(plt, tiny, rep)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "communication (MB, both parties)"
+    assert ax.get_title().startswith("CrypTen communication by operation — same_label (L=2, H=2, d=32, T=8)")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "attn_matmul: attention's T×T products (Q Kᵀ, softmax·V)" in legend and not any("other" in t for t in legend)
+    totals = [t.get_text() for t in ax.texts]  # the total above each bar, in MB
+    assert totals == [f"{v['measured']['bytes'] / 1e6:.2f}" for v in tiny["variants"]]
+    savings = _savings(plt, tiny, rep)
+    labels = [t.get_text() for t in savings.legends[0].get_texts()]
+    assert labels == ["measured (CrypTen)", "measured, projected onto paper-wan"]  # no published row: no marker
+    assert [t.get_text() for t in savings.axes[0].get_xticklabels()] == [
+        "SM + LN + G",
+        "SM + LN + R",
+        "SM + LN + R (half)",
+    ]
+    # without the baseline there are no savings: nothing is drawn, rather than bars of height zero
+    without = {**tiny, "variants": [v for v in tiny["variants"] if v["name"] != "sm_ln_g"]}
+    empty = _savings(plt, without, build_report(without))
+    assert [len(ax.patches) for ax in empty.axes] == [0, 0] and not empty.legends
+    plt.close("all")
+
+
+def test_rows_never_share_a_label(t128_record):
+    _, record = t128_record
+    twins = json.loads(json.dumps(record))
+    twins["variants"][1]["label"] = twins["variants"][0]["label"]  # a record made before suites told them apart
+    arch = [r.arch for r in build_report(twins).rows]
+    assert arch[:2] == ["SM + LN + G (sm_ln_g)", "SM + LN + G (sm_ln_r)"] and len(set(arch)) == len(arch)
+
+
+def test_compare_two_records(t128_record, tmp_path):
+    path, _ = t128_record
+    suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml")
+    figures = {"sm_ln_g": (10.0, 60.0), "sm_ln_r": (9.0, 40.0)}  # SM + LN + R: 8 GB -> 9 GB
+    measured = [fake_measured(*figures.get(e.name, (4.0, 30.0))) for e in suite.entries]
+    other = write_record(tmp_path / "b.json", build_record(suite, measured, fake_run()))
+    proc = run_cli("compare", str(path), str(other))
+    assert proc.returncode == 0, proc.stderr
+    # 8 -> 9 GB: +12.5%; savings 10/8 = 1.25x -> 10/9 = 1.11x: -11.1%
+    lines = proc.stdout.splitlines()
+    relu = lines.index(next(ln for ln in lines if ln.startswith("SM + LN + R ")))
+    assert re.split(r"\s{2,}", lines[relu].strip()) == ["SM + LN + R", "Comm. (GB)", "8.000", "9.000", "+12.5%"]
+    assert re.split(r"\s{2,}", lines[relu + 2].strip()) == ["Savings Comm.", "1.25×", "1.11×", "-11.1%"]
+    about = " ".join(proc.stdout.split())
+    assert f"A: {path}: CrypTen (device cpu, local_products auto) on " in about and f"B: {other}: CrypTen" in about
+    rows = list(csv.DictReader(io.StringIO(run_cli("compare", str(path), str(other), "--format", "csv").stdout)))
+    assert len(rows) == 10 * 7 and float(rows[7]["change_pct"]) == 12.5  # sm_ln_r's first metric
+    smoke = run_cli("compare", str(path), str(ROOT / ".ci" / "baselines" / "smoke.json"))
+    assert smoke.returncode == 2 and "compare records of one suite" in smoke.stderr
+
+
+def test_baseline_typo_is_refused_before_a_run(tmp_path):
+    out = tmp_path / "r.json"
+    proc = run_cli("run", str(ROOT / "suites" / "smoke.yaml"), "--baseline", "sm_ln_gg", "--out", str(out))
+    assert proc.returncode == 2 and not out.exists()
+    assert "--baseline 'sm_ln_gg' is not a variant of suite 'smoke' (did you mean 'sm_ln_g'?)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_report_baseline_typo_is_one_line(t128_record):
+    path, _ = t128_record
+    proc = run_cli("report", str(path), "--baseline", "sm_ln_gg")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(
+        "pibench: error: --baseline 'sm_ln_gg' is not a variant of the record (did you mean 'sm_ln_g'?)"
+    )
+
+
+def test_help_shows_defaults():
+    assert "(default: 45.0)" in run_cli("run", "--help").stdout
+    report = run_cli("report", "--help").stdout
+    assert "output format (default: table)" in report and "published_abs" in report
+
+
 def test_projection_profiles_and_emulated_records(t128_record):
     _, record = t128_record
     rep = build_report(record, networks=["wan", "10mbit,1s"])
-    assert headers(rep)[-2:] == ["Lat. (min.) [CrypTen, wan, proj.]", "Lat. (min.) [CrypTen, 10mbit,1s, proj.]"]
+    keys = [c.key for c in columns(rep)]
+    assert "proj_lat_min_wan" in keys and "proj_lat_savings_10mbit_1s" in keys
     emulated = {**record, "run": {**record["run"], "network": "paper-wan (100 Mbit/s, 80 ms RTT), emulated"}}
     rep = build_report(emulated)
     assert all(v is None for r in rep.rows for v in r.projected_lat_min.values())
@@ -166,8 +309,6 @@ def test_predicted_beside_measured(t128_record):
     base = next(v for v in record["variants"] if v["name"] == "sm_ln_g")
     # the record holds the calibrated prediction next to the (here invented) measurement
     assert base["predicted"]["bytes"] == 7_622_295_552 and base["predicted"]["rounds"] == 2052
-    out = run_cli("report", str(path), "--predict").stdout
-    line = next(ln for ln in out.splitlines() if ln.startswith("SM + LN + G "))
-    cells = re.split(r"\s{2,}", line.strip())
-    assert cells[5] == "10.000" and cells[-2] == "7.622"  # measured (invented) beside predicted
-    assert "Comm. (GB) [CrypTen, predicted]" in out and "[CrypTen, predicted]: the calibrated cost model" in out
+    out = run_cli("report", str(path), "--predict", "--columns", "comm,predicted").stdout
+    assert cells_of(out, "SM + LN + G")[:3] == ["SM + LN + G", "10.000", "7.622"]  # measured (invented), predicted
+    assert "CrypTen, pred." in out and "[CrypTen, pred.]: the calibrated cost model" in out

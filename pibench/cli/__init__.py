@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pibench import __version__
 from pibench.errors import PibenchError
 
-SUBCOMMANDS = ("list", "cost", "run", "party", "report", "gate", "calibrate")
+SUBCOMMANDS = ("list", "cost", "run", "party", "report", "compare", "gate", "calibrate")
 
 QUICK_START = """\
 quick start:
@@ -22,6 +22,17 @@ quick start:
   pibench report results/gpt2_t128-*.json --format latex
   pibench gate old.json new.json                 fail (exit 1) when bytes or rounds grew
 """
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; every option with a default says it (none for flags and unset ones)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or "default:" in text or default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=module.HELP,
             parents=[common],
             epilog=getattr(module, "EPILOG", None),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         module.add_arguments(p)
         p.set_defaults(handler=module.main)

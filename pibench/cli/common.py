@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pibench.cli.report_cmd import emit_report
+from pibench.errors import PibenchError, did_you_mean
 from pibench.records import default_record_path, write_record
 
 MAX_TIMEOUT_S = 86_400.0
@@ -93,10 +94,18 @@ def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     from pibench.network import parse_profile
     from pibench.records import check_folder, check_writable
     from pibench.runner import check_memory
+    from pibench.tables import parse_columns
 
     check_writable(record_path(args, suite.name)[0])
     if args.plot:
         check_folder(args.plot, "--plot")
     for name in args.network or []:
         parse_profile(name)
+    parse_columns(args.columns)
+    names = [e.name for e in suite.entries]
+    if args.baseline and args.baseline not in {*names, *(e.variant.name for e in suite.entries)}:
+        raise PibenchError(
+            f"--baseline '{args.baseline[:40]}' is not a variant of suite '{suite.name}'"
+            f"{did_you_mean(args.baseline, names)}; its variants: {', '.join(names)}"
+        )
     check_memory(suite, args.full)

@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from pibench.plots import plot
 from pibench.records import check_folder, read_record
-from pibench.report import FORMATS, build_report, plot, render
+from pibench.report import build_report
+from pibench.tables import FORMATS, GROUPS, parse_columns, render
 from pibench.variants import BASELINE
 
 HELP = "print savings tables of run records in the papers' layout (and plot them)"
@@ -15,8 +17,13 @@ EPILOG = """\
 Measured columns are labelled with their backend ([CrypTen]) and say under the table which settings
 and network produced them and what the MPC error covers; published columns (SecretFlow SPU, from
 the papers) are labelled [pub.] and appear where a variant's configuration matches a published row.
-An unknown --baseline is an error. LaTeX output is a tabular that needs amssymb.
-"""
+An unknown --baseline is an error.
+
+Formats: table (a terminal: the default column groups that fit $COLUMNS, else 120 characters; the
+rest are named under the table), markdown, latex (booktabs; needs booktabs and amssymb), csv and
+json (one tidy table, one row per record and variant, numbers only, units in the column names).
+Column groups (--columns, comma-separated, or all):
+""" + "\n".join(f"  {name:<14} {what}" for name, what in GROUPS.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    parser.add_argument(
+        "--columns",
+        metavar="GROUP[,GROUP]",
+        help="column groups to show, or all (default for a table: those that fit; groups: `pibench report --help`)",
+    )
     parser.add_argument("--baseline", help=f"variant to compute savings against (default: {BASELINE})")
     parser.add_argument("--plot", metavar="DIR", help="write the plots (PNG and SVG) to DIR")
     parser.add_argument(
@@ -68,7 +80,7 @@ def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> No
     for name, rec, others in tables:
         backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in others]
         reports.append(build_report(rec, name, args.baseline, args.network, args.predict, others, backends))
-    print(render(reports, args.format))
+    print(render(reports, args.format, parse_columns(args.columns)))
     if args.plot:
         for (name, rec, _), rep in zip(tables, reports, strict=True):
             for path in plot(rec, rep, args.plot, Path(name).stem):

@@ -1,0 +1,60 @@
+"""`pibench compare A B`: two records of one suite side by side per variant, with the change in %."""
+
+from __future__ import annotations
+
+import argparse
+
+from pibench.errors import PibenchError
+from pibench.machine import TIME_SETTINGS
+from pibench.records import read_record
+from pibench.report import build_report
+from pibench.tables import compare_frame, render_compare
+
+HELP = "set two run records side by side per variant (two commits, backends or machines), with the change in %"
+EPILOG = """\
+Rows: every variant both records have, with GB, minutes, savings (each record against its own
+baseline), rounds, MPC error and peak memory. Under the table: what produced each record (backend and
+settings, CPU, commit) and which variants only one has. Records of different suites are refused; a
+variant whose configuration differs between the two is named.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="a run record (the reference)")
+    parser.add_argument("b", metavar="B", help="a run record of the same suite")
+    parser.add_argument("--baseline", help="variant the savings are against (default: sm_ln_g)")
+    parser.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table", help="output format")
+
+
+def _about(tag: str, path: str, record: dict) -> str:
+    env, git = record["environment"], record["environment"].get("git") or {}
+    commit = git.get("commit", "")[:10] or "no git commit"
+    speed = ", ".join(
+        f"{k} {record['backend']['settings'][k]}" for k in TIME_SETTINGS if k in record["backend"]["settings"]
+    )
+    return (
+        f"{tag}: {path}: {record['backend']['label']} ({speed or 'CPU'}) on {env['cpu_count']} cores of "
+        f"{env.get('cpu_model', 'an unnamed CPU')}, {commit}, network {record['run']['network']}, "
+        f"{'every layer' if record['run']['full'] else 'layers sampled'}, created {record['created']}."
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    a, b = read_record(args.a), read_record(args.b)
+    if (a["suite"]["name"], a["suite"]["dims"]) != (b["suite"]["name"], b["suite"]["dims"]):
+        raise PibenchError(
+            f"'{args.a}' is of suite {a['suite']['name']} {a['suite']['dims']}, '{args.b}' of "
+            f"{b['suite']['name']} {b['suite']['dims']}: compare records of one suite"
+        )
+    ra, rb = build_report(a, args.a, args.baseline), build_report(b, args.b, args.baseline)
+    about = [_about("A", args.a, a), _about("B", args.b, b)]
+    va, vb = ({v["name"]: v for v in r["variants"]} for r in (a, b))
+    differ = [n for n in va if n in vb and va[n]["config"] != vb[n]["config"]]
+    if differ:
+        about.append(f"Configurations differ between A and B for: {', '.join(differ)}.")
+    for tag, mine, theirs in (("A", va, vb), ("B", vb, va)):
+        only = [n for n in mine if n not in theirs]
+        if only:
+            about.append(f"Only in {tag}: {', '.join(only)}.")
+    print(render_compare(compare_frame(ra, rb), args.format, about))
+    return 0

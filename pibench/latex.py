@@ -1,0 +1,100 @@
+"""A report as a paper-ready LaTeX table: booktabs rules, tops over their sub-columns, the papers'
+notation as math, text left and numbers right, and a caption line naming backend and settings.
+
+Needs \\usepackage{booktabs,array,amssymb} (rules, the wrapping label column, \\mathbb). The default columns
+(`pibench.tables.LATEX_GROUPS`: measured and published GB, minutes and savings) fit one column of a
+two-column paper at \\footnotesize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pibench.report import Report, title
+
+SPECIALS = {
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+}
+
+
+LABEL_COLUMN = r">{\raggedright\arraybackslash}p{2.4cm}"  # needs \usepackage{array}
+SHORT_TOPS = {"Savings Comm.": "Sav. comm. (×)", "Savings Lat.": "Sav. lat. (×)"}
+
+
+def escape(text: str) -> str:
+    return "".join(SPECIALS.get(c, c) for c in text).replace("×", r"$\times$").replace("—", "--")
+
+
+def notation(text: str) -> str:
+    """SM:144×ℝ^{128×128} -> SM:$144\\times\\mathbb{R}^{128\\times 128}$."""
+    if text == "-":
+        return text
+    terms = []
+    for term in text.split():
+        kind, _, rest = term.partition(":")
+        count, _, shape = rest.partition("×ℝ^")
+        dims = shape.strip("{}").replace("×", r"\times ")
+        terms.append(f"{kind}:${count}\\times\\mathbb{{R}}^{{{dims}}}$")
+    return " ".join(terms)
+
+
+def caption(rep: Report, shown: set[str]) -> str:
+    """The table's title, what measured it (backend, settings, network, units), the baseline and,
+    where shown, where the published figures come from."""
+    parts = [f"{title(rep, with_record=False)}.", f"{rep.label}: measured by pibench: {rep.measured_by}."]
+    parts.append(f"Savings against {rep.baseline}." if rep.baseline else "")
+    if rep.published_by and shown & {"published", "published_abs", "cost"}:
+        sources = rep.published_by.split(":", 1)[0]
+        parts.append(f"pub.: published ({sources}): SecretFlow SPU over the papers' WAN.")
+    return " ".join(p for p in parts if p)
+
+
+def render_latex(rep: Report, cols: Sequence[Any], runs: Sequence[tuple[int, int]]) -> str:
+    """`cols`: `pibench.tables.Column`s to show; `runs`: (first, last) of the columns under each top."""
+    # the label column wraps (a long name takes two lines rather than the column's width)
+    spec = "".join(LABEL_COLUMN if c.key == "label" else "l" if c.key == "nonlinear" else "r" for c in cols)
+    top, rules, sub = [], [], []
+    for i, j in runs:
+        name, _, unit = cols[i].top.partition(" (")
+        if i == j and cols[i].sub and unit:  # a lone measured column: its unit below, for width
+            top.append(escape(name))
+            sub.append(escape(f"({unit}"))
+        elif cols[i].sub:
+            head = SHORT_TOPS.get(cols[i].top, cols[i].top)
+            top.append(rf"\multicolumn{{{j - i + 1}}}{{c}}{{{escape(head)}}}")
+            rules.append(rf"\cmidrule(lr){{{i + 1}-{j + 1}}}")
+            sub += [escape(c.sub) for c in cols[i : j + 1]]
+        else:
+            top.append("")
+            sub.append(escape(cols[i].top))
+    out = [
+        f"% {title(rep)}",
+        r"\begin{table}[t]",
+        r"\centering\footnotesize\setlength{\tabcolsep}{2pt}",
+        rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+        r"\toprule",
+        " & ".join(top) + r" \\",
+        "".join(rules),
+        " & ".join(sub) + r" \\",
+        r"\midrule",
+    ]
+    for r in rep.rows:
+        cells = [c.show(c.get(r)).removesuffix("×") for c in cols]  # savings: "(×)" is in the header
+        out.append(
+            " & ".join(notation(x) if c.key == "nonlinear" else escape(x) for c, x in zip(cols, cells, strict=True))
+            + r" \\"
+        )
+    out += [r"\bottomrule", r"\end{tabular}"]
+    out.append(rf"\caption{{{escape(caption(rep, {c.group for c in cols}))}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out)
