@@ -42,6 +42,7 @@ from pibench.backends import BACKENDS, DEFAULT_BACKEND
 from pibench.config import DIMENSIONS, FIELDS, ModelConfig
 from pibench.errors import PibenchError, did_you_mean, shorten
 from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile
+from pibench.quality.settings import TrainSettings
 from pibench.variants import VARIANTS, Variant
 
 STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # fields are Strict*: no "12" -> 12 coercion
@@ -71,6 +72,7 @@ class EntrySpec:
     overrides: dict[StrictStr, Any] = Field(default_factory=dict)
     name: Name | None = None
     label: StrictStr | None = Field(None, min_length=1, max_length=60)  # its row in tables and plots
+    train: dict[StrictStr, Any] = Field(default_factory=dict)  # this entry's changes to the suite's `train:`
 
 
 @schema(frozen=True, config=STRICT)
@@ -96,6 +98,7 @@ class SuiteSpec:
     repeats: StrictInt | None = Field(None, ge=1, le=MAX_REPEATS)
     backend: StrictStr = DEFAULT_BACKEND
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # `pibench train`
 
 
 def _field_names(cls: type) -> set[str]:
@@ -109,7 +112,7 @@ def _field_names(cls: type) -> set[str]:
 
 
 KNOWN_KEYS = {
-    *(name for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims) for name in _field_names(cls)),
+    *(name for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, TrainSettings) for name in _field_names(cls)),
     *FIELDS,
     *BACKENDS.names(),
     *(name for entry in BACKENDS for name in _field_names(entry.value.settings_type)),
@@ -126,6 +129,7 @@ class SuiteEntry:
     variant: Variant
     config: ModelConfig
     label: str = ""
+    train: TrainSettings | None = None  # `pibench train` settings where the entry changes the suite's
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class Suite:
     settings: Any = None  # the backend's settings (its `settings_type`)
     emulate: NetworkProfile | None = None
     project: tuple[NetworkProfile, ...] = ()
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
 
     @property
     def settings_dict(self) -> dict[str, Any]:
@@ -329,8 +334,18 @@ def _entries(file: _SuiteFile, data: dict[str, Any], spec: SuiteSpec, dims: dict
         label = item.label or (variant.label if name == item.variant else f"{variant.label} ({name})")
         if any(e.label == label for e in entries):
             raise file.error(("variants", i), f"label '{label}' appears twice; give one entry a distinct 'label'")
-        entries.append(SuiteEntry(name, variant, cfg, label))
+        entries.append(SuiteEntry(name, variant, cfg, label, _entry_train(file, spec, item, i)))
     return tuple(entries)
+
+
+def _entry_train(file: _SuiteFile, spec: SuiteSpec, item: EntrySpec, i: int) -> TrainSettings | None:
+    if not item.train:
+        return None
+    try:
+        return TypeAdapter(TrainSettings).validate_python(dataclasses.asdict(spec.train) | item.train)
+    except ValidationError as err:
+        sub, msg = _describe(_most_telling(err))
+        raise file.error(("variants", i, "train", *sub), msg) from None
 
 
 def _profiles(file: _SuiteFile, spec: SuiteSpec) -> tuple[NetworkProfile | None, tuple[NetworkProfile, ...]]:
@@ -403,6 +418,7 @@ def load_suite(
         settings,
         emulate,
         project,
+        spec.train,
     )
 
 

@@ -32,6 +32,7 @@ class Variant:
     build: Build
     paper_labels: tuple[str, ...] = ()
     note: str = ""
+    ereg: bool = False  # trained with the entropy regulariser (`pibench.quality.ereg`); no inference cost
 
     def config(self, dims: Mapping[str, int], overrides: Mapping[str, object] | None = None) -> ModelConfig:
         """This variant at `dims` {L, H, d, T}, with suite `overrides` of architecture fields."""
@@ -43,11 +44,14 @@ VARIANTS: Registry[Variant] = Registry("variant", listing="`pibench list` shows 
 BASELINE = "sm_ln_g"
 
 
-def variant(name: str, label: str, *, paper_labels: tuple[str, ...] = (), note: str = "") -> Callable[[Build], Build]:
-    """Register the decorated `ModelConfig -> ModelConfig` function as variant `name`."""
+def variant(
+    name: str, label: str, *, paper_labels: tuple[str, ...] = (), note: str = "", ereg: bool = False
+) -> Callable[[Build], Build]:
+    """Register the decorated `ModelConfig -> ModelConfig` function as variant `name` (`ereg`: trained
+    with the entropy regulariser)."""
 
     def deco(build: Build) -> Build:
-        VARIANTS.add(name, Variant(name, label, build, paper_labels, note))
+        VARIANTS.add(name, Variant(name, label, build, paper_labels, note, ereg))
         return build
 
     return deco
@@ -93,6 +97,7 @@ def _(c: ModelConfig) -> ModelConfig:
     "EReg(SM(t) + ScFuFFN)",
     paper_labels=("EReg(SM(t)+ScFuFFN)",),
     note="entropy-regularised training, learnable softmax temperature",
+    ereg=True,
 )
 def _(c: ModelConfig) -> ModelConfig:
     return c.replace(**SOFTMAX_ONLY, ffn="scaled_fused", attention="softmax_t")
@@ -113,6 +118,7 @@ def _(c: ModelConfig) -> ModelConfig:
     "EReg(SM(t) + ScFuFFN) pruned",
     paper_labels=("EReg(SM(t)+ScFuFFN) pruned",),
     note="keeps L//2 FFNs by default (override ffn_blocks_kept)",
+    ereg=True,
 )
 def _(c: ModelConfig) -> ModelConfig:
     return c.replace(**SOFTMAX_ONLY, ffn="scaled_fused", attention="softmax_t", ffn_blocks_kept=c.L // 2)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pibench import __version__
 from pibench.errors import PibenchError
 
-SUBCOMMANDS = ("list", "cost", "run", "party", "report", "compare", "gate", "calibrate")
+SUBCOMMANDS = ("list", "cost", "run", "party", "report", "compare", "gate", "calibrate", "train")
 
 QUICK_START = """\
 quick start:

@@ -1,0 +1,71 @@
+"""`pibench train SUITE`: train every variant of a suite small and measure perplexity and attention entropy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pibench.errors import PibenchError
+from pibench.records import check_writable, default_record_path, write_record
+from pibench.suite import load_suite
+
+HELP = "train a suite's variants as small byte-level language models; measure perplexity and attention entropy"
+EPILOG = """\
+The corpus is this Python's standard library (.py files, split by file into train and validation);
+tokens are bytes, so perplexity is per byte. The suite's `train:` section sets the token budget,
+batch, learning rate and schedule, evaluation and EReg (see README, "Quality"). A variant that
+diverges (loss or gradient not finite, or loss blow-up) is reported and the next one trains.
+Exit codes: 0 done (also when a variant diverged: the record says which), 2 bad input.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="suite YAML file, e.g. suites/quality_small.yaml")
+    parser.add_argument("--out", help="record path (default: results/SUITE-quality-TIME.json, never overwriting one)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="train on the CPU or on the machine's first GPU"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite)
+    out = args.out or default_record_path(f"{suite.name}-quality")
+    check_writable(out)
+    import torch
+    from tqdm import tqdm
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise PibenchError("--device cuda: this machine has no GPU that torch can use")
+
+    from pibench.quality.corpus import load_corpus
+    from pibench.quality.record import build_quality_record
+    from pibench.quality.report import quality_table
+    from pibench.quality.train import train_variant
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    corpus = load_corpus(max_bytes=suite.train.corpus_bytes)
+    results = []
+    for entry in suite.entries:
+        bar = tqdm(desc=entry.name, total=None, disable=args.no_progress, file=sys.stderr, leave=False)
+
+        def progress(step: int, steps: int, loss: float, bar: tqdm = bar) -> None:
+            bar.total = steps
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}")
+
+        settings = entry.train or suite.train
+        results.append(train_variant(entry.config, entry.variant.ereg, corpus, settings, progress, args.device))
+        bar.close()
+        r = results[-1]
+        said = (
+            f"diverged at step {r['diverged']['step']}: {r['diverged']['reason']}"
+            if r["diverged"]
+            else (f"val ppl {r['val_ppl']:.3f} per byte, {r['wall_s']:.0f} s")
+        )
+        print(f"{entry.name}: {said}", file=sys.stderr, flush=True)
+    record = build_quality_record(suite, corpus, results)
+    path = write_record(out, record, exclusive=not args.out)
+    print(quality_table(record))
+    print(f"record: {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,7 @@
+"""The quality side of the trade-off: train the variants small, measure perplexity and attention entropy.
+
+corpus.py   the Python standard library's sources as bytes, split by file into train and validation
+entropy.py  attention entropy per layer and head, the seed's quarter bins, overload and collapse
+ereg.py     the entropy regulariser (EReg) of Jha & Reagen, with learnable per-head thresholds
+train.py    the language model around the stack, AdamW with warm-up and cosine decay, evaluation
+"""

@@ -1,0 +1,123 @@
+"""Quality records in reports: their own table, measured perplexity beside a run record's costs, and
+three figures (entropy heatmaps, heads by quarter of the maximum entropy, perplexity against
+communication).
+
+A quality record's variants are matched to a run record's by name and by every architecture field
+but the dimensions (the quality suite trains small; the run measures GPT-2 size).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from pibench.plots import save_figure
+from pibench.quality.record import dims_text
+from pibench.quality.settings import QUARTERS
+
+
+def quality_table(record: dict[str, Any]) -> str:
+    """The quality record as a table: perplexity per byte, overload, collapse, heads by quarter."""
+    rows = []
+    for v in record["variants"]:
+        q, e = v["quality"], v["quality"]["entropy"]
+        shares = " ".join(f"{x:.2f}" for x in e["quarter_shares"].values()) if e else "-"
+        rows.append(
+            [
+                v["label"],
+                f"diverged (step {q['diverged']['step']})" if q["diverged"] else f"{q['val_ppl']:.3f}",
+                "-" if e is None else f"{e['overload']:.2f}",
+                "-" if e is None else f"{e['collapse']:.2f}",
+                shares,
+                f"{q['wall_s']:.0f}",
+            ]
+        )
+    headers = ["Network Arch.", "PPL (per byte)", "overload", "collapse", "heads by quarter of max entropy", "train s"]
+    notes = (
+        f"{record['suite']['name']} ({dims_text(record)}): {record['train']['tokens']:,} training bytes per variant "
+        f"from the Python standard library ({record['corpus']['train_bytes']:,} bytes in train, "
+        f"{record['corpus']['validation_bytes']:,} in validation); quarters {', '.join(QUARTERS)} of each head's "
+        "entropy as a share of its maximum; overload: the top quarter; collapse: the bottom quarter."
+    )
+    table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+    return table + "\n" + textwrap.fill(notes, 120, subsequent_indent="  ")
+
+
+def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: Any = None) -> list[Path]:
+    """Entropy heatmaps per variant, heads by quarter side by side, and, with `run` (a run record's
+    `Report` joined to this record), perplexity against communication. PNG and SVG each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{record['suite']['name']} ({dims_text(record)})"
+    trained = [v for v in record["variants"] if v["quality"]["entropy"]]
+    figures = []
+
+    cols = min(3, max(1, len(trained)))
+    rows_n = -(-len(trained) // cols) if trained else 1
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(3.4 * cols, 2.8 * rows_n + 0.8), squeeze=False, layout="constrained"
+    )
+    image = None
+    for ax, v in zip(axes.flat, trained, strict=False):
+        frac = v["quality"]["entropy"]["per_head_fraction"]
+        image = ax.imshow(frac, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(v["label"], fontsize=8)
+        ax.set_xlabel("head", fontsize=7)
+        ax.set_ylabel("layer", fontsize=7)
+        ax.set_xticks(range(len(frac[0])))
+        ax.set_yticks(range(len(frac)))
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(trained) :]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="entropy / maximum (mean over query rows)")
+    fig.suptitle(f"Attention entropy per head — {title}", fontsize=9)
+    figures.append(("entropy_heatmap", fig))
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(trained) + 3), 4.2))
+    width = 0.8 / max(1, len(trained))
+    for k, v in enumerate(trained):
+        shares = list(v["quality"]["entropy"]["quarter_shares"].values())
+        ax.bar([q + (k - (len(trained) - 1) / 2) * width for q in range(4)], shares, width, label=v["label"])
+    ax.set_xticks(range(4), [f"{q}\nof max entropy" for q in QUARTERS], fontsize=7)
+    ax.set_ylabel("share of heads")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Heads by quarter of the maximum entropy — {title}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figures.append(("entropy_quarters", fig))
+
+    if run is not None:
+        points = [(r.comm_gb, r.ppl_measured, r.arch) for r in run.rows if r.ppl_measured is not None]
+        if points:
+            fig, ax = plt.subplots(figsize=(6.4, 4.4))
+            points.sort()
+            ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
+            for k, (x, y, name) in enumerate(points):
+                # above when higher than the nearest neighbour in x, else below: close points stay legible
+                near = min((p for j, p in enumerate(points) if j != k), key=lambda p: abs(p[0] - x), default=None)
+                up = near is None or y >= near[1]
+                ax.annotate(name, (x, y), fontsize=7, xytext=(5, 5 if up else -11), textcoords="offset points")
+            frontier, best = [], float("inf")  # the variants no other beats on both axes
+            for x, y, _ in points:
+                if y < best:
+                    frontier.append((x, y))
+                    best = y
+            if len(frontier) > 1:
+                xs, ys = zip(*frontier, strict=True)
+                ax.step(xs, ys, where="post", linestyle="--", color="grey", linewidth=0.8, label="Pareto frontier")
+                ax.legend(fontsize=7, loc="upper right", frameon=False)
+            ax.set_xlabel(f"communication (GB, both parties; {run.label}, {run.suite})")
+            ax.set_ylabel(f"validation perplexity per byte ({dims_text(record)})")
+            ax.margins(x=0.08, y=0.12)
+            ax.set_title("Perplexity against communication (lower left is better)", fontsize=9)
+            figures.append(("ppl_vs_comm", fig))
+
+    return [path for name, fig in figures for path in save_figure(plt, fig, out_dir / f"{stem}-{name}")]
