@@ -106,9 +106,14 @@ def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) ->
             fig.tight_layout(rect=(0, 0.08, 1, 1))
         else:
             fig.tight_layout()
-        for suffix in (".png", ".svg"):
-            path = out_dir / f"{stem}-{name}{suffix}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
-            written.append(path)
-        plt.close(fig)
+        written += save_figure(plt, fig, out_dir / f"{stem}-{name}")
     return written
+
+
+def save_figure(plt: Any, fig: Any, base: Path) -> list[Path]:
+    """`fig` as BASE.png (150 dpi) and BASE.svg, nothing clipped; the figure is closed."""
+    paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths

@@ -417,6 +417,12 @@ def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
 
 def read_record(path: str | Path) -> dict[str, Any]:
     """Load and validate a record; a missing, unreadable or damaged file is a one-line `PibenchError`."""
+    return validate_record(read_json(path), f"record '{path}'")
+
+
+def read_json(path: str | Path) -> Any:
+    """A record file's JSON, not yet validated (its `kind` says which schema applies); a missing,
+    unreadable or oversized file, or one that is not JSON, is a one-line `PibenchError`."""
     path = Path(path)
     try:
         if not path.is_file():
@@ -429,4 +435,4 @@ def read_record(path: str | Path) -> dict[str, Any]:
             err.strerror if isinstance(err, OSError) else str(err).splitlines()[0][:100] if str(err) else "too deep"
         )
         raise PibenchError(f"record '{path}' is not a valid record: not readable JSON ({reason})") from None
-    return validate_record(record, f"record '{path}'")
+    return record

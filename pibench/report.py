@@ -55,6 +55,7 @@ class Row:
     rounds: int = 0
     max_abs_error: float = 0.0
     peak_rss_gb: float = 0.0  # the larger party's peak resident memory, 1 GB = 1e9 B
+    ppl_measured: float | None = None  # validation perplexity per byte from a quality record (`pibench train`)
     pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
     pred_lat_min: float | None = None
 
@@ -75,6 +76,7 @@ class Report:
     projected_by: str | None  # how, or why not
     predicted_by: str | None = None  # set when the predicted columns are shown
     error_by: str = ""  # what the MPC error covers, and which outputs are unusable
+    quality_by: str | None = None  # where measured perplexities come from
     others: list[BackendColumns] = field(default_factory=list)  # other backends' columns (`pibench.protocols`)
 
 
@@ -176,6 +178,7 @@ def build_report(
     predict: bool = False,
     others: Sequence[dict[str, Any]] = (),
     backends: Sequence[str] = (),
+    quality: Sequence[dict[str, Any]] = (),
 ) -> Report:
     """`networks`: profiles to project latency onto (default: the record's suite's, else lan and paper-wan);
     `baseline`: the variant savings are against (default sm_ln_g where the record has it); `backends`:
@@ -192,6 +195,18 @@ def build_report(
     rtt = BACKENDS.get(backend).rounds_are_round_trips if backend in BACKENDS else True
     rows = [_row(rtt, v, base, published[v["name"]], pub_base, profiles, from_loopback) for v in variants]
     _distinct_labels(rows)
+    if quality:
+        from pibench.quality.record import measured_ppl, ppl_for
+
+        index = measured_ppl(quality)
+        for row, v in zip(rows, variants, strict=True):
+            row.ppl_measured = ppl_for(index, v["name"], v["config"])
+        trained = ", ".join(sorted({q["suite"]["name"] for q in quality}))
+        quality_by = (
+            f"validation perplexity per byte of the same architectures trained small ({trained}; pibench train)"
+        )
+    else:
+        quality_by = None
     base_row = next((r for r in rows if base and r.variant == base["name"]), None)
     for row in rows:
         row.projected_save_lat = {
@@ -232,6 +247,7 @@ def build_report(
             else None
         ),
         error_by=_error_by(record),
+        quality_by=quality_by,
         others=other_backends(record, others, backends, base["name"] if base else None, measured_by),
     )
 
@@ -265,6 +281,8 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
     lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
     if rep.projections and has("projected", "projected_lat"):
         lines.append(f"[PROFILE proj.]: {rep.label}, {rep.projected_by}.")
+    if rep.quality_by and has("quality"):
+        lines.append(f"PPL [meas.]: {rep.quality_by}.")
     if rep.predicted_by and has("predicted"):
         lines.append(f"[{rep.label}, pred.]: {rep.predicted_by}.")
     return lines

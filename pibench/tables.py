@@ -34,6 +34,7 @@ from pibench.report import Report, Row, footer, title
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 GROUPS = {  # what each group of columns holds, for --columns and the README
+    "quality": "measured perplexity per byte, from quality records given beside (pibench train), and PPL [pub.]",
     "cost": "PPL [pub.], #nonlinear operations, FLOPs of FFN and attention (analytic)",
     "comm": "communication, GB sent by both parties (measured)",
     "latency": "forward-pass minutes (measured, median of repeats)",
@@ -50,7 +51,7 @@ GROUPS = {  # what each group of columns holds, for --columns and the README
 }
 # Tried in this order for a terminal until the width is used; `all` for every group.
 DEFAULT_GROUPS = (
-    *("comm", "latency", "savings", "others", "published", "projected", "predicted"),
+    *("quality", "comm", "latency", "savings", "others", "published", "projected", "predicted"),
     *("published_abs", "projected_lat", "cost"),
 )
 PASTE_GROUPS = ("cost", "comm", "latency", "savings", "published_abs", "published", "projected", "others", "predicted")
@@ -104,7 +105,9 @@ def columns(rep: Report) -> list[Column]:
     tag, gb, minutes = rep.label, _num(".3f"), _num(".3f")
     cols = [
         Column("arch", "label", "Network Arch.", "", lambda r: r.arch, str),
-        Column("cost", "ppl_pub", "PPL", "pub.", lambda r: r.ppl, _num(".2f")),
+        Column("quality", "ppl_measured", "PPL", "meas.", lambda r: r.ppl_measured, _num(".2f")),
+        # beside a measured perplexity, the published one belongs to the quality group
+        Column("quality" if rep.quality_by else "cost", "ppl_pub", "PPL", "pub.", lambda r: r.ppl, _num(".2f")),
         Column("cost", "nonlinear", "#Nonlinear Ops", "", lambda r: r.nonlinear, str),
         Column("cost", "flops_ffn", "FLOPs FFN", "", lambda r: r.flops_ffn, billions),
         Column("cost", "flops_attn", "FLOPs Attn.", "", lambda r: r.flops_attn, billions),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from pibench.plots import plot
-from pibench.records import check_folder, read_record
+from pibench.quality.record import KIND as QUALITY_KIND
+from pibench.quality.record import validate_quality_record
+from pibench.quality.report import plot_quality, quality_table
+from pibench.records import check_folder, read_json, validate_record
 from pibench.report import build_report
 from pibench.tables import FORMATS, GROUPS, parse_columns, render
 from pibench.variants import BASELINE
@@ -73,23 +77,40 @@ def _tables(records: list[tuple[str, dict]]) -> list[tuple[str, dict, list[dict]
     return tables
 
 
-def emit_report(records: list[tuple[str, dict]], args: argparse.Namespace) -> None:
-    """Print the report of `records` ((name, record) pairs) and write plots, as the options say."""
+def emit_report(
+    records: list[tuple[str, dict]], args: argparse.Namespace, quality: Sequence[tuple[str, dict]] = ()
+) -> None:
+    """Print the report of `records` ((name, record) pairs), joined with `quality` records (measured
+    perplexity), and write plots, as the options say."""
     tables = _tables(records)
     reports = []
+    trained = [q for _, q in quality]
     for name, rec, others in tables:
         backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in others]
-        reports.append(build_report(rec, name, args.baseline, args.network, args.predict, others, backends))
-    print(render(reports, args.format, parse_columns(args.columns)))
+        reports.append(build_report(rec, name, args.baseline, args.network, args.predict, others, backends, trained))
+    if reports:
+        print(render(reports, args.format, parse_columns(args.columns)))
+    if not reports or args.format == "table":
+        for _, q in quality:
+            print(("\n" if reports else "") + quality_table(q))
     if args.plot:
         for (name, rec, _), rep in zip(tables, reports, strict=True):
             for path in plot(rec, rep, args.plot, Path(name).stem):
                 print(f"plot: {path}", file=sys.stderr)
+        for name, q in quality:
+            for path in plot_quality(q, args.plot, Path(name).stem, reports[0] if reports else None):
+                print(f"plot: {path}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
-    records = [(path, read_record(path)) for path in args.records]
+    runs, quality = [], []
+    for path in args.records:
+        data = read_json(path)
+        if isinstance(data, dict) and data.get("kind") == QUALITY_KIND:
+            quality.append((path, validate_quality_record(data, f"record '{path}'")))
+        else:
+            runs.append((path, validate_record(data, f"record '{path}'")))
     if args.plot:
         check_folder(args.plot, "--plot")
-    emit_report(records, args)
+    emit_report(runs, args, quality)
     return 0
