@@ -155,7 +155,7 @@ def test_report_joins_measured_perplexity_and_plots(tmp_path):
     plots = tmp_path / "plots"
     assert run_cli("report", str(run), str(quality), "--plot", str(plots)).returncode == 0
     names = {p.name for p in plots.iterdir() if p.suffix == ".png"}
-    assert {"q-entropy_heatmap.png", "q-entropy_quarters.png", "q-ppl_vs_comm.png"} <= names
+    assert {"q-entropy_heatmap.png", "q-entropy_quarters.png", "q-train_curves.png", "q-ppl_vs_comm.png"} <= names
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

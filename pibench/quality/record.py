@@ -83,6 +83,7 @@ class _Entropy(_Strict):
 class _Quality(_Strict):
     steps: int = Field(ge=1)
     steps_done: int = Field(ge=0)
+    tokens_per_step: int = Field(ge=1)
     train_curve: list[tuple[int, float]]
     nan_count: int = Field(ge=0)
     diverged: dict[str, Any] | None

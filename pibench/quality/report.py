@@ -1,6 +1,6 @@
 """Quality records in reports: their own table, measured perplexity beside a run record's costs, and
-three figures (entropy heatmaps, heads by quarter of the maximum entropy, perplexity against
-communication).
+four figures (entropy heatmaps, heads by quarter of the maximum entropy, training curves, perplexity
+against communication).
 
 A quality record's variants are matched to a run record's by name and by every architecture field
 but the dimensions (the quality suite trains small; the run measures GPT-2 size).
@@ -47,8 +47,8 @@ def quality_table(record: dict[str, Any]) -> str:
 
 
 def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: Any = None) -> list[Path]:
-    """Entropy heatmaps per variant, heads by quarter side by side, and, with `run` (a run record's
-    `Report` joined to this record), perplexity against communication. PNG and SVG each."""
+    """Entropy heatmaps per variant, heads by quarter side by side, training curves and, with `run` (a
+    run record's `Report` joined to this record), perplexity against communication. PNG and SVG each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +93,19 @@ def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: An
     ax.set_title(f"Heads by quarter of the maximum entropy — {title}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     figures.append(("entropy_quarters", fig))
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for v in record["variants"]:
+        q = v["quality"]
+        curve = q["train_curve"]
+        if curve:
+            label = v["label"] + (" (diverged)" if q["diverged"] else "")
+            ax.plot([step * q["tokens_per_step"] / 1e6 for step, _ in curve], [loss for _, loss in curve], label=label)
+    ax.set_xlabel("training bytes (millions)")
+    ax.set_ylabel("cross-entropy of the step's batch (nats per byte)")
+    ax.set_title(f"Training curves — {title}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figures.append(("train_curves", fig))
 
     if run is not None:
         points = [(r.comm_gb, r.ppl_measured, r.arch) for r in run.rows if r.ppl_measured is not None]
