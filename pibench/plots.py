@@ -50,6 +50,7 @@ def _comm_by_kind(plt: Any, record: dict[str, Any], rep: Report) -> Any:
     ax.set_title(_title(record, rep, f"{rep.label} communication by operation"), fontsize=9)
     ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7, ha="right")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
     return fig
 
 
@@ -87,6 +88,7 @@ def _savings(plt: Any, record: dict[str, Any], rep: Report) -> Any:
     if legend:
         fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
     fig.suptitle(_title(record, rep, "Savings"), fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below
     return fig
 
 
@@ -101,12 +103,7 @@ def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in (("comm_by_kind", _comm_by_kind), ("savings", _savings)):
-        fig = draw(plt, record, rep)
-        if name == "savings":
-            fig.tight_layout(rect=(0, 0.08, 1, 1))
-        else:
-            fig.tight_layout()
-        written += save_figure(plt, fig, out_dir / f"{stem}-{name}")
+        written += save_figure(plt, draw(plt, record, rep), out_dir / f"{stem}-{name}")
     return written
 
 

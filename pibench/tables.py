@@ -260,10 +260,9 @@ def _fit(rep: Report, cols: list[Column], width: int) -> tuple[list[Column], lis
     """The default groups, in order, that keep the table within `width`; and those left out."""
     shown, hidden = ["arch"], []
     for g in DEFAULT_GROUPS:
-        trial = [c for c in cols if c.group in (*shown, g)]
         if all(c.get(r) is None for c in cols if c.group == g for r in rep.rows):
             continue  # nothing to show (e.g. no published row matches)
-        if _width(rep, trial) <= width:
+        if _width(rep, [c for c in cols if c.group in (*shown, g)]) <= width:
             shown.append(g)
         else:
             hidden.append(g)

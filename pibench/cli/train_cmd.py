@@ -43,7 +43,6 @@ def main(args: argparse.Namespace) -> int:
     from pibench.quality.report import quality_table
     from pibench.quality.train import train_variant
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     corpus = load_corpus(max_bytes=suite.train.corpus_bytes)
     results = []
     for entry in suite.entries:

@@ -22,16 +22,20 @@ Tensor = torch.Tensor
 
 
 class TorchConstants:
-    """The public constants of `Ops` as plain torch tensors (shared with the MPC interpreters)."""
+    """The public constants of `Ops` as plain torch tensors on `device` (shared with the MPC
+    interpreters, whose shares may live on a GPU)."""
+
+    device: torch.device | str = "cpu"
 
     def causal_mask(self, T: int) -> Tensor:
-        return torch.full((T, T), MASK_VALUE).triu(1)
+        return torch.full((T, T), MASK_VALUE, device=self.device).triu(1)
 
     def causal_average(self, T: int) -> Tensor:
-        return torch.ones(T, T).tril() / torch.arange(1, T + 1, dtype=torch.float32)[:, None]
+        steps = torch.arange(1, T + 1, dtype=torch.float32, device=self.device)
+        return torch.ones(T, T, device=self.device).tril() / steps[:, None]
 
     def eye(self, T: int) -> Tensor:
-        return torch.eye(T)
+        return torch.eye(T, device=self.device)
 
 
 class TorchOps(TorchConstants, Ops):

@@ -53,8 +53,11 @@ def load_corpus(root: Path | None = None, max_bytes: int | None = None) -> Corpu
     train, val = (SEPARATOR.join(parts[k]) for k in (False, True))
     if max_bytes is not None:
         train, val = train[:max_bytes], val[: max(1, int(max_bytes * VALIDATION_SHARE))]
-    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8).long()  # noqa: E731
-    return Corpus(as_tensor(train), as_tensor(val), (len(parts[False]), len(parts[True])), str(root))
+    return Corpus(_bytes(train), _bytes(val), (len(parts[False]), len(parts[True])), str(root))
+
+
+def _bytes(text: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
 
 
 def batch(tokens: torch.Tensor, T: int, size: int, gen: torch.Generator) -> torch.Tensor:

@@ -42,15 +42,6 @@ class _RecordingOps(TorchOps):
         self.device = device
         self.probs: list[torch.Tensor] = []
 
-    def causal_mask(self, T: int) -> torch.Tensor:
-        return super().causal_mask(T).to(self.device)
-
-    def causal_average(self, T: int) -> torch.Tensor:
-        return super().causal_average(T).to(self.device)
-
-    def eye(self, T: int) -> torch.Tensor:
-        return super().eye(T).to(self.device)
-
     def softmax(self, x: torch.Tensor) -> torch.Tensor:
         p = super().softmax(x)
         self.probs.append(p)

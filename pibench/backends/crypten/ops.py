@@ -51,17 +51,7 @@ class CrypTenOps(TorchConstants, Ops):
         self, meter: Meter, gelu: str = "tanh", softmax: str = "max_only", max_method: str = "", device: str = "cpu"
     ) -> None:
         self.meter, self.gelu_form, self.softmax_form, self.max_method = meter, gelu, softmax, max_method
-        self.device = device
-
-    # public constants live where the shares do
-    def causal_mask(self, T: int) -> Any:
-        return super().causal_mask(T).to(self.device)
-
-    def causal_average(self, T: int) -> Any:
-        return super().causal_average(T).to(self.device)
-
-    def eye(self, T: int) -> Any:
-        return super().eye(T).to(self.device)
+        self.device = device  # public constants live where the shares do (`TorchConstants`)
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
         with self.meter.kind(matmul_kind(role)):
