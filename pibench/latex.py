@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pibench.report import Report, title
+from pibench.report import Report, spread_note, title
 
 SPECIALS = {
     "&": r"\&",
@@ -53,6 +53,7 @@ def caption(rep: Report, shown: set[str]) -> str:
     where shown, where the published figures come from."""
     parts = [f"{title(rep, with_record=False)}.", f"{rep.label}: measured by pibench: {rep.measured_by}."]
     parts.append(f"Savings against {rep.baseline}." if rep.baseline else "")
+    parts.append(spread_note(rep, "spread" in shown) + "." if rep.repeats > 1 else "")
     if rep.published_by and shown & {"published", "published_abs", "cost"}:
         sources = rep.published_by.split(":", 1)[0]
         parts.append(f"pub.: published ({sources}): SecretFlow SPU over the papers' WAN.")

@@ -3,8 +3,9 @@
     STEM-comm_by_kind   communication per variant, stacked by operation kind (`pibench.opkinds.KINDS`,
                         each explained in the legend), the total above each bar, in MB or GB as the
                         data needs
-    STEM-savings        communication and latency savings against the baseline: measured bars, the
-                        papers' published savings as markers beside them where a row matches
+    STEM-savings        communication and latency savings against the baseline: measured bars (latency
+                        with whiskers over the repeated passes' range), the papers' published savings
+                        as markers beside them where a row matches
 
 Titles come from the suite (name, description, dimensions), wrapped so nothing is clipped; missing
 values are left out, never drawn as zero; legends sit outside the axes.
@@ -65,7 +66,22 @@ def _savings(plt: Any, record: dict[str, Any], rep: Report) -> Any:
         published = [(i, getattr(r, pub)) for i, r in zip(x, rep.rows, strict=True) if getattr(r, pub) is not None]
         if measured:
             bars = ax.bar([i for i, _ in measured], [v for _, v in measured], 0.6, label=f"measured ({rep.label})")
-            ax.bar_label(bars, fmt="%.2f×", fontsize=6, padding=1)
+            ax.bar_label(bars, fmt="%.2f×", fontsize=6, label_type="center", color="white")  # whiskers go on top
+        spread = [(i, r) for i, r in zip(x, rep.rows, strict=True) if what == "Latency" and r.save_lat_low]
+        if spread:  # the repeated passes' range: the baseline's fastest over this one's slowest, and back
+            ax.errorbar(
+                [i for i, _ in spread],
+                [r.save_lat for _, r in spread],
+                yerr=[
+                    [r.save_lat - r.save_lat_low for _, r in spread],
+                    [r.save_lat_high - r.save_lat for _, r in spread],
+                ],
+                fmt="none",
+                ecolor="black",
+                elinewidth=0.8,
+                capsize=2,
+                label="range over the repeated passes",
+            )
         if published:
             pub_x, pub_y = [i + 0.38 for i, _ in published], [v for _, v in published]
             ax.plot(pub_x, pub_y, "D", color="black", markersize=4, label="published (SecretFlow SPU, papers' WAN)")
@@ -76,11 +92,11 @@ def _savings(plt: Any, record: dict[str, Any], rep: Report) -> Any:
             if proj:
                 ax.plot([i - 0.38 for i, _ in proj], [v for _, v in proj], "o", color="tab:orange", markersize=4,
                         label=f"measured, projected onto {net}")  # fmt: skip
-        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.axhline(1.0, color="grey", linewidth=0.8, zorder=0)
         ax.set_xticks(x, labels, rotation=35, fontsize=7, ha="right")
         ax.set_title(f"{what} savings vs {rep.baseline or 'baseline'}", fontsize=9)
     figures = [v for r in rep.rows for v in (r.save_comm, r.save_lat, r.pub_save_comm, r.pub_save_lat) if v]
-    figures += [v for r in rep.rows for v in r.projected_save_lat.values() if v]
+    figures += [v for r in rep.rows for v in (*r.projected_save_lat.values(), r.save_lat_high) if v]
     top = max(figures or [1.0])
     axes[0].set_ylim(0, math.ceil(top * 1.15 * 2) / 2)
     axes[0].set_ylabel("savings (×, baseline / variant)")

@@ -58,6 +58,11 @@ class Row:
     ppl_measured: float | None = None  # validation perplexity per byte from a quality record (`pibench train`)
     pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
     pred_lat_min: float | None = None
+    # the fastest and slowest of the repeated passes, summed over the stack like the median (minutes)
+    lat_min_fastest: float | None = None
+    lat_min_slowest: float | None = None
+    save_lat_low: float | None = None  # the baseline's fastest over this variant's slowest
+    save_lat_high: float | None = None  # the baseline's slowest over this variant's fastest
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Report:
     error_by: str = ""  # what the MPC error covers, and which outputs are unusable
     quality_by: str | None = None  # where measured perplexities come from
     others: list[BackendColumns] = field(default_factory=list)  # other backends' columns (`pibench.protocols`)
+    repeats: int = 1  # timed passes per measured step (the spread columns mean something from 2)
 
 
 def _published_index() -> dict[ModelConfig, PublishedRow]:
@@ -95,9 +101,11 @@ def measured_by(record: dict[str, Any]) -> str:
     if chosen:
         tally = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen)))
         backend += f" (chosen per product shape: {tally})"
+    repeats = max(v["measured"]["repeats"] for v in record["variants"])
+    median = f", median of {repeats} passes per measured step" if repeats > 1 else ", one pass per measured step"
     return (
         f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
-        f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores"
+        f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores{median}"
     )
 
 
@@ -167,7 +175,18 @@ def _row(
         rounds=m["rounds"],
         max_abs_error=m["max_abs_error"],
         peak_rss_gb=max(p["peak_rss_bytes"] for p in m["parties"]) / 1e9,
+        **(_spread(m, base["measured"] if base else None) if m["repeats"] > 1 else {}),
     )
+
+
+def _spread(m: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float | None]:
+    """The spread fields of a row whose steps were timed more than once."""
+    return {
+        "lat_min_fastest": m["wall_s_min"] / 60,
+        "lat_min_slowest": m["wall_s_max"] / 60,
+        "save_lat_low": base["wall_s_min"] / m["wall_s_max"] if base else None,
+        "save_lat_high": base["wall_s_max"] / m["wall_s_min"] if base else None,
+    }
 
 
 def build_report(
@@ -248,6 +267,7 @@ def build_report(
         ),
         error_by=_error_by(record),
         quality_by=quality_by,
+        repeats=max(v["measured"]["repeats"] for v in variants),
         others=other_backends(record, others, backends, base["name"] if base else None, measured_by),
     )
 
@@ -279,6 +299,9 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
             else "[pub.]: no published row matches."
         )
     lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
+    if rep.repeats > 1:
+        advice = "." if has("spread") else "; --columns ...,spread shows every variant's."
+        lines.append(spread_note(rep, has("spread")) + advice)
     if rep.projections and has("projected", "projected_lat"):
         lines.append(f"[PROFILE proj.]: {rep.label}, {rep.projected_by}.")
     if rep.quality_by and has("quality"):
@@ -286,3 +309,16 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
     if rep.predicted_by and has("predicted"):
         lines.append(f"[{rep.label}, pred.]: {rep.predicted_by}.")
     return lines
+
+
+def spread_note(rep: Report, shown: bool) -> str:
+    """What the repeated passes' spread means where its columns are shown; else how wide it is at most,
+    so that a reader can tell which latency differences this run resolves. One sentence, no full stop."""
+    if shown:
+        return (
+            f"[fastest], [slowest]: {rep.label}'s fastest and slowest of each measured step's passes, summed over "
+            "the stack like the median; Savings Lat. [low], [high]: the baseline's fastest over this variant's "
+            "slowest, and its slowest over this variant's fastest"
+        )
+    width, arch = max(((r.lat_min_slowest - r.lat_min_fastest) / r.lat_min, r.arch) for r in rep.rows)
+    return f"Lat. spread (slowest minus fastest pass): at most {width:.0%} of the median ({arch})"

@@ -45,16 +45,28 @@ GROUPS = {  # what each group of columns holds, for --columns and the README
     "projected_lat": "latency minutes projected onto each network profile",
     "others": "other backends' GB, minutes and savings (measured or predicted)",
     "predicted": "the calibrated model's GB and minutes",
+    "spread": "the fastest and slowest of the repeated timed passes: latency minutes and latency savings",
     "rounds": "rounds (blocking exchanges of the busier party)",
     "error": "the MPC output's largest absolute error against plaintext",
     "memory": "the larger party's peak resident memory, GB",
 }
 # Tried in this order for a terminal until the width is used; `all` for every group.
 DEFAULT_GROUPS = (
-    *("quality", "comm", "latency", "savings", "others", "published", "projected", "predicted"),
+    *("quality", "comm", "latency", "savings", "others", "published", "projected", "spread", "predicted"),
     *("published_abs", "projected_lat", "cost"),
 )
-PASTE_GROUPS = ("cost", "comm", "latency", "savings", "published_abs", "published", "projected", "others", "predicted")
+PASTE_GROUPS = (
+    "cost",
+    "comm",
+    "latency",
+    "spread",
+    "savings",
+    "published_abs",
+    "published",
+    "projected",
+    "others",
+    "predicted",
+)
 LATEX_GROUPS = ("comm", "latency", "savings", "published")  # 7 columns: one column of a paper
 TOPS = (  # display order: a top's sub-columns stand together
     "Network Arch.",
@@ -113,8 +125,12 @@ def columns(rep: Report) -> list[Column]:
         Column("cost", "flops_attn", "FLOPs Attn.", "", lambda r: r.flops_attn, billions),
         Column("comm", "comm_gb", "Comm. (GB)", tag, lambda r: r.comm_gb, gb),
         Column("latency", "lat_min", "Lat. (min.)", tag, lambda r: r.lat_min, minutes),
+        Column("spread", "lat_min_fastest", "Lat. (min.)", "fastest", lambda r: r.lat_min_fastest, minutes),
+        Column("spread", "lat_min_slowest", "Lat. (min.)", "slowest", lambda r: r.lat_min_slowest, minutes),
         Column("savings", "comm_savings", "Savings Comm.", tag, lambda r: r.save_comm, _times),
         Column("savings", "lat_savings", "Savings Lat.", tag, lambda r: r.save_lat, _times),
+        Column("spread", "lat_savings_low", "Savings Lat.", "low", lambda r: r.save_lat_low, _times),
+        Column("spread", "lat_savings_high", "Savings Lat.", "high", lambda r: r.save_lat_high, _times),
     ]
     for o in rep.others:
         k = _slug(o.label)
@@ -322,6 +338,8 @@ def render(reports: Sequence[Report], fmt: str, groups: Sequence[str] | None = N
 COMPARED = {  # metric -> its tidy column; what `pibench compare` sets side by side
     "Comm. (GB)": "comm_gb",
     "Lat. (min.)": "lat_min",
+    "Lat. fastest (min.)": "lat_min_fastest",
+    "Lat. slowest (min.)": "lat_min_slowest",
     "Savings Comm.": "comm_savings",
     "Savings Lat.": "lat_savings",
     "Rounds": "rounds",

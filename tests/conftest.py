@@ -66,15 +66,25 @@ def party_processes(run_pid: int) -> dict[int, psutil.Process]:
     return found
 
 
-def fake_measured(gb: float, seconds: float, *, usable: bool = True, rounds: int = 100) -> dict:
-    """A valid measured entry with round numbers, as a run would record it (all traffic in 'linear')."""
+def fake_measured(
+    gb: float,
+    seconds: float,
+    *,
+    usable: bool = True,
+    rounds: int = 100,
+    spread: tuple[float, float] | None = None,
+    repeats: int = 3,
+) -> dict:
+    """A valid measured entry with round numbers, as a run would record it (all traffic in 'linear');
+    `spread`: the fastest and slowest passes' seconds (default: both `seconds`)."""
     from pibench.opkinds import KINDS
 
     total = int(gb * 1e9)
     by_kind = {k: {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0} for k in KINDS}
     by_kind["linear"] = {"bytes": total, "rounds": rounds, "wall_s": seconds, "comm_s": 1.0}
     zero = {"sent": 0, "received": 0, "rounds": 0, "comm_s": 0.0, "wall_s": 0.0}
-    spread = {"wall_s_min": seconds, "wall_s_max": seconds, "comm_s_min": 1.0, "comm_s_max": 1.0}
+    fastest, slowest = spread or (seconds, seconds)
+    spread = {"wall_s_min": fastest, "wall_s_max": slowest, "comm_s_min": 1.0, "comm_s_max": 1.0}
     party = {
         "sent": total // 2,
         "received": total // 2,
@@ -90,7 +100,7 @@ def fake_measured(gb: float, seconds: float, *, usable: bool = True, rounds: int
     }
     return {
         "sampled": True,
-        "repeats": 3,
+        "repeats": repeats,
         **spread,
         "layers_measured": {"0": 12},
         "bytes": total,

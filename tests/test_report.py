@@ -77,7 +77,7 @@ def test_terminal_table_fits_120_columns_and_says_what_produced_it(t128_record):
         "2.20×",
         "2.37×",
     ]
-    assert "Not shown, to fit 120 columns: published_abs, projected_lat, cost" in out
+    assert "Not shown, to fit 120 columns: spread, published_abs, projected_lat, cost" in out
     assert "[PROFILE proj.]: CrypTen, projected from this loopback run onto lan (1 Gbit/s, 0.5 ms RTT)" in " ".join(
         out.split()
     )
@@ -200,7 +200,18 @@ def test_plots_say_what_they_show():
     assert totals == [f"{v['measured']['bytes'] / 1e6:.2f}" for v in tiny["variants"]]
     savings = _savings(plt, tiny, rep)
     labels = [t.get_text() for t in savings.legends[0].get_texts()]
-    assert labels == ["measured (CrypTen)", "measured, projected onto paper-wan"]  # no published row: no marker
+    # no published row: no marker
+    assert labels == ["measured (CrypTen)", "measured, projected onto paper-wan", "range over the repeated passes"]
+    # latency whiskers: from the baseline's fastest over a variant's slowest pass to the reverse
+    from matplotlib.container import ErrorbarContainer
+
+    whiskers = next(c for c in savings.axes[1].containers if isinstance(c, ErrorbarContainer))
+    base, relu = (v["measured"] for v in tiny["variants"][:2])
+    (x, low), (_, high) = whiskers.lines[2][0].get_segments()[1]
+    assert x == 1 and (low, high) == (
+        pytest.approx(base["wall_s_min"] / relu["wall_s_max"]),
+        pytest.approx(base["wall_s_max"] / relu["wall_s_min"]),
+    )
     assert [t.get_text() for t in savings.axes[0].get_xticklabels()] == [
         "SM + LN + G",
         "SM + LN + R",
@@ -233,13 +244,53 @@ def test_compare_two_records(t128_record, tmp_path):
     lines = proc.stdout.splitlines()
     relu = lines.index(next(ln for ln in lines if ln.startswith("SM + LN + R ")))
     assert re.split(r"\s{2,}", lines[relu].strip()) == ["SM + LN + R", "Comm. (GB)", "8.000", "9.000", "+12.5%"]
-    assert re.split(r"\s{2,}", lines[relu + 2].strip()) == ["Savings Comm.", "1.25×", "1.11×", "-11.1%"]
+    assert re.split(r"\s{2,}", lines[relu + 4].strip()) == ["Savings Comm.", "1.25×", "1.11×", "-11.1%"]
     about = " ".join(proc.stdout.split())
     assert f"A: {path}: CrypTen (device cpu, local_products auto) on " in about and f"B: {other}: CrypTen" in about
     rows = list(csv.DictReader(io.StringIO(run_cli("compare", str(path), str(other), "--format", "csv").stdout)))
-    assert len(rows) == 10 * 7 and float(rows[7]["change_pct"]) == 12.5  # sm_ln_r's first metric
+    assert len(rows) == 10 * 9 and float(rows[9]["change_pct"]) == 12.5  # sm_ln_r's first metric
     smoke = run_cli("compare", str(path), str(ROOT / ".ci" / "baselines" / "smoke.json"))
     assert smoke.returncode == 2 and "compare records of one suite" in smoke.stderr
+
+
+def spread_record(tmp_path, repeats=3):
+    """Baseline 60 s (passes from 54 to 66 s), SM + LN + R 40 s (36 to 48 s), the rest 30 s with no spread."""
+    suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml")
+    figures = {"sm_ln_g": (10.0, 60.0, (54.0, 66.0)), "sm_ln_r": (8.0, 40.0, (36.0, 48.0))}
+    measured = [
+        fake_measured(gb, s, spread=spread, repeats=repeats)
+        for gb, s, spread in (figures.get(e.name, (4.0, 30.0, (30.0, 30.0))) for e in suite.entries)
+    ]
+    return write_record(tmp_path / f"spread{repeats}.json", build_record(suite, measured, fake_run()))
+
+
+def test_latency_spread_of_repeated_passes(tmp_path):
+    path = spread_record(tmp_path)
+    proc = run_cli("report", str(path), "--columns", "latency,spread,savings")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"─+ Lat\. \(min\.\) ─+ .* ─+ Savings Lat\. ─+", proc.stdout)
+    # SM + LN + R: 40 s = 0.667 min, fastest 36 s = 0.600, slowest 48 s = 0.800; savings 60/40 = 1.50x,
+    # low = baseline's fastest / its slowest = 54/48 = 1.125 (shown 1.12x), high = 66/36 = 1.833 (1.83x)
+    assert cells_of(proc.stdout, "SM + LN + R") == [
+        *("SM + LN + R", "0.667", "0.600", "0.800", "1.25×", "1.50×", "1.12×", "1.83×")
+    ]
+    text = " ".join(proc.stdout.split())
+    assert "median of 3 passes per measured step" in text
+    assert "[fastest], [slowest]: CrypTen's fastest and slowest of each measured step's passes" in text
+    # without the spread columns, the widest spread: SM + LN + R (48 - 36)/40 = 30% (baseline 12/60 = 20%)
+    short = " ".join(run_cli("report", str(path)).stdout.split())
+    assert "Lat. spread (slowest minus fastest pass): at most 30% of the median (SM + LN + R)" in short
+    frame = list(csv.DictReader(io.StringIO(run_cli("report", str(path), "--format", "csv").stdout)))
+    relu = next(r for r in frame if r["variant"] == "sm_ln_r")
+    assert (float(relu["lat_min_fastest"]), float(relu["lat_min_slowest"])) == (0.6, 0.8)
+    assert (float(relu["lat_savings_low"]), round(float(relu["lat_savings_high"]), 4)) == (1.125, 1.8333)
+    latex = run_cli("report", str(path), "--format", "latex").stdout
+    assert r"at most 30\% of the median (SM + LN + R)." in latex
+    # one pass per step: no spread to show, and the table says so
+    single = spread_record(tmp_path, repeats=1)
+    one = run_cli("report", str(single), "--columns", "latency,spread")
+    assert cells_of(one.stdout, "SM + LN + R") == ["SM + LN + R", "0.667", "-", "-", "-", "-"]
+    assert "one pass per measured step" in " ".join(one.stdout.split()) and "Lat. spread" not in one.stdout
 
 
 def test_baseline_typo_is_refused_before_a_run(tmp_path):
