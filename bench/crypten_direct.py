@@ -9,7 +9,9 @@ here against CrypTen's own API, run by two processes over gloo on 127.0.0.1, and
 CrypTen's own counters (`communicator.verbose`: per party, sent and
 received bytes together, one round per exchange). Prints bytes, rounds and forward-pass seconds
 beside pibench's and their ratios (and how many times faster pibench's forward pass was: its local
-products, `crypten.local_products`, can avoid torch's int64 matmul where that is slow); exits 1 if
+products, `crypten.local_products`, can avoid torch's int64 matmul where that is slow), and the
+seconds stock CrypTen spent in int64 matmul: the most any choice of local products can save on this
+machine (stock seconds / (stock seconds - matmul seconds) bounds the speed-up); exits 1 if
 bytes or rounds differ by more than 1%, or time by more than 10% where pibench multiplied with int64
 as stock CrypTen does.
 """
@@ -95,6 +97,18 @@ def party(rank: int, rendezvous: str, variant: str, softmax: str) -> dict:
     def heads(h):
         return h.reshape(T, H, D // H).transpose(0, 1)
 
+    int64_s = 0.0  # seconds in stock CrypTen's local products: torch's int64 matmul (triples and Beaver)
+    matmul = torch.matmul
+
+    def timed_matmul(a, b, *args, **kwargs):
+        nonlocal int64_s
+        began = time.perf_counter()
+        out = matmul(a, b, *args, **kwargs)
+        if getattr(a, "dtype", None) == torch.int64:
+            int64_s += time.perf_counter() - began
+        return out
+
+    torch.matmul = timed_matmul  # CrypTen looks it up at each call (`getattr(torch, "matmul")`)
     comm.reset_communication_stats()
     start = time.perf_counter()
     for w in layers:
@@ -118,7 +132,7 @@ def party(rank: int, rendezvous: str, variant: str, softmax: str) -> dict:
     stats = comm.get_communication_stats()
     x.get_plain_text()
     crypten.uninit()
-    return {"rank": rank, "bytes": int(stats["bytes"]), "rounds": stats["rounds"], "wall_s": wall}
+    return {"rank": rank, "bytes": int(stats["bytes"]), "rounds": stats["rounds"], "wall_s": wall, "int64_s": int64_s}
 
 
 def measure(variant: str, softmax: str) -> list[dict]:
@@ -181,6 +195,11 @@ def main() -> int:
         print(
             f"{v['name']:<11} {'forward seconds':<22} {a:>14.1f} {b:>15.1f} {a / b:>8.4f}"
             f"  (pibench {b / a:.2f}x as fast)"
+        )
+        products_s = max(d["int64_s"] for d in direct)  # the busier party's (rank 0 also makes the triples)
+        print(
+            f"{v['name']:<11} {'stock int64 matmul s':<22} {'':>14} {products_s:>15.1f} {products_s / b:>8.4f}"
+            f"  (local products can make it at most {b / (b - products_s):.2f}x as fast here)"
         )
     print(f"CPU: {record['environment']['fingerprint']['cpu_model']}; pibench's local products: {products}")
     print(
