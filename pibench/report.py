@@ -320,5 +320,9 @@ def spread_note(rep: Report, shown: bool) -> str:
             "the stack like the median; Savings Lat. [low], [high]: the baseline's fastest over this variant's "
             "slowest, and its slowest over this variant's fastest"
         )
-    width, arch = max(((r.lat_min_slowest - r.lat_min_fastest) / r.lat_min, r.arch) for r in rep.rows)
+    width, arch = max(
+        ((r.lat_min_slowest - r.lat_min_fastest) / r.lat_min, r.arch)
+        for r in rep.rows
+        if r.lat_min_slowest is not None and r.lat_min_fastest is not None
+    )
     return f"Lat. spread (slowest minus fastest pass): at most {width:.0%} of the median ({arch})"
