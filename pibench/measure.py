@@ -4,9 +4,10 @@ For each variant the parties secret-share weights (server, rank 0) and input (cl
 the input stage and a sample of layers (one per layer kind, `pibench.sampling`; every layer with
 `full`) through the backend's `Session`, and extrapolate: bytes and rounds exactly (layers of a
 kind cost the same), seconds proportionally. One unmeasured warm-up pass of the first layer comes
-first, so timing is that of steady state. The output is compared with the plaintext interpreter on
-the same layers; an error beyond `USABLE_RELATIVE_ERROR` of the output's scale marks the variant
-unusable. Progress goes to `emit` as events.
+first, so timing is that of steady state; then the steps are timed `repeats` times, the passes
+interleaved (`_timed_walk`), and each step's seconds are its median pass's. The output is compared
+with the plaintext interpreter on the same layers; an error beyond `USABLE_RELATIVE_ERROR` of the
+output's scale marks the variant unusable. Progress goes to `emit` as events.
 """
 
 from __future__ import annotations
@@ -96,28 +97,12 @@ def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None) -> Any:
     return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index)
 
 
-def _timed_step(
-    session: Session, weights: Any, x: Any, cfg: Any, label: str, index: int | None, repeats: int, exact: bool
-) -> tuple[Any, StepCounts]:
-    """Run one step `repeats` times: its counts are the median pass's (by seconds), with the fastest
-    and slowest passes' seconds in `spread`; the walk continues from the first pass's output (so that
-    timing cannot change the result). With a backend whose counts are deterministic (`exact`), every
-    pass must move the same bytes."""
-    outputs, passes = [], []
-    for _ in range(repeats):
-        y, counts = session.measure(lambda ops, w, h: _run(ops, w, h, cfg, index), weights, x)
-        if (
-            exact
-            and passes
-            and (counts.total().sent, counts.total().rounds)
-            != (
-                passes[0].total().sent,
-                passes[0].total().rounds,
-            )
-        ):
-            raise RuntimeError(f"{label}: two passes moved different bytes or rounds")
-        outputs.append(y)
-        passes.append(counts)
+def _median_pass(label: str, passes: list[StepCounts], exact: bool) -> StepCounts:
+    """One step's passes as one: the median pass's counts (by seconds), with the fastest and slowest
+    passes' seconds in `spread`. With a backend whose counts are deterministic (`exact`), every pass
+    must have moved the same bytes in the same rounds."""
+    if exact and len({(c.total().sent, c.total().rounds) for c in passes}) > 1:
+        raise RuntimeError(f"{label}: two passes moved different bytes or rounds")
     ordered = sorted(passes, key=lambda c: c.wall_s)
     median = ordered[len(ordered) // 2]
     comm = sorted(c.total().comm_s for c in passes)
@@ -127,7 +112,36 @@ def _timed_step(
         "comm_s_min": comm[0],
         "comm_s_max": comm[-1],
     }
-    return outputs[0], median
+    return median
+
+
+def _timed_walk(
+    session: Session,
+    weights: Any,
+    x: Any,
+    cfg: Any,
+    steps: list[tuple[str, int, int | None]],
+    opts: PartyOptions,
+    emit: Emit,
+    variant: str,
+) -> tuple[Any, list[StepCounts]]:
+    """Walk the steps `opts.repeats` times, passes interleaved (every step once, then every step again),
+    so that a passing slowdown of the machine falls on one pass of several steps rather than on every
+    pass of one. The first pass walks the stack; later passes rerun each step on the input it had
+    then, so timing cannot change the result. Returns the first pass's output and each step's median
+    pass (`_median_pass`)."""
+    inputs: list[Any] = []  # each step's input in the first pass
+    passes: list[list[StepCounts]] = [[] for _ in steps]
+    out = x
+    for n in range(opts.repeats):
+        for i, (label, _, index) in enumerate(steps):
+            if n == 0:
+                inputs.append(out)
+            y, counts = session.measure(lambda ops, w, h, index=index: _run(ops, w, h, cfg, index), weights, inputs[i])
+            passes[i].append(counts)
+            out = y if n == 0 else out
+            emit({"event": "step", "variant": variant, "step": label, "pass": n + 1, "passes": opts.repeats})
+    return out, [_median_pass(label, runs, opts.exact) for (label, _, _), runs in zip(steps, passes, strict=True)]
 
 
 def _reference(
@@ -165,8 +179,9 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         if opts.warm_up:
             session.measure(lambda ops, w, h: layer(ops, w, h, cfg, layers[0]), weights, x)
             emit({"event": "warm-up", "variant": entry.name})
-        for label, times, index in _steps(sample):
-            x, counts = _timed_step(session, weights, x, cfg, label, index, opts.repeats, opts.exact)
+        steps = _steps(sample)
+        x, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name)
+        for (label, times, _), counts in zip(steps, medians, strict=True):
             total.add(counts, times)
             step_log.append(
                 {
@@ -177,7 +192,6 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
                     "passes": opts.repeats,
                 }
             )
-            emit({"event": "step", "variant": entry.name, "step": label, "stands_for": times})
         out = session.reveal(x)
     error = reference = None
     if rank == 0:  # the reference needs the client's input: synthetic, so recomputed from its seed

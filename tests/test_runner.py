@@ -224,3 +224,47 @@ def test_repeated_steps_give_a_median_and_a_spread(all_variants, tmp_path):
     assert proc.returncode == 0, proc.stderr
     one = json.loads((tmp_path / "r.json").read_text())["variants"][0]["measured"]
     assert one["repeats"] == 1 and one["wall_s_min"] == one["wall_s"] == one["wall_s_max"]
+
+
+def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
+    """Three passes over three steps run as s0 s1 s2, s0 s1 s2, s0 s1 s2; later passes see the input each
+    step had in the first pass; the walk goes on from the first pass's output; each step keeps its
+    median pass with the fastest and slowest beside it."""
+    from pibench import measure
+    from pibench.backends.base import StepCounts
+
+    monkeypatch.setattr(measure, "_run", lambda ops, w, h, cfg, index: f"{h}>{index}")
+    seconds = iter([3.0, 1.0, 5.0, 1.0, 2.0, 6.0, 2.0, 3.0, 4.0])  # pass by pass: s0 s1 s2, ...
+    calls = []
+
+    class Session:
+        def measure(self, step, weights, x):
+            calls.append(x)
+            counts = StepCounts()
+            counts.by_kind["linear"].sent, counts.wall_s = 10, next(seconds)
+            return f"{step(None, weights, x)}#{len(calls)}", counts  # passes differ in their output
+
+    steps = [("input stage", 1, None), ("layer 0", 1, 0), ("layer 1", 2, 1)]
+    events = []
+    opts = measure.PartyOptions(rank=0, rendezvous=None, suite=None, repeats=3)
+    out, medians = measure._timed_walk(Session(), {}, "x", None, steps, opts, events.append, "v")
+    first = ["x", "x>None#1", "x>None#1>0#2"]
+    assert calls == first * 3 and out == "x>None#1>0#2>1#3"
+    # s0 took 3, 1, 2 s: median 2, spread [1, 3]; s1 1, 2, 3 -> 2 [1, 3]; s2 5, 6, 4 -> 5 [4, 6]
+    assert [(c.wall_s, c.spread["wall_s_min"], c.spread["wall_s_max"]) for c in medians] == [
+        (2.0, 1.0, 3.0),
+        (2.0, 1.0, 3.0),
+        (5.0, 4.0, 6.0),
+    ]
+    assert [(e["step"], e["pass"]) for e in events[:4]] == [
+        ("input stage", 1),
+        ("layer 0", 1),
+        ("layer 1", 1),
+        ("input stage", 2),
+    ]
+    # a pass that moved other bytes is an error for a backend whose counts are deterministic
+    odd = [StepCounts(), StepCounts()]
+    odd[1].by_kind["linear"].sent = 1
+    with pytest.raises(RuntimeError, match="layer 3: two passes moved different bytes or rounds"):
+        measure._median_pass("layer 3", odd, exact=True)
+    assert measure._median_pass("layer 3", odd, exact=False).spread["wall_s_max"] == 0.0

@@ -70,6 +70,8 @@ def _emitter(args: argparse.Namespace, state: dict[str, Any]) -> Any:
                 print(json.dumps(event), flush=True)
         elif event.get("event") in ("variant", "step"):
             what = event.get("step", "started")
+            if event.get("passes", 1) > 1:
+                what += f" (pass {event['pass']} of {event['passes']})"
             print(f"[{time.monotonic() - state['start']:7.1f} s] {event['variant']}: {what}", file=sys.stderr)
 
     return emit
