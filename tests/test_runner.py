@@ -268,3 +268,26 @@ def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
     with pytest.raises(RuntimeError, match="layer 3: two passes moved different bytes or rounds"):
         measure._median_pass("layer 3", odd, exact=True)
     assert measure._median_pass("layer 3", odd, exact=False).spread["wall_s_max"] == 0.0
+
+
+def test_record_line_follows_the_table_in_one_stream(tmp_path):
+    """Table (stdout) and "record: PATH" (stderr) sent to one pipe, as under tox or `2>&1 | tee`: the
+    table comes first, whole."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    suite = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\n")
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "pibench", "run", str(suite), "--repeats", "1", "--no-progress", "--out", str(out)]
+    # the environment as run_cli passes it (os.environ, not what a C library may have set beneath it),
+    # with stdout buffered as Python buffers a pipe by default
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout
+    table = run_cli("report", str(out)).stdout  # what the run printed on stdout
+    assert "SM" in table and proc.stdout.endswith(f"\n{table}record: {out}\n")

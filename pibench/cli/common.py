@@ -72,6 +72,7 @@ def finish(record: dict[str, Any], args: argparse.Namespace, suite_name: str) ->
     path, unique = record_path(args, suite_name)
     path = write_record(path, record, exclusive=unique)
     emit_report([(str(path), record)], args)
+    sys.stdout.flush()  # the table first, where both streams go to one place
     print(f"record: {path}", file=sys.stderr)
     bad = [v for v in record["variants"] if not v["measured"]["usable"]]
     if bad and not args.accept_unusable:

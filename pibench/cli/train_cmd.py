@@ -66,5 +66,6 @@ def main(args: argparse.Namespace) -> int:
     record = build_quality_record(suite, corpus, results)
     path = write_record(out, record, exclusive=not args.out)
     print(quality_table(record))
+    sys.stdout.flush()  # the table first, where both streams go to one place
     print(f"record: {path}", file=sys.stderr)
     return 0
