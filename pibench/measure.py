@@ -139,7 +139,8 @@ def _timed_walk(
                 inputs.append(out)
             y, counts = session.measure(lambda ops, w, h, index=index: _run(ops, w, h, cfg, index), weights, inputs[i])
             passes[i].append(counts)
-            out = y if n == 0 else out
+            if n == 0:
+                out = y
             emit({"event": "step", "variant": variant, "step": label, "pass": n + 1, "passes": opts.repeats})
     return out, [_median_pass(label, runs, opts.exact) for (label, _, _), runs in zip(steps, passes, strict=True)]
 
@@ -280,7 +281,7 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str
         opts,
         gelu=backend.reference_gelu(settings),
         exact=not backend.count_tolerance,
-        repeats=opts.suite.repeats or backend.repeats,
+        repeats=backend.passes(opts.suite.repeats),
     )
     session = backend.session(
         opts.rank, opts.rendezvous, settings, opts.timeout_s, on_op=_ticker(emit), seed=opts.suite.seed

@@ -90,6 +90,11 @@ def _published_index() -> dict[ModelConfig, PublishedRow]:
     return {row.config(): row for row in reversed(published_rows())}  # first row wins
 
 
+def timed_passes(record: dict[str, Any]) -> int:
+    """How many times the record's steps were timed (one run: the same for every variant)."""
+    return max(v["measured"]["repeats"] for v in record["variants"])
+
+
 def measured_by(record: dict[str, Any]) -> str:
     """Which backend, settings and network produced a record's measured columns."""
     b, run = record["backend"], record["run"]
@@ -101,7 +106,7 @@ def measured_by(record: dict[str, Any]) -> str:
     if chosen:
         tally = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen)))
         backend += f" (chosen per product shape: {tally})"
-    repeats = max(v["measured"]["repeats"] for v in record["variants"])
+    repeats = timed_passes(record)
     median = f", median of {repeats} passes per measured step" if repeats > 1 else ", one pass per measured step"
     return (
         f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
@@ -267,7 +272,7 @@ def build_report(
         ),
         error_by=_error_by(record),
         quality_by=quality_by,
-        repeats=max(v["measured"]["repeats"] for v in variants),
+        repeats=timed_passes(record),
         others=other_backends(record, others, backends, base["name"] if base else None, measured_by),
     )
 

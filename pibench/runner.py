@@ -198,7 +198,7 @@ class _Progress:
     """What the parties report: the progress bar, the current variant, results, dealer totals."""
 
     def __init__(self, suite: Suite, full: bool, show: bool, parties: _Parties) -> None:
-        passes = suite.repeats or BACKENDS.get(suite.backend).repeats  # each step's, one "step" event each
+        passes = BACKENDS.get(suite.backend).passes(suite.repeats)  # one "step" event per pass of a step
         total = passes * sum(1 + (e.config.L if full else len(layer_sample(e.config))) for e in suite.entries)
         self.bar = tqdm(total=total, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True)
         self.parties, self.current = parties, "(start-up)"

@@ -184,6 +184,11 @@ class Backend(ABC):
     # rounds x RTT; where rounds only bound the round trips from above (SPU's messages), they do not.
     rounds_are_round_trips: ClassVar[bool] = True
 
+    @classmethod
+    def passes(cls, requested: int | None) -> int:
+        """How many times each step is timed: the suite's or command line's `repeats`, else the default."""
+        return requested or cls.repeats
+
     def default_settings(self) -> Any:
         return self.settings_type()
 

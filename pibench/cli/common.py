@@ -67,13 +67,18 @@ def record_path(args: argparse.Namespace, suite_name: str) -> tuple[Path, bool]:
     return (Path(args.out), False) if args.out else (default_record_path(suite_name), True)
 
 
+def say_record(path: Path) -> None:
+    """ "record: PATH" on stderr, after what stdout holds (the table first where both go to one place)."""
+    sys.stdout.flush()
+    print(f"record: {path}", file=sys.stderr)
+
+
 def finish(record: dict[str, Any], args: argparse.Namespace, suite_name: str) -> int:
     """Write the record, print its report, and say (exit UNUSABLE_EXIT) which outputs are unusable."""
     path, unique = record_path(args, suite_name)
     path = write_record(path, record, exclusive=unique)
     emit_report([(str(path), record)], args)
-    sys.stdout.flush()  # the table first, where both streams go to one place
-    print(f"record: {path}", file=sys.stderr)
+    say_record(path)
     bad = [v for v in record["variants"] if not v["measured"]["usable"]]
     if bad and not args.accept_unusable:
         names = ", ".join(

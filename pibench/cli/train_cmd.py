@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pibench.cli.common import say_record
 from pibench.errors import PibenchError
 from pibench.records import check_writable, default_record_path, write_record
 from pibench.suite import load_suite
@@ -66,6 +67,5 @@ def main(args: argparse.Namespace) -> int:
     record = build_quality_record(suite, corpus, results)
     path = write_record(out, record, exclusive=not args.out)
     print(quality_table(record))
-    sys.stdout.flush()  # the table first, where both streams go to one place
-    print(f"record: {path}", file=sys.stderr)
+    say_record(path)
     return 0
