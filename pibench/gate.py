@@ -2,8 +2,10 @@
 
 Counted metrics (bytes, rounds, per operation kind; nonlinear elements; FLOPs; communication savings)
 are deterministic for a given configuration and backend settings, so by default any change in the bad
-direction fails. Times are medians of repeated passes and compare through their spread
-(`SPREAD_METRICS`); savings of time and the MPC error compare loosely, as ratios.
+direction fails. Every time-derived metric (`TIMED`: seconds, and savings of time) compares through
+the spread of the repeated passes: the candidate at its most favourable against the baseline at its
+least (`_compared`), so the noise of one machine between two runs is not a regression; the findings
+carry the figures compared, not the medians. The MPC error compares loosely, as a ratio.
 Records of different backends, backend settings or variant configurations are "not comparable",
 never "regressed"; records of different networks (a local and a two-host run of one suite), machines
 (`pibench.machine.fingerprint`) or settings that change only speed (`TIME_SETTINGS`: local products,
@@ -27,10 +29,10 @@ from pibench.opkinds import KINDS, NONLINEAR
 from pibench.variants import BASELINE
 
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
-# Times measured as the median of repeated passes, with the fastest and slowest recorded: a time
-# regresses only when the candidate's fastest pass is slower than the baseline's slowest by more
-# than the tolerance, so the noise of one machine between two runs is not a regression.
+# Times measured as the median of repeated passes, with the fastest and slowest recorded, and what is
+# derived from them: each compares the candidate's most favourable figure with the baseline's least.
 SPREAD_METRICS = ("wall_s", "comm_s")
+TIMED = (*SPREAD_METRICS, "time_savings")
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,10 @@ def parse_fail_on(specs: Sequence[str]) -> dict[str, float]:
 class Finding:
     variant: str
     metric: str
-    baseline: float
+    baseline: float  # the figures compared (for a timed metric: through the spread, see `basis`)
     candidate: float
     allowed: float  # fraction
+    basis: str = ""  # what the figures are, where they are not the metric's recorded value
 
     @property
     def change(self) -> float:
@@ -193,6 +196,25 @@ def _not_comparable(old: dict[str, Any], new: dict[str, Any], common: list[str])
     return reasons
 
 
+def _compared(
+    metric: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_base: dict[str, Any] | None,
+    new_base: dict[str, Any] | None,
+) -> tuple[float, float, str] | None:
+    """For a timed metric, (baseline figure, candidate figure, what they are): the candidate at its most
+    favourable against the baseline at its least, over the repeated passes' spread; None for others."""
+    mo, mn = old["measured"], new["measured"]
+    if metric in SPREAD_METRICS:  # lower is better: the candidate's fastest against the baseline's slowest
+        return mo[f"{metric}_max"], mn[f"{metric}_min"], "slowest pass vs fastest"
+    if metric == "time_savings" and old_base and new_base:  # higher is better: the ratio's low vs high end
+        low = old_base["measured"]["wall_s_min"] / mo["wall_s_max"]
+        high = new_base["measured"]["wall_s_max"] / mn["wall_s_min"]
+        return low, high, "low end vs high end"
+    return None
+
+
 def compare(
     old: dict[str, Any], new: dict[str, Any], tolerances: dict[str, float] | None = None, counted_only: bool = False
 ) -> Outcome:
@@ -218,11 +240,9 @@ def compare(
             if metric not in before or (counted_only and not spec.counted):
                 continue
             compared += 1
-            b, a = before[metric], after
-            if metric in SPREAD_METRICS:  # the candidate's fastest against the baseline's slowest
-                b, a = old_v[name]["measured"][f"{metric}_max"], new_v[name]["measured"][f"{metric}_min"]
+            b, a, basis = _compared(metric, old_v[name], new_v[name], old_base, new_base) or (before[metric], after, "")
             worse = a - b if spec.lower_is_better else b - a
             if worse > tol[metric] * abs(b) + 1e-12 * max(abs(b), 1.0):
-                regressions.append(Finding(name, metric, before[metric], after, tol[metric]))
+                regressions.append(Finding(name, metric, b, a, tol[metric], basis))
     status = REGRESSION if regressions or missing else PASS
     return Outcome(status, [], regressions, compared, common, missing, added, notes)

@@ -1,13 +1,15 @@
 """A report as a paper-ready LaTeX table: booktabs rules, tops over their sub-columns, the papers'
 notation as math, text left and numbers right, and a caption line naming backend and settings.
 
-Needs \\usepackage{booktabs,array,amssymb} (rules, the wrapping label column, \\mathbb). The default columns
+Needs \\usepackage{booktabs,array,amssymb} (rules, the wrapping label column, \\mathbb), and graphicx for
+a table of more than 14 columns (scaled to the text width). The default columns
 (`pibench.tables.LATEX_GROUPS`: measured and published GB, minutes and savings) fit one column of a
 two-column paper at \\footnotesize.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,16 +50,26 @@ def notation(text: str) -> str:
     return " ".join(terms)
 
 
-def caption(rep: Report, shown: set[str]) -> str:
-    """The table's title, what measured it (backend, settings, network, units), the baseline and,
-    where shown, where the published figures come from."""
-    parts = [f"{title(rep, with_record=False)}.", f"{rep.label}: measured by pibench: {rep.measured_by}."]
-    parts.append(f"Savings against {rep.baseline}." if rep.baseline else "")
-    parts.append(spread_note(rep, "spread" in shown) + "." if rep.repeats > 1 else "")
-    if rep.published_by and shown & {"published", "published_abs", "cost"}:
-        sources = rep.published_by.split(":", 1)[0]
-        parts.append(f"pub.: published ({sources}): SecretFlow SPU over the papers' WAN.")
+def caption(rep: Report, shown: set[str], lat_unit: str) -> str:
+    """A few sentences: the table's title; what measured it (backend and settings, machine, network);
+    units; the baseline; the spread of timings; where published figures come from, by paper and table."""
+    repeats = f"median of {rep.repeats} passes per measured step" if rep.repeats > 1 else "one pass per measured step"
+    parts = [
+        f"{title(rep, with_record=False)}.",
+        f"Measured by pibench under {rep.measured_under}; Comm.: sent by both parties; Lat.: {lat_unit}, {repeats}.",
+        f"Savings against {rep.baseline}." if rep.baseline else "",
+        spread_note(rep, "spread" in shown) + "." if rep.repeats > 1 and "spread" not in shown else "",
+    ]
+    if rep.published_from and shown & {"published", "published_abs", "cost"}:
+        parts.append(
+            f"pub.: published, SecretFlow SPU (BumbleBee) over a 100 Mbit/s, 80 ms WAN ({rep.published_from})."
+        )
     return " ".join(p for p in parts if p)
+
+
+# Columns of one column of a two-column paper at \footnotesize (the default groups: 7); beyond that the
+# table spans both columns (table*), and beyond twice that it is also scaled to the text width.
+ONE_COLUMN, TWO_COLUMNS = 7, 14
 
 
 def render_latex(rep: Report, cols: Sequence[Any], runs: Sequence[tuple[int, int]]) -> str:
@@ -78,10 +90,15 @@ def render_latex(rep: Report, cols: Sequence[Any], runs: Sequence[tuple[int, int
         else:
             top.append("")
             sub.append(escape(cols[i].top))
+    data = len(cols) - 1
+    env = "table*" if data > ONE_COLUMN else "table"
+    scaled = data > TWO_COLUMNS
     out = [
         f"% {title(rep)}",
-        r"\begin{table}[t]",
+        f"% {data} data columns: {_span(env, scaled)}",
+        rf"\begin{{{env}}}[t]",
         r"\centering\footnotesize\setlength{\tabcolsep}{2pt}",
+        *([r"\resizebox{\textwidth}{!}{%"] if scaled else []),
         rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
         r"\toprule",
         " & ".join(top) + r" \\",
@@ -95,7 +112,20 @@ def render_latex(rep: Report, cols: Sequence[Any], runs: Sequence[tuple[int, int
             " & ".join(notation(x) if c.key == "nonlinear" else escape(x) for c, x in zip(cols, cells, strict=True))
             + r" \\"
         )
-    out += [r"\bottomrule", r"\end{tabular}"]
-    out.append(rf"\caption{{{escape(caption(rep, {c.group for c in cols}))}}}")
-    out.append(r"\end{table}")
+    out += [r"\bottomrule", r"\end{tabular}" + ("}" if scaled else "")]
+    lat_unit = next((c.top.partition(" (")[2].rstrip(")") for c in cols if c.top.startswith("Lat.")), "min.")
+    out.append(rf"\caption{{{escape(caption(rep, {c.group for c in cols}, lat_unit))}}}")
+    out.append(rf"\label{{tab:{label(rep)}}}")
+    out.append(rf"\end{{{env}}}")
     return "\n".join(out)
+
+
+def _span(env: str, scaled: bool) -> str:
+    if scaled:
+        return "both columns of the page, scaled to its width (needs graphicx)"
+    return "both columns of the page" if env == "table*" else "one column of a two-column page"
+
+
+def label(rep: Report) -> str:
+    """The table's \\label key: the suite and the backend, in letters, digits and dashes."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", f"{rep.suite}-{rep.label}").strip("-").lower()

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("pibench", "torch", "crypten", "numpy", "pydantic")
+PACKAGES = ("pibench", "torch", "crypten", "spu", "jax", "jaxlib", "numpy", "pydantic")
 
 
 def package_version(package: str) -> str | None:

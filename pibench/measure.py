@@ -216,10 +216,21 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
 
 
 def _merged(counts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Both parties' counts as one: bytes = sent by both (each byte once, both directions); rounds
-    and seconds = the larger party's (they run in lockstep)."""
+    """Both parties' counts of one operation kind as one: bytes = sent by both (each byte once, both
+    directions); rounds and seconds = the larger party's (they run in lockstep)."""
     keys = ("rounds", "wall_s", "comm_s", *(k for k in SPREAD if k in counts[0]))
     return {"bytes": sum(c["sent"] for c in counts), **{key: max(c[key] for c in counts) for key in keys}}
+
+
+def _merged_totals(parties: list[dict[str, Any]], by_kind: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Both parties' totals, consistent with the merged kinds by construction: bytes are the sum of
+    the kinds' (the bytes both sent), rounds the sum of the kinds' (each kind's busier party: under SPU
+    the parties' receive counts differ kind by kind, so the busier party's total would be less than
+    what its kinds add up to); seconds the larger party's."""
+    totals = _merged(parties)
+    totals["bytes"] = sum(k["bytes"] for k in by_kind.values())
+    totals["rounds"] = sum(k["rounds"] for k in by_kind.values())
+    return totals
 
 
 def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict[int, str]) -> dict[str, Any]:
@@ -229,16 +240,17 @@ def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict
     error, reference = first["max_abs_error"], first["max_abs_reference"]
     usable = error is not None and error == error and error <= USABLE_RELATIVE_ERROR * max(reference, 1e-12)
     dealer = [p["dealer"] for p in parties]
+    by_kind = {kind: _merged([p["by_kind"][kind] for p in parties]) for kind in KINDS}
     return {
         "sampled": not full,
         "repeats": first["steps"][0]["passes"],
         "layers_measured": first["layers_measured"],
-        **_merged(parties),
+        **_merged_totals(parties, by_kind),
         "max_abs_error": error if error == error and error not in (float("inf"),) else None,
         "max_abs_reference": reference,
         "error_scope": error_scope({int(k): v for k, v in first["layers_measured"].items()}, L, full),
         "usable": usable,
-        "by_kind": {kind: _merged([p["by_kind"][kind] for p in parties]) for kind in KINDS},
+        "by_kind": by_kind,
         "dealer": {"bytes": sum(d["sent"] + d["received"] for d in dealer), "rounds": max(d["rounds"] for d in dealer)}
         if any(d["rounds"] for d in dealer)
         else None,

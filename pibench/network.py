@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pibench.errors import PibenchError
+from pibench.errors import PibenchError, did_you_mean
 
 WIRE_OVERHEAD = 1500 / 1448
 
@@ -75,8 +75,8 @@ def parse_profile(text: str) -> NetworkProfile:
     )
     if not match:
         raise PibenchError(
-            f"network profile '{text[:60]}' is neither one of {', '.join(PROFILES)} "
-            "nor BANDWIDTH,RTT like '100mbit,80ms'"
+            f"network profile '{text[:60]}'{did_you_mean(text[:60], PROFILES)} is neither one of "
+            f"{', '.join(PROFILES)} nor BANDWIDTH,RTT like '100mbit,80ms'"
         )
     bw, bw_unit, rtt, rtt_unit = match.groups()
     bandwidth = float(bw) * _BW[bw_unit]

@@ -1,8 +1,11 @@
-"""How the papers write costs: "SM:144×ℝ^{128×128}" for nonlinear operations, "14.5B" for FLOPs."""
+"""How costs are written: the papers' "SM:144×ℝ^{128×128}" for nonlinear operations and "14.5B" for
+FLOPs, and the unit a displayed column of bytes or seconds is scaled to (GB, MB, kB; min., s), so that
+a small suite shows "12.3 MB", not "0.012 GB". Machine-readable formats keep fixed units."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pibench.cost import VariantCost
@@ -42,3 +45,28 @@ COST_COLUMNS = ("variant", "label", "#nonlinear ops", "FLOPs FFN", "FLOPs attn")
 def cost_rows(costs: Sequence[VariantCost]) -> list[list[str]]:
     """One row per variant, in COST_COLUMNS order."""
     return [[c.variant, c.label, nonlinear_notation(c), billions(c.flops_ffn), billions(c.flops_attn)] for c in costs]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A display unit: `per` base units (bytes or seconds) make one; values shown with `fmt`."""
+
+    name: str
+    per: float
+    fmt: str
+
+    def show(self, base: float | None) -> str:
+        return "-" if base is None else format(base / self.per, self.fmt)
+
+
+BYTE_UNITS = (Unit("GB", 1e9, ".3f"), Unit("MB", 1e6, ".2f"), Unit("kB", 1e3, ".2f"), Unit("B", 1, ".0f"))
+TIME_UNITS = (Unit("min.", 60, ".3f"), Unit("s", 1, ".2f"))
+
+
+def unit_for(values: Iterable[float | None], units: Sequence[Unit]) -> Unit:
+    """The largest unit in which the largest of `values` (base units; None skipped) is at least 1,
+    else the smallest unit; the first unit when there are no values."""
+    largest = max((v for v in values if v is not None and v == v), default=None)
+    if largest is None:
+        return units[0]
+    return next((u for u in units if largest >= u.per), units[-1])

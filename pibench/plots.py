@@ -1,11 +1,12 @@
-"""The report's two figures, PNG and SVG each, for a paper or a slide.
+"""The report's two figures, PNG and SVG each, for a paper or a slide; drawn from the `Report` alone, so
+they show what its table shows: every backend (measured or predicted) and every row.
 
     STEM-comm_by_kind   communication per variant, stacked by operation kind (`pibench.opkinds.KINDS`,
-                        each explained in the legend), the total above each bar, in MB or GB as the
-                        data needs
-    STEM-savings        communication and latency savings against the baseline: measured bars (latency
-                        with whiskers over the repeated passes' range), the papers' published savings
-                        as markers beside them where a row matches
+                        each explained in the legend), the total above each bar, in kB, MB or GB as the
+                        data needs; one panel per backend of the table
+    STEM-savings        communication and latency savings against the baseline: a bar per backend
+                        (the record's own latency with whiskers over the repeated passes' range), the
+                        papers' published savings as markers beside them where a row matches
 
 Titles come from the suite (name, description, dimensions), wrapped so nothing is clipped; missing
 values are left out, never drawn as zero; legends sit outside the axes.
@@ -18,97 +19,137 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from pibench.notation import BYTE_UNITS, unit_for
 from pibench.opkinds import KINDS
 from pibench.report import Report
 
 
-def _title(record: dict[str, Any], rep: Report, what: str) -> str:
+def _title(rep: Report, what: str) -> str:
     dims = ", ".join(f"{k}={v}" for k, v in rep.dims.items())
-    described = record["suite"].get("description") or ""
-    head = f"{rep.suite} ({dims})" + (f": {described}" if described else "")
+    head = f"{rep.suite} ({dims})" + (f": {rep.description}" if rep.description else "")
     return "\n".join(textwrap.wrap(f"{what} — {head}", 70))
 
 
-def _unit(largest_bytes: float) -> tuple[float, str]:
-    return (1e9, "GB") if largest_bytes >= 1e9 else (1e6, "MB") if largest_bytes >= 1e6 else (1e3, "kB")
+def _panels(rep: Report) -> list[tuple[str, list[dict[str, int] | None]]]:
+    """(backend label, bytes by kind per row) of every backend the table shows."""
+    panels: list[tuple[str, list[dict[str, int] | None]]] = [(rep.label, [r.comm_by_kind for r in rep.rows])]
+    for o in rep.others:
+        kinds = [o.by_kind.get(r.variant) for r in rep.rows]
+        if any(kinds):
+            panels.append((o.label, kinds))
+    return panels
 
 
-def _comm_by_kind(plt: Any, record: dict[str, Any], rep: Report) -> Any:
+def _comm_by_kind(plt: Any, rep: Report) -> Any:
     labels = [r.arch for r in rep.rows]
-    totals = [v["measured"]["bytes"] for v in record["variants"]]
-    scale, unit = _unit(max(totals))
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(labels) + 4.5), 4.8))
-    bottom = [0.0] * len(labels)
-    for kind, spec in KINDS.items():
-        values = [v["measured"]["by_kind"][kind]["bytes"] / scale for v in record["variants"]]
-        if any(values):
-            ax.bar(labels, values, bottom=bottom, label=f"{kind}: {spec.description}")
-            bottom = [b + x for b, x in zip(bottom, values, strict=True)]
-    for i, total in enumerate(totals):
-        ax.annotate(f"{total / scale:.2f}", (i, total / scale), ha="center", va="bottom", fontsize=7)
-    ax.set_ylim(0, max(totals) / scale * 1.12)
-    ax.set_ylabel(f"communication ({unit}, both parties)")
-    ax.set_title(_title(record, rep, f"{rep.label} communication by operation"), fontsize=9)
-    ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7, ha="right")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    panels = _panels(rep)
+    width = max(7.0, 0.75 * len(labels) + 4.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * (1 + 0.8 * (len(panels) - 1)), 4.8), squeeze=False)
+    for ax, (label, kinds) in zip(axes[0], panels, strict=True):
+        totals = [sum(k.values()) if k else None for k in kinds]
+        unit = unit_for(totals, BYTE_UNITS)
+        bottom = [0.0] * len(labels)
+        for kind, spec in KINDS.items():
+            values = [(k.get(kind, 0) if k else 0) / unit.per for k in kinds]
+            if any(values):
+                ax.bar(
+                    labels,
+                    values,
+                    bottom=bottom,
+                    label=f"{kind}: {spec.description}",
+                    color=f"C{list(KINDS).index(kind)}",
+                )
+                bottom = [b + x for b, x in zip(bottom, values, strict=True)]
+        for i, total in enumerate(totals):
+            if total is not None:
+                ax.annotate(f"{total / unit.per:.2f}", (i, total / unit.per), ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(0, max((t for t in totals if t), default=1) / unit.per * 1.12)
+        ax.set_ylabel(f"communication ({unit.name}, both parties)")
+        measured = "predicted" if label.endswith(" pred.") else "measured"
+        ax.set_title(f"{label} ({measured})", fontsize=8)
+        ax.set_xticks(range(len(labels)), labels, rotation=35, fontsize=7, ha="right")
+    legend = {n: h for ax in axes[0] for h, n in zip(*ax.get_legend_handles_labels(), strict=True)}
+    axes[0][-1].legend(
+        list(legend.values()), list(legend), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+    )
+    fig.suptitle(_title(rep, "Communication by operation"), fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def _savings(plt: Any, record: dict[str, Any], rep: Report) -> Any:
+def _series(rep: Report, what: str) -> list[tuple[str, list[float | None]]]:
+    """(legend label, savings per row) of every backend the table shows, the record's own first."""
+    mine = "save_comm" if what == "Communication" else "save_lat"
+    out: list[tuple[str, list[float | None]]] = [(f"measured ({rep.label})", [getattr(r, mine) for r in rep.rows])]
+    for o in rep.others:
+        theirs = o.save_comm if what == "Communication" else o.save_lat
+        tag = f"predicted ({o.label.removesuffix(' pred.')})" if o.label.endswith(" pred.") else f"measured ({o.label})"
+        out.append((tag, [theirs.get(r.variant) for r in rep.rows]))
+    return out
+
+
+def _savings(plt: Any, rep: Report) -> Any:
     labels = [r.arch for r in rep.rows]
     x = list(range(len(labels)))
     fig, axes = plt.subplots(1, 2, figsize=(max(9.0, 1.1 * len(labels) + 3.0), 4.8), sharey=True)
-    for ax, (what, mine, pub) in zip(
-        axes, (("Communication", "save_comm", "pub_save_comm"), ("Latency", "save_lat", "pub_save_lat")), strict=True
-    ):
-        measured = [(i, getattr(r, mine)) for i, r in zip(x, rep.rows, strict=True) if getattr(r, mine) is not None]
+    figures: list[float] = []
+    for ax, (what, pub) in zip(axes, (("Communication", "pub_save_comm"), ("Latency", "pub_save_lat")), strict=True):
+        series = _series(rep, what)
+        bar = 0.6 / len(series)
+        for n, (label, values) in enumerate(series):
+            offset = (n - (len(series) - 1) / 2) * bar
+            shown = [(i + offset, v) for i, v in zip(x, values, strict=True) if v is not None]
+            if not shown:
+                continue
+            bars = ax.bar([i for i, _ in shown], [v for _, v in shown], bar, label=label, color=f"C{n}")
+            ax.bar_label(bars, fmt="%.2f×", fontsize=6 if len(series) == 1 else 5, label_type="center", color="white")
+            figures += [v for _, v in shown]
+            if n == 0 and what == "Latency":  # the repeated passes' range of the record's own latency
+                spread = [(i + offset, r) for i, r in zip(x, rep.rows, strict=True) if r.save_lat_low and r.save_lat]
+                if spread:
+                    ax.errorbar(
+                        [i for i, _ in spread],
+                        [r.save_lat for _, r in spread],
+                        yerr=[
+                            [r.save_lat - r.save_lat_low for _, r in spread],
+                            [r.save_lat_high - r.save_lat for _, r in spread],
+                        ],
+                        fmt="none",
+                        ecolor="black",
+                        elinewidth=0.8,
+                        capsize=2,
+                        label="range over the repeated passes",
+                    )
+                    figures += [r.save_lat_high for _, r in spread]
         published = [(i, getattr(r, pub)) for i, r in zip(x, rep.rows, strict=True) if getattr(r, pub) is not None]
-        if measured:
-            bars = ax.bar([i for i, _ in measured], [v for _, v in measured], 0.6, label=f"measured ({rep.label})")
-            ax.bar_label(bars, fmt="%.2f×", fontsize=6, label_type="center", color="white")  # whiskers go on top
-        spread = [(i, r) for i, r in zip(x, rep.rows, strict=True) if what == "Latency" and r.save_lat_low]
-        if spread:  # the repeated passes' range: the baseline's fastest over this one's slowest, and back
-            ax.errorbar(
-                [i for i, _ in spread],
-                [r.save_lat for _, r in spread],
-                yerr=[
-                    [r.save_lat - r.save_lat_low for _, r in spread],
-                    [r.save_lat_high - r.save_lat for _, r in spread],
-                ],
-                fmt="none",
-                ecolor="black",
-                elinewidth=0.8,
-                capsize=2,
-                label="range over the repeated passes",
-            )
         if published:
-            pub_x, pub_y = [i + 0.38 for i, _ in published], [v for _, v in published]
-            ax.plot(pub_x, pub_y, "D", color="black", markersize=4, label="published (SecretFlow SPU, papers' WAN)")
+            ax.plot([i + 0.38 for i, _ in published], [v for _, v in published], "D", color="black", markersize=4,
+                    label="published (SecretFlow SPU, papers' WAN)")  # fmt: skip
+            figures += [v for _, v in published]
         if what == "Latency" and rep.projections:  # what the papers' WAN latency compares with
             net = rep.projections[-1]
             proj = [(i, r.projected_save_lat.get(net)) for i, r in zip(x, rep.rows, strict=True)]
             proj = [(i, v) for i, v in proj if v is not None]
             if proj:
-                ax.plot([i - 0.38 for i, _ in proj], [v for _, v in proj], "o", color="tab:orange", markersize=4,
-                        label=f"measured, projected onto {net}")  # fmt: skip
+                ax.plot([i - 0.38 for i, _ in proj], [v for _, v in proj], "o", color="crimson", markersize=4,
+                        label=f"measured ({rep.label}), projected onto {net}")  # fmt: skip
+                figures += [v for _, v in proj]
         ax.axhline(1.0, color="grey", linewidth=0.8, zorder=0)
         ax.set_xticks(x, labels, rotation=35, fontsize=7, ha="right")
         ax.set_title(f"{what} savings vs {rep.baseline or 'baseline'}", fontsize=9)
-    figures = [v for r in rep.rows for v in (r.save_comm, r.save_lat, r.pub_save_comm, r.pub_save_lat) if v]
-    figures += [v for r in rep.rows for v in (*r.projected_save_lat.values(), r.save_lat_high) if v]
-    top = max(figures or [1.0])
-    axes[0].set_ylim(0, math.ceil(top * 1.15 * 2) / 2)
+    axes[0].set_ylim(0, math.ceil(max(figures or [1.0]) * 1.15 * 2) / 2)
     axes[0].set_ylabel("savings (×, baseline / variant)")
     legend = {n: h for ax in axes for h, n in zip(*ax.get_legend_handles_labels(), strict=True)}
     if legend:
-        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
-    fig.suptitle(_title(record, rep, "Savings"), fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below
+        columns = min(len(legend), 3)
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    fig.suptitle(_title(rep, "Savings"), fontsize=9)
+    rows_of_legend = -(-len(legend) // 3) if legend else 0
+    fig.tight_layout(rect=(0, 0.05 + 0.04 * rows_of_legend, 1, 1))  # room for the legend below
     return fig
 
 
-def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) -> list[Path]:
+def plot(rep: Report, out_dir: str | Path, stem: str) -> list[Path]:
     """Write both figures (PNG and SVG) under `out_dir`; the paths written."""
     import matplotlib
 
@@ -119,7 +160,7 @@ def plot(record: dict[str, Any], rep: Report, out_dir: str | Path, stem: str) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in (("comm_by_kind", _comm_by_kind), ("savings", _savings)):
-        written += save_figure(plt, draw(plt, record, rep), out_dir / f"{stem}-{name}")
+        written += save_figure(plt, draw(plt, rep), out_dir / f"{stem}-{name}")
     return written
 
 

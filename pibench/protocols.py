@@ -28,6 +28,7 @@ class BackendColumns:
     lat_min: dict[str, float | None]
     save_comm: dict[str, float | None]
     save_lat: dict[str, float | None]
+    by_kind: dict[str, dict[str, int] | None]  # bytes per operation kind (measured, or predicted)
 
 
 def _savings(values: dict[str, float | None], base: str | None) -> dict[str, float | None]:
@@ -45,13 +46,15 @@ def measured_columns(main: dict[str, Any], other: dict[str, Any], base: str | No
     theirs = {v["name"]: v for v in other["variants"]}
     comm: dict[str, float | None] = {}
     lat: dict[str, float | None] = {}
+    kinds: dict[str, dict[str, int] | None] = {}
     for v in main["variants"]:
         t = theirs.get(v["name"])
         same = t is not None and t["config"] == v["config"]
         comm[v["name"]] = t["measured"]["bytes"] / 1e9 if same else None
         lat[v["name"]] = t["measured"]["wall_s"] / 60 if same else None
+        kinds[v["name"]] = {k: c["bytes"] for k, c in t["measured"]["by_kind"].items()} if same else None
     label = other["backend"]["label"]
-    return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base))
+    return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base), kinds)
 
 
 def predicted_columns(main: dict[str, Any], backend: str, base: str | None) -> BackendColumns:
@@ -63,12 +66,14 @@ def predicted_columns(main: dict[str, Any], backend: str, base: str | None) -> B
     cal.check_settings(backend, BACKENDS.get(backend).default_settings().as_dict(), "its defaults")
     comm: dict[str, float | None] = {}
     lat: dict[str, float | None] = {}
+    kinds: dict[str, dict[str, int] | None] = {}
     for v in main["variants"]:
         try:
             p = predict_cost(cal, trace(ModelConfig(**v["config"])))
             comm[v["name"]], lat[v["name"]] = p["gb"], p["minutes"]["loopback"]
+            kinds[v["name"]] = {k: c["bytes"] for k, c in p["by_kind"].items()}
         except PibenchError:  # a shape outside the calibration
-            comm[v["name"]] = lat[v["name"]] = None
+            comm[v["name"]] = lat[v["name"]] = kinds[v["name"]] = None
     env = cal.data["environment"]
     about = (
         f"predicted, not measured: {impl.describe(cal.data['settings'], env['packages'].get(impl.package))}, "
@@ -76,7 +81,7 @@ def predicted_columns(main: dict[str, Any], backend: str, base: str | None) -> B
         f"{env.get('cpu_model', 'an unnamed CPU')})"
     )
     label = f"{impl.label} pred."
-    return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base))
+    return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base), kinds)
 
 
 def other_backends(

@@ -7,6 +7,10 @@ regression. `SCHEMA_VERSION` changes whenever a field does; older records are re
 reason. Records are written atomically (a temporary file in the same folder, then a rename) and
 only for complete runs; a default record name is never reused (two runs in the same second get
 `-2`, `-3`, ...).
+
+A finished measurement is never lost: where its record cannot be built or validated
+(`RecordNotBuilt`) or written (`RecordNotWritten`), `keep_elsewhere` saves what was measured beside
+the record's path, else in the temporary folder, else on stdout, and the one-line error says where.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pibench.analytic import suite_costs
 from pibench.backends import BACKENDS
 from pibench.calibration.fit import predictions_for
-from pibench.config import ModelConfig
-from pibench.errors import PibenchError, shorten
+from pibench.config import FIELDS, ModelConfig
+from pibench.errors import PibenchError, did_you_mean, shorten
+from pibench.files import RUN, expect
+from pibench.files import read_json as read_pibench_json
 from pibench.machine import environment, fingerprint, package_version
 from pibench.opkinds import KINDS
 from pibench.suite import Suite
@@ -38,7 +45,8 @@ HISTORY = {
 
 UNITS = {
     "bytes": "bytes sent by the two parties together (each byte once, both directions); 8 per ring element",
-    "rounds": "blocking exchanges (communicator calls) of the party with more of them",
+    "rounds": "blocking exchanges (communicator calls): per operation kind the party with more of them; "
+    "the total is the sum of the kinds'",
     "wall_s": "seconds of the forward pass, secret-sharing of weights and input excluded",
     "comm_s": "seconds inside exchanges",
     "wall_s_min": "the fastest of each step's repeated passes, summed like wall_s (wall_s: the median pass)",
@@ -190,8 +198,16 @@ class VariantRecord(_Strict):
     def _a_model_config(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
             ModelConfig(**value)
-        except (ValidationError, TypeError) as err:
-            raise ValueError(f"not a model configuration: {str(err).splitlines()[0]}") from None
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(the configuration)"
+            if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+                why = f"unknown field '{field}'{did_you_mean(field, FIELDS)}"
+            else:
+                why = f"{field}: {first['msg']}"
+            raise ValueError(f"not a model configuration: {why}") from None
+        except TypeError as err:  # a key ModelConfig has no field for
+            raise ValueError(f"not a model configuration: {err}") from None
         return value
 
 
@@ -272,6 +288,19 @@ class Record(_Strict):
         return self
 
 
+class RecordNotBuilt(PibenchError):
+    """A completed run whose record could not be made or is not valid; `data` is what was measured
+    (the record as far as it was made), for `keep_elsewhere`."""
+
+    def __init__(self, message: str, data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class RecordNotWritten(PibenchError):
+    """A record that could not be written where asked (a full disk, a vanished folder, ...)."""
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -279,11 +308,25 @@ def now() -> str:
 def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
     """The versioned record of a completed run, validated: suite, backend and its settings, run
     settings (`run`: RunInfo's fields but seed and project), environment, analytic costs, measured
-    costs and, where the shipped calibration matches the settings, predicted ones."""
+    costs and, where the shipped calibration matches the settings, predicted ones. Any failure is a
+    `RecordNotBuilt` that carries the measurement."""
+    what = f"the record of suite '{suite.name}'"
+    try:
+        record = _assemble(suite, measured, run)
+    except Exception as err:  # whatever went wrong, the measurement goes with the error
+        data = {"kind": "pibench.unsaved", "suite": suite.name, "measured": list(measured), "run": run}
+        raise RecordNotBuilt(f"{what} could not be made: {type(err).__name__}: {err}", data) from err
+    try:
+        return validate_record(record, what)
+    except PibenchError as err:
+        raise RecordNotBuilt(str(err), record) from None
+
+
+def _assemble(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
     backend = BACKENDS.get(suite.backend)
     costs = suite_costs(suite)
     predicted = predictions_for(suite.backend, suite.settings_dict, [c.tally for c in costs], suite.project)
-    record = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "kind": "pibench.run",
         "created": now(),
@@ -318,7 +361,6 @@ def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str
             for e, c, m, p in zip(suite.entries, costs, measured, predicted, strict=True)
         ],
     }
-    return validate_record(record, f"the record of suite '{suite.name}'")
 
 
 def validate_record(record: Any, what: str) -> dict[str, Any]:
@@ -382,13 +424,14 @@ def check_writable(path: str | Path) -> None:
 
 def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = False) -> Path:
     """Write `record` to `path` atomically, creating its folder. With `exclusive`, an existing file is
-    never replaced: the record goes to PATH-2.json, PATH-3.json, ... instead. Returns the path written."""
+    never replaced: the record goes to PATH-2.json, PATH-3.json, ... instead. Returns the path written;
+    any failure is a `RecordNotWritten` and leaves no file behind."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise PibenchError(f"cannot write result record '{path}': {err.strerror}") from None
+        raise RecordNotWritten(f"cannot write result record '{path}': {err.strerror or err}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -397,8 +440,37 @@ def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = Fal
             json.dump(record, f, indent=1, ensure_ascii=False, allow_nan=False)
             f.write("\n")
         return _place(Path(tmp), path, exclusive)
+    except OSError as err:
+        raise RecordNotWritten(f"cannot write result record '{path}': {err.strerror or err}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def keep_elsewhere(path: str | Path, data: dict[str, Any], why: str) -> str:
+    """Save `data` (a measurement whose record could not go to `path`) where it can live, never over
+    another file: beside `path` as PATH.WHY.json, else in the temporary folder, else on stdout (after
+    whatever stdout holds). Returns where, for the error message."""
+    path, data = Path(path), _plain(data)
+    stem = path.name.removesuffix(".json") or "record"
+    for place in (path.with_name(f"{stem}.{why}.json"), Path(tempfile.gettempdir()) / f"pibench-{stem}.{why}.json"):
+        try:
+            return str(write_record(place, data, exclusive=True))
+        except RecordNotWritten:
+            continue
+    sys.stdout.flush()
+    print(json.dumps(data, ensure_ascii=False, allow_nan=False), flush=True)
+    return "stdout (the last line)"
+
+
+def _plain(value: Any) -> Any:
+    """`value` as strict JSON can hold it: non-finite numbers as None, other objects as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return value if value is None or isinstance(value, str | int | bool) else str(value)
 
 
 def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
@@ -416,23 +488,59 @@ def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    """Load and validate a record; a missing, unreadable or damaged file is a one-line `PibenchError`."""
-    return validate_record(read_json(path), f"record '{path}'")
+    """Load and validate a run record; a missing, unreadable or damaged file, or a file of another kind
+    (`pibench.files`), is a one-line `PibenchError`."""
+    data = read_json(path)
+    expect(data, path, RUN)
+    return validate_record(data, f"record '{path}'")
 
 
 def read_json(path: str | Path) -> Any:
     """A record file's JSON, not yet validated (its `kind` says which schema applies); a missing,
     unreadable or oversized file, or one that is not JSON, is a one-line `PibenchError`."""
-    path = Path(path)
-    try:
-        if not path.is_file():
-            raise PibenchError(f"record '{path}' not found" if not path.exists() else f"record '{path}' is not a file")
-        if path.stat().st_size > MAX_RECORD_BYTES:
-            raise PibenchError(f"record '{path}' is not a valid record: over {MAX_RECORD_BYTES} bytes")
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        reason = (
-            err.strerror if isinstance(err, OSError) else str(err).splitlines()[0][:100] if str(err) else "too deep"
-        )
-        raise PibenchError(f"record '{path}' is not a valid record: not readable JSON ({reason})") from None
-    return record
+    return read_pibench_json(path, "record", MAX_RECORD_BYTES)
+
+
+def flat_settings(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys: {"functions": {"exp_iterations": 8}} -> {"functions.exp_iterations": 8}."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out |= flat_settings(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _changes(a: Any, b: Any) -> list[str]:
+    fa, fb = flat_settings(a), flat_settings(b)
+    keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    return [f"{k} {fa.get(k, '-')} vs {fb.get(k, '-')}".strip() for k in keys]
+
+
+def record_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What differs between two run records, as sentences (A's value first): backend and its settings,
+    the run's own settings, the machine, and the code (commit and package versions); one sentence saying
+    so when nothing does."""
+    ea, eb = a["environment"], b["environment"]
+    git_a, git_b = ea.get("git") or {}, eb.get("git") or {}
+    parts = {
+        "Backends differ": _changes(a["backend"]["name"], b["backend"]["name"]),
+        "Backend settings differ": _changes(a["backend"]["settings"], b["backend"]["settings"]),
+        "Run settings differ": _changes(
+            {k: a["run"][k] for k in ("mode", "full", "network", "seed")} | {"repeats": _repeats(a)},
+            {k: b["run"][k] for k in ("mode", "full", "network", "seed")} | {"repeats": _repeats(b)},
+        ),
+        "Machines differ": _changes(
+            ea["fingerprint"] | {"hostname": ea["hostname"]}, eb["fingerprint"] | {"hostname": eb["hostname"]}
+        ),
+        "Code differs": _changes(
+            {"commit": git_a.get("commit", "none")[:10], "dirty": git_a.get("dirty"), **ea["packages"]},
+            {"commit": git_b.get("commit", "none")[:10], "dirty": git_b.get("dirty"), **eb["packages"]},
+        ),
+    }
+    out = [f"{what} (A vs B): {'; '.join(changes)}." for what, changes in parts.items() if changes]
+    return out or ["A and B were made with the same backend settings, run settings, machine and code."]
+
+
+def _repeats(record: dict[str, Any]) -> int:
+    return max(v["measured"]["repeats"] for v in record["variants"])

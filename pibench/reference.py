@@ -12,6 +12,26 @@ from pibench.config import ModelConfig
 from pibench.errors import PibenchError
 from pibench.variants import VARIANTS, resolve
 
+PAPERS = {  # the `source` column's prefixes (see the reference table's README)
+    "egal": "Entropy-Guided Attention (Jha & Reagen 2025)",
+    "aero": "AERO (Jha & Reagen 2024)",
+}
+
+
+def cite(sources: list[str]) -> str:
+    """The papers and tables behind `sources` ("egal_tab3", "aero_tab4") as a reader writes them:
+    "Entropy-Guided Attention (Jha & Reagen 2025), Table 3; AERO (Jha & Reagen 2024), Table 4"."""
+    tables: dict[str, list[str]] = {}
+    for source in sources:
+        paper, _, table = source.partition("_tab")
+        tables.setdefault(paper, []).append(table)
+    parts = []
+    for paper, numbers in tables.items():
+        name = PAPERS.get(paper, paper)
+        listed = sorted(set(numbers), key=lambda n: (len(n), n))
+        parts.append(f"{name}, Table{'s' if len(listed) > 1 else ''} {', '.join(listed)}")
+    return "; ".join(parts)
+
 
 @dataclass(frozen=True)
 class PublishedRow:

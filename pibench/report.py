@@ -6,11 +6,14 @@ Measured columns come from a run record, are tagged with its backend ("[CrypTen]
 settings, network and what the MPC error covers in a footer; a variant whose MPC output is unusable
 is flagged. Where a record's variant config equals a published row's (`pibench/data/published_costs.csv`),
 that row's figures (SecretFlow SPU, as the papers measured them) stand beside as their own columns,
-with their own savings against the published baseline. PPL is the published one (pibench does not train).
+with their own savings against the published baseline. PPL [pub.] is the published one; PPL [meas.]
+comes from `pibench train`'s quality records given beside. Records of one suite and backend under
+different settings make one table (`merge_reports`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,7 @@ from pibench.errors import PibenchError, did_you_mean
 from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project_variant
 from pibench.notation import nonlinear_notation_json
 from pibench.protocols import BackendColumns, other_backends
-from pibench.reference import PublishedRow, published_rows
+from pibench.reference import PublishedRow, cite, published_rows
 from pibench.variants import BASELINE
 
 PUBLISHED_SETUP = (
@@ -63,6 +66,8 @@ class Row:
     lat_min_slowest: float | None = None
     save_lat_low: float | None = None  # the baseline's fastest over this variant's slowest
     save_lat_high: float | None = None  # the baseline's slowest over this variant's fastest
+    comm_by_kind: dict[str, int] = field(default_factory=dict)  # bytes per operation kind (both parties)
+    record: str | None = None  # the record the row comes from, in a table of several (`merge_reports`)
 
 
 @dataclass
@@ -84,6 +89,12 @@ class Report:
     quality_by: str | None = None  # where measured perplexities come from
     others: list[BackendColumns] = field(default_factory=list)  # other backends' columns (`pibench.protocols`)
     repeats: int = 1  # timed passes per measured step (the spread columns mean something from 2)
+    description: str = ""  # the suite's
+    published_from: str = ""  # the papers and tables of the published columns (`pibench.reference.cite`)
+    measured_under: str = ""  # backend and settings, network: what a caption names
+    # a table of several records of one suite and backend under different settings (`merge_reports`):
+    # (row tag, record, what measured it) of each; the rows' labels carry their tag
+    merged: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _published_index() -> dict[ModelConfig, PublishedRow]:
@@ -112,6 +123,14 @@ def measured_by(record: dict[str, Any]) -> str:
         f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
         f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores{median}"
     )
+
+
+def measured_under(record: dict[str, Any]) -> str:
+    """The backend with its settings, the machine and the network: what a caption names."""
+    b, env = record["backend"], record["environment"]
+    impl = BACKENDS.get(b["name"]) if b["name"] in BACKENDS else None
+    backend = impl.describe(b["settings"], b["version"]) if impl else b["protocol"]
+    return f"{backend} on {env['cpu_count']} cores of {env['cpu_model']}, network {record['run']['network']}"
 
 
 def _error_by(record: dict[str, Any]) -> str:
@@ -180,6 +199,7 @@ def _row(
         rounds=m["rounds"],
         max_abs_error=m["max_abs_error"],
         peak_rss_gb=max(p["peak_rss_bytes"] for p in m["parties"]) / 1e9,
+        comm_by_kind={kind: k["bytes"] for kind, k in m["by_kind"].items()},
         **(_spread(m, base["measured"] if base else None) if m["repeats"] > 1 else {}),
     )
 
@@ -251,7 +271,9 @@ def build_report(
         dims=record["suite"]["dims"],
         label=record["backend"]["label"],
         measured_by=measured_by(record),
-        published_by=f"{', '.join(sources)}: {PUBLISHED_SETUP}" if sources else None,
+        published_by=f"{cite(sources)}: {PUBLISHED_SETUP}" if sources else None,
+        published_from=cite(sources),
+        measured_under=measured_under(record),
         baseline=base["label"] if base else None,
         rows=rows,
         projections=[p.name for p in linked],
@@ -273,7 +295,30 @@ def build_report(
         error_by=_error_by(record),
         quality_by=quality_by,
         repeats=timed_passes(record),
+        description=record["suite"]["description"],
         others=other_backends(record, others, backends, base["name"] if base else None, measured_by),
+    )
+
+
+def merge_reports(reports: Sequence[Report], tags: Sequence[str]) -> Report:
+    """Reports of one suite under one backend but different settings as one table, so that settings (an
+    approximation, a protocol option) compare side by side: every row of each, its label tagged with
+    what its record's settings are where they differ (`tags`), its savings against its own record's
+    baseline. Other backends' columns are left out (each record has its own)."""
+    first = reports[0]
+    rows = [
+        dataclasses.replace(r, arch=f"{r.arch} [{tag}]", record=rep.record)
+        for rep, tag in zip(reports, tags, strict=True)
+        for r in rep.rows
+    ]
+    return dataclasses.replace(
+        first,
+        record=", ".join(rep.record for rep in reports),
+        rows=rows,
+        others=[],
+        error_by="; ".join(dict.fromkeys(rep.error_by for rep in reports)),
+        repeats=max(rep.repeats for rep in reports),
+        merged=[(tag, rep.record, rep.measured_by) for rep, tag in zip(reports, tags, strict=True)],
     )
 
 
@@ -291,7 +336,11 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
     def has(*groups: str) -> bool:
         return shown is None or any(g in shown for g in groups)
 
-    lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}.", f"{rep.error_by}."]
+    if rep.merged:
+        lines = [f"[{rep.label}] rows [{tag}]: {record}: measured by pibench: {by}." for tag, record, by in rep.merged]
+    else:
+        lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}."]
+    lines.append(f"{rep.error_by}.")
     if has("others"):
         for o in rep.others:
             lines.append(
@@ -303,7 +352,10 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
             if rep.published_by
             else "[pub.]: no published row matches."
         )
-    lines.append(f"Savings against {rep.baseline}." if rep.baseline else "Savings: no baseline variant in this record.")
+    own = " of each row's own record" if rep.merged else ""
+    lines.append(
+        f"Savings against {rep.baseline}{own}." if rep.baseline else "Savings: no baseline variant in this record."
+    )
     if rep.repeats > 1:
         advice = "." if has("spread") else "; --columns ...,spread shows every variant's."
         lines.append(spread_note(rep, has("spread")) + advice)

@@ -25,14 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm import tqdm
-
 from pibench.backends import BACKENDS
 from pibench.emulate import EmulatedLink
 from pibench.errors import PibenchError
 from pibench.model import layer_weight_specs
 from pibench.procs import die_with_parent, kill_tree
-from pibench.records import build_record
+from pibench.progress import Progress
 from pibench.sampling import layer_sample
 from pibench.suite import Suite
 
@@ -200,7 +198,7 @@ class _Progress:
     def __init__(self, suite: Suite, full: bool, show: bool, parties: _Parties) -> None:
         passes = BACKENDS.get(suite.backend).passes(suite.repeats)  # one "step" event per pass of a step
         total = passes * sum(1 + (e.config.L if full else len(layer_sample(e.config))) for e in suite.entries)
-        self.bar = tqdm(total=total, unit="step", disable=not show, file=sys.stderr, dynamic_ncols=True)
+        self.bar = Progress(total, "step", show)
         self.parties, self.current = parties, "(start-up)"
         self.measured: dict[str, dict[str, Any]] = {}
         self.dealer: dict[str, dict[str, int]] = {}
@@ -213,9 +211,9 @@ class _Progress:
         party.last_event = time.monotonic()
         if kind == "variant":
             self.current = event["variant"]
-            self.bar.set_postfix_str(self.current)
+            self.bar.note(self.current)
         elif kind == "step" and rank == 0:
-            self.bar.update(1)
+            self.bar.advance(1)
         elif kind == "result" and rank == 0:
             self.measured[event["variant"]] = event["measured"]
         elif kind in ("dealer", "dealer_lifetime"):
@@ -256,9 +254,10 @@ def run_local(
     progress: bool = True,
     link: EmulatedLink | None = None,
     accept_unusable: bool = False,
-) -> dict[str, Any]:
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run `suite` with every party on this machine (loopback, or the two namespaces of an emulated
-    `link`); returns the validated record (not yet written)."""
+    `link`); returns each variant's merged measurement and the run's settings (the record's `run`),
+    from which `pibench.records.build_record` makes the record."""
     BACKENDS.get(suite.backend).check(suite.settings, emulated=link is not None)
     started = time.monotonic()
     parties = _Parties(suite, full, timeout_s, link)
@@ -272,8 +271,7 @@ def run_local(
     missing = [e.name for e in suite.entries if e.name not in watch.measured]
     if missing:
         raise PibenchError(f"the parties ended without measuring {', '.join(missing)}; no record written")
-    return build_record(
-        suite,
+    return (
         [watch.measured[e.name] for e in suite.entries],
         {
             "mode": "local",

@@ -41,6 +41,7 @@ from pydantic.dataclasses import dataclass as schema
 from pibench.backends import BACKENDS, DEFAULT_BACKEND
 from pibench.config import DIMENSIONS, FIELDS, ModelConfig
 from pibench.errors import PibenchError, did_you_mean, shorten
+from pibench.files import SUITE, expect
 from pibench.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile
 from pibench.quality.settings import TrainSettings
 from pibench.variants import VARIANTS, Variant
@@ -275,10 +276,35 @@ def _check_size(path: Path, root: yaml.Node | None) -> None:
         size(root, 0)
 
 
+def _check_duplicates(path: Path, root: yaml.Node | None) -> None:
+    """Refuse a key given twice in one mapping (YAML loaders keep the last one silently)."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    line = key.start_mark.line + 1
+                    if key.value in lines:
+                        first = lines[key.value]
+                        where = f"on line {line}" if first == line else f"(lines {first} and {line})"
+                        raise PibenchError(f"{path}:{line}: key {shorten(key.value)} given twice {where}")
+                    lines[key.value] = line
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
 def _parse(path: Path, text: str) -> tuple[yaml.Node | None, Any]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_size(path, root)
+        _check_duplicates(path, root)
         return root, yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
@@ -376,6 +402,7 @@ def load_suite(
     text = read_suite_text(path) if text is None else text
     root, data = _parse(path, text)
     file = _SuiteFile(path, root)
+    expect(data, path, SUITE)
     if not isinstance(data, dict):
         raise file.error((), "a suite must be a mapping with keys 'model' and 'variants'")
     if bad := [k for k in data if not isinstance(k, str)]:

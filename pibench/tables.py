@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from pibench.errors import PibenchError, did_you_mean
 from pibench.latex import render_latex
-from pibench.notation import billions
+from pibench.notation import BYTE_UNITS, TIME_UNITS, Unit, billions, unit_for
 from pibench.report import Report, Row, footer, title
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
@@ -68,19 +68,19 @@ PASTE_GROUPS = (
     "predicted",
 )
 LATEX_GROUPS = ("comm", "latency", "savings", "published")  # 7 columns: one column of a paper
-TOPS = (  # display order: a top's sub-columns stand together
+TOPS = (  # display order (a top's name before its unit): a top's sub-columns stand together
     "Network Arch.",
     "PPL",
     "#Nonlinear Ops",
     "FLOPs FFN",
     "FLOPs Attn.",
-    "Comm. (GB)",
-    "Lat. (min.)",
+    "Comm.",
+    "Lat.",
     "Savings Comm.",
     "Savings Lat.",
     "Rounds",
     "MPC error",
-    "Peak RSS (GB)",
+    "Peak RSS",
 )
 DEFAULT_WIDTH = 120
 tabulate_module.MIN_PADDING = 0  # header cells as wide as their text (tabulate pads them by 2)
@@ -112,9 +112,40 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def _figures(rep: Report) -> tuple[list[float | None], list[float | None]]:
+    """Every figure of the report's communication (GB) and latency (minutes) columns."""
+    comm: list[float | None] = []
+    lat: list[float | None] = []
+    for r in rep.rows:
+        comm += [r.comm_gb, r.pred_comm_gb, r.pub_comm_gb, *(o.comm_gb[r.variant] for o in rep.others)]
+        lat += [r.lat_min, r.lat_min_fastest, r.lat_min_slowest, r.pred_lat_min, r.pub_lat_min]
+        lat += [*r.projected_lat_min.values(), *(o.lat_min[r.variant] for o in rep.others)]
+    return comm, lat
+
+
+def display_units(rep: Report) -> tuple[Unit, Unit]:
+    """The units the report's communication and latency columns are shown in (one each, so that the
+    columns under one header agree): the largest in which its largest figure is at least 1."""
+    comm, lat = _figures(rep)
+    return (
+        unit_for((None if x is None else x * 1e9 for x in comm), BYTE_UNITS),
+        unit_for((None if x is None else x * 60 for x in lat), TIME_UNITS),
+    )
+
+
 def columns(rep: Report) -> list[Column]:
-    """Every column the report can show, in display order."""
-    tag, gb, minutes = rep.label, _num(".3f"), _num(".3f")
+    """Every column the report can show, in display order; communication and latency in the units of
+    `display_units` (the tidy frame keeps GB and minutes)."""
+    tag = rep.label
+    comm_unit, lat_unit = display_units(rep)
+    comm_top, lat_top = f"Comm. ({comm_unit.name})", f"Lat. ({lat_unit.name})"
+
+    def gb(x: float | None) -> str:
+        return comm_unit.show(None if x is None else x * 1e9)
+
+    def minutes(x: float | None) -> str:
+        return lat_unit.show(None if x is None else x * 60)
+
     cols = [
         Column("arch", "label", "Network Arch.", "", lambda r: r.arch, str),
         Column("quality", "ppl_measured", "PPL", "meas.", lambda r: r.ppl_measured, _num(".2f")),
@@ -123,10 +154,10 @@ def columns(rep: Report) -> list[Column]:
         Column("cost", "nonlinear", "#Nonlinear Ops", "", lambda r: r.nonlinear, str),
         Column("cost", "flops_ffn", "FLOPs FFN", "", lambda r: r.flops_ffn, billions),
         Column("cost", "flops_attn", "FLOPs Attn.", "", lambda r: r.flops_attn, billions),
-        Column("comm", "comm_gb", "Comm. (GB)", tag, lambda r: r.comm_gb, gb),
-        Column("latency", "lat_min", "Lat. (min.)", tag, lambda r: r.lat_min, minutes),
-        Column("spread", "lat_min_fastest", "Lat. (min.)", "fastest", lambda r: r.lat_min_fastest, minutes),
-        Column("spread", "lat_min_slowest", "Lat. (min.)", "slowest", lambda r: r.lat_min_slowest, minutes),
+        Column("comm", "comm_gb", comm_top, tag, lambda r: r.comm_gb, gb),
+        Column("latency", "lat_min", lat_top, tag, lambda r: r.lat_min, minutes),
+        Column("spread", "lat_min_fastest", lat_top, "fastest", lambda r: r.lat_min_fastest, minutes),
+        Column("spread", "lat_min_slowest", lat_top, "slowest", lambda r: r.lat_min_slowest, minutes),
         Column("savings", "comm_savings", "Savings Comm.", tag, lambda r: r.save_comm, _times),
         Column("savings", "lat_savings", "Savings Lat.", tag, lambda r: r.save_lat, _times),
         Column("spread", "lat_savings_low", "Savings Lat.", "low", lambda r: r.save_lat_low, _times),
@@ -135,8 +166,8 @@ def columns(rep: Report) -> list[Column]:
     for o in rep.others:
         k = _slug(o.label)
         cols += [
-            Column("others", f"{k}_comm_gb", "Comm. (GB)", o.label, lambda r, o=o: o.comm_gb[r.variant], gb),
-            Column("others", f"{k}_lat_min", "Lat. (min.)", o.label, lambda r, o=o: o.lat_min[r.variant], minutes),
+            Column("others", f"{k}_comm_gb", comm_top, o.label, lambda r, o=o: o.comm_gb[r.variant], gb),
+            Column("others", f"{k}_lat_min", lat_top, o.label, lambda r, o=o: o.lat_min[r.variant], minutes),
             Column(
                 "others", f"{k}_comm_savings", "Savings Comm.", o.label, lambda r, o=o: o.save_comm[r.variant], _times
             ),
@@ -144,12 +175,12 @@ def columns(rep: Report) -> list[Column]:
         ]
     if rep.predicted_by:
         cols += [
-            Column("predicted", "pred_comm_gb", "Comm. (GB)", f"{tag}, pred.", lambda r: r.pred_comm_gb, gb),
-            Column("predicted", "pred_lat_min", "Lat. (min.)", f"{tag}, pred.", lambda r: r.pred_lat_min, minutes),
+            Column("predicted", "pred_comm_gb", comm_top, f"{tag}, pred.", lambda r: r.pred_comm_gb, gb),
+            Column("predicted", "pred_lat_min", lat_top, f"{tag}, pred.", lambda r: r.pred_lat_min, minutes),
         ]
     cols += [
-        Column("published_abs", "pub_comm_gb", "Comm. (GB)", "SPU, pub.", lambda r: r.pub_comm_gb, _num(".2f")),
-        Column("published_abs", "pub_lat_min", "Lat. (min.)", "SPU, pub.", lambda r: r.pub_lat_min, _num(".2f")),
+        Column("published_abs", "pub_comm_gb", comm_top, "SPU, pub.", lambda r: r.pub_comm_gb, gb),
+        Column("published_abs", "pub_lat_min", lat_top, "SPU, pub.", lambda r: r.pub_lat_min, minutes),
         Column("published", "pub_comm_savings", "Savings Comm.", "pub.", lambda r: r.pub_save_comm, _times),
         Column("published", "pub_lat_savings", "Savings Lat.", "pub.", lambda r: r.pub_save_lat, _times),
     ]
@@ -159,10 +190,10 @@ def columns(rep: Report) -> list[Column]:
             Column(
                 "projected_lat",
                 f"proj_lat_min_{k}",
-                "Lat. (min.)",
+                lat_top,
                 f"{p} proj.",
-                lambda r, p=p: r.projected_lat_min[p],
-                _num(".2f"),
+                lambda r, p=p: r.projected_lat_min.get(p),
+                minutes,
             ),
             Column(
                 "projected",
@@ -179,7 +210,7 @@ def columns(rep: Report) -> list[Column]:
         Column("memory", "peak_rss_gb", "Peak RSS (GB)", "per party", lambda r: r.peak_rss_gb, _num(".2f")),
     ]
     order = {t: i for i, t in enumerate(TOPS)}
-    return sorted(cols, key=lambda c: order[c.top])  # stable: within a top, the order above
+    return sorted(cols, key=lambda c: order[c.top.split(" (")[0]])  # stable: within a top, the order above
 
 
 def parse_columns(text: str | None) -> tuple[str, ...] | None:
@@ -215,7 +246,7 @@ def frame(reports: Sequence[Report], groups: Sequence[str] | None = None) -> pd.
         for r in rep.rows:
             meta = {
                 "suite": rep.suite,
-                "record": rep.record,
+                "record": r.record or rep.record,
                 "backend": rep.label,
                 "variant": r.variant,
                 "usable": r.usable,
@@ -272,12 +303,13 @@ def _two_level(cols: list[Column], rows: list[list[str]]) -> str:
     return "\n".join(["".join(top).rstrip(), *(ln.rstrip() for ln in lines[1:])])
 
 
-def _fit(rep: Report, cols: list[Column], width: int) -> tuple[list[Column], list[str]]:
-    """The default groups, in order, that keep the table within `width`; and those left out."""
-    shown, hidden = ["arch"], []
+def _fit(rep: Report, cols: list[Column], width: int, required: Sequence[str] = ()) -> tuple[list[Column], list[str]]:
+    """The `required` groups (asked for by name, as --predict asks for predicted), then the default
+    groups, in order, that keep the table within `width`; and those left out."""
+    shown, hidden = ["arch", *(g for g in required if any(c.group == g for c in cols))], []
     for g in DEFAULT_GROUPS:
-        if all(c.get(r) is None for c in cols if c.group == g for r in rep.rows):
-            continue  # nothing to show (e.g. no published row matches)
+        if g in shown or all(c.get(r) is None for c in cols if c.group == g for r in rep.rows):
+            continue  # shown already, or nothing to show (e.g. no published row matches)
         if _width(rep, [c for c in cols if c.group in (*shown, g)]) <= width:
             shown.append(g)
         else:
@@ -297,10 +329,11 @@ def _wrap(lines: list[str], width: int) -> str:
     return "\n".join(textwrap.fill(ln, width, subsequent_indent="  ", break_on_hyphens=False) for ln in lines)
 
 
-def render_table(rep: Report, groups: Sequence[str] | None, width: int) -> str:
+def render_table(rep: Report, groups: Sequence[str] | None, width: int, required: Sequence[str] = ()) -> str:
+    """`groups` None: `required` and the default groups that fit `width`."""
     cols = columns(rep)
     if groups is None:
-        cols, hidden = _fit(rep, cols, width)
+        cols, hidden = _fit(rep, cols, width, required)
     else:
         cols, hidden = _pick(cols, groups), []
     notes = footer(rep, {c.group for c in cols})
@@ -308,6 +341,9 @@ def render_table(rep: Report, groups: Sequence[str] | None, width: int) -> str:
         notes.append(
             f"Not shown, to fit {width} columns: {', '.join(hidden)} (--columns GROUP,... or all; COLUMNS=N to widen)."
         )
+    wide = _width(rep, cols)
+    if wide > width:
+        notes.append(f"This table is {wide} characters wide, more than the {width} it was asked to fit.")
     return f"{title(rep)}\n{_two_level(cols, _cells(rep, cols))}\n{_wrap(notes, width)}"
 
 
@@ -317,35 +353,61 @@ def render_markdown(rep: Report, groups: Sequence[str] | None) -> str:
     return f"**{title(rep)}**\n\n{table}\n\n" + "\n\n".join(footer(rep, {c.group for c in cols}))
 
 
-def render(reports: Sequence[Report], fmt: str, groups: Sequence[str] | None = None, width: int | None = None) -> str:
-    """`reports` in `fmt`; `groups` None: the format's default columns; `width`: the terminal's."""
+def render(
+    reports: Sequence[Report],
+    fmt: str,
+    groups: Sequence[str] | None = None,
+    width: int | None = None,
+    required: Sequence[str] = (),
+) -> str:
+    """`reports` in `fmt`; `groups` None: the format's default columns, with `required` (groups an
+    option asked for by name) always among them; `width`: the terminal's."""
     if fmt not in FORMATS:
         raise PibenchError(f"unknown format '{fmt}'; one of {', '.join(FORMATS)}")
     if fmt == "csv":
         return frame(reports, groups).to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return json.dumps(json.loads(frame(reports, groups).to_json(orient="records")), indent=1, ensure_ascii=False)
+        return json.dumps(
+            json.loads(frame(reports, groups).to_json(orient="records", double_precision=15)),
+            indent=1,
+            ensure_ascii=False,
+        )
     if fmt == "latex":
-        picked = [(rep, _pick(columns(rep), groups or LATEX_GROUPS)) for rep in reports]
+        picked = [(rep, _pick(columns(rep), groups or (*LATEX_GROUPS, *required))) for rep in reports]
         return "\n\n".join(render_latex(rep, cols, _runs(cols)) for rep, cols in picked)
     if fmt == "markdown":
-        return "\n\n".join(render_markdown(rep, groups) for rep in reports)
-    return "\n\n".join(render_table(rep, groups, width or terminal_width()) for rep in reports)
+        return "\n\n".join(render_markdown(rep, groups or (*PASTE_GROUPS, *required)) for rep in reports)
+    return "\n\n".join(render_table(rep, groups, width or terminal_width(), required) for rep in reports)
 
 
 # --- two records side by side -------------------------------------------------------------------
 
-COMPARED = {  # metric -> its tidy column; what `pibench compare` sets side by side
-    "Comm. (GB)": "comm_gb",
-    "Lat. (min.)": "lat_min",
-    "Lat. fastest (min.)": "lat_min_fastest",
-    "Lat. slowest (min.)": "lat_min_slowest",
-    "Savings Comm.": "comm_savings",
-    "Savings Lat.": "lat_savings",
-    "Rounds": "rounds",
-    "MPC error": "max_abs_error",
-    "Peak RSS (GB)": "peak_rss_gb",
-}
+
+@dataclass(frozen=True)
+class Compared:
+    """A metric `pibench compare` sets side by side: its tidy column, and for communication and
+    latency the family of units it is displayed in (the frame keeps GB and minutes)."""
+
+    name: str
+    key: str
+    units: tuple[Unit, ...] = ()
+
+    @property
+    def label(self) -> str:  # in csv and json: the fixed unit
+        return f"{self.name} ({self.units[0].name})" if self.units else self.name
+
+
+COMPARED = (
+    Compared("Comm.", "comm_gb", BYTE_UNITS),
+    Compared("Lat.", "lat_min", TIME_UNITS),
+    Compared("Lat. fastest", "lat_min_fastest", TIME_UNITS),
+    Compared("Lat. slowest", "lat_min_slowest", TIME_UNITS),
+    Compared("Savings Comm.", "comm_savings"),
+    Compared("Savings Lat.", "lat_savings"),
+    Compared("Rounds", "rounds"),
+    Compared("MPC error", "max_abs_error"),
+    Compared("Peak RSS (GB)", "peak_rss_gb"),
+)
 
 
 def compare_frame(a: Report, b: Report) -> pd.DataFrame:
@@ -353,31 +415,48 @@ def compare_frame(a: Report, b: Report) -> pd.DataFrame:
     fa, fb = (frame([r]).set_index("variant") for r in (a, b))
     rows = []
     for name in [n for n in fa.index if n in fb.index]:
-        for metric, key in COMPARED.items():
-            x, y = fa.at[name, key], fb.at[name, key]
+        for metric in COMPARED:
+            x, y = fa.at[name, metric.key], fb.at[name, metric.key]
             change = (y / x - 1) * 100 if pd.notna(x) and pd.notna(y) and x else float("nan")
             rows.append(
-                {"variant": name, "label": fa.at[name, "label"], "metric": metric, "a": x, "b": y, "change_pct": change}
+                {
+                    "variant": name,
+                    "label": fa.at[name, "label"],
+                    "metric": metric.label,
+                    "a": x,
+                    "b": y,
+                    "change_pct": change,
+                }
             )
     return pd.DataFrame(rows, columns=["variant", "label", "metric", "a", "b", "change_pct"])
 
 
 def render_compare(df: pd.DataFrame, fmt: str, about: list[str], width: int | None = None) -> str:
+    """csv and json: the frame (GB and minutes); display formats show communication and latency in the
+    unit their largest figure calls for (one per family, so that fastest, median and slowest agree)."""
     if fmt == "csv":
         return df.to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return json.dumps(json.loads(df.to_json(orient="records")), indent=1, ensure_ascii=False)
-    shown = [
-        [
-            r.label if i == 0 else "",
-            r.metric,
-            _fmt_metric(r.metric, r.a),
-            _fmt_metric(r.metric, r.b),
-            _pct(r.change_pct),
-        ]
-        for _, group in df.groupby("variant", sort=False)
-        for i, r in enumerate(group.itertuples())
-    ]
+        return json.dumps(json.loads(df.to_json(orient="records", double_precision=15)), indent=1, ensure_ascii=False)
+    metrics = {m.label: m for m in COMPARED}
+    per = {BYTE_UNITS: 1e9, TIME_UNITS: 60.0}
+
+    def figures(family: tuple[Unit, ...]) -> list[float]:
+        rows = df[df["metric"].isin([m.label for m in COMPARED if m.units == family])]
+        return [x * per[family] for x in (*rows["a"], *rows["b"]) if pd.notna(x)]
+
+    units = {family: unit_for(figures(family), family) for family in per}
+    shown = []
+    for _, group in df.groupby("variant", sort=False):
+        for i, r in enumerate(group.itertuples()):
+            m = metrics[r.metric]
+            if m.units:
+                unit = units[m.units]
+                name = f"{m.name} ({unit.name})"
+                cells = [unit.show(None if pd.isna(x) else x * per[m.units]) for x in (r.a, r.b)]
+            else:
+                name, cells = m.name, [_fmt_metric(m.name, x) for x in (r.a, r.b)]
+            shown.append([r.label if i == 0 else "", name, *cells, _pct(r.change_pct)])
     style = "github" if fmt == "markdown" else "simple"
     table = tabulate(
         shown, headers=["Network Arch.", "metric", "A", "B", "B vs A"], tablefmt=style, disable_numparse=True

@@ -148,7 +148,8 @@ CALLS = {
     "rank_negative": (["party", "--rank=-1", "--rendezvous", "tcp://127.0.0.1:1", "{suite}"], "--rank -1"),
     "report_missing": (["report", "{tmp}/nope.json"], "not found"),
     "report_folder": (["report", "{tmp}"], "is not a file"),
-    "report_not_json": (["report", "{suite}"], "is not a valid record: not readable JSON"),
+    "report_not_json": (["report", "{garbage}"], "is not a valid record: not readable JSON"),
+    "report_of_a_suite": (["report", "{suite}"], "is a suite (YAML with model: and variants:), not a record"),
     "report_json_list": (["report", "{list}"], "no schema_version"),
     "report_deep_json": (["report", "{deepjson}"], "is not a valid record"),
     "report_old": (["report", "{old}"], "version 1 (before pibench's backend interface"),
@@ -169,7 +170,11 @@ CALLS = {
         "--counted-only",
     ),
     "cost_calibration_missing": (["cost", "{suite}", "--predict", "--calibration", "{tmp}/no.json"], "not found"),
-    "cost_calibration_garbage": (["cost", "{suite}", "--predict", "--calibration", "{suite}"], "is not readable JSON"),
+    "cost_calibration_garbage": (
+        ["cost", "{suite}", "--predict", "--calibration", "{garbage}"],
+        "is not a valid calibration: not readable JSON",
+    ),
+    "cost_calibration_a_suite": (["cost", "{suite}", "--predict", "--calibration", "{suite}"], "is a suite"),
     "cost_calibration_foreign": (
         ["cost", "{suite}", "--predict", "--calibration", "{list}"],
         "is not a pibench calibration",
@@ -256,6 +261,7 @@ def files(workdir):
     (workdir / "deep.yaml").write_text("model: {L: 1000000, H: 2, d: 16, T: 4}\nvariants: [sm]\n")
     paths["record"].write_text(json.dumps(baseline))
     (workdir / "list.json").write_text("[1, 2]")
+    (workdir / "garbage.json").write_text("{not json: [")
     (workdir / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (workdir / "old.json").write_text(json.dumps({**baseline, "schema_version": 1}))
     nan = json.loads(json.dumps(baseline))
@@ -265,6 +271,7 @@ def files(workdir):
         "huge": "huge.yaml",
         "deep": "deep.yaml",
         "list": "list.json",
+        "garbage": "garbage.json",
         "deepjson": "deep.json",
         "old": "old.json",
         "nan": "nan.json",

@@ -46,7 +46,7 @@ def test_table_and_network_columns():
     assert "pred. comm (GB)" in out and "pred. lat. (min.) paper-wan" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("sm_ln_g "))
     # measured by `pibench run suites/gpt2_t128.yaml` (README): 7,622,295,552 bytes and 2052 rounds
-    assert "7.622" in line.split() and "2052" in line.split()
+    assert "7.622" in line.split() and "2,052" in line.split()
 
 
 def test_other_settings_are_refused(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import subprocess
@@ -46,11 +45,33 @@ def test_cost_json_exact(cli):
     assert data[0]["flops"] == {"ffn": 14_495_514_624, "attn": 7_851_737_088, "convention": "exact"}
 
 
-def test_cost_csv(cli):
-    rows = list(csv.reader(io.StringIO(cli("cost", SUITE, "--format", "csv").stdout)))
-    assert rows[0] == ["variant", "label", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
-    assert rows[4] == ["sm_scfuffn", "SM + ScFuFFN", "SM:144×ℝ^{128×128}", "1.8B", "7.7B"]
-    assert len(rows) == 11
+def test_cost_csv_is_a_tidy_numeric_frame(cli):
+    """Numbers as numbers, units in the column names, as `pibench report --format csv` (FLOPs were once
+    "14.5B" strings under display headers)."""
+    import pandas as pd
+
+    text = cli("cost", SUITE, "--format", "csv").stdout
+    frame = pd.read_csv(io.StringIO(text))
+    assert list(frame.columns) == [
+        *("suite", "variant", "label", "nonlinear"),
+        *(f"{k}_{n}" for k in ("softmax", "layernorm", "gelu", "relu") for n in ("ops", "elements")),
+        *("flops_ffn", "flops_attn", "flops_convention"),
+    ]
+    assert len(frame) == 10 and all(frame[c].dtype == "int64" for c in ("flops_ffn", "softmax_elements", "gelu_ops"))
+    row = frame.set_index("variant").loc["sm_scfuffn"]
+    # 144 softmaxes of 128 x 128 = 2,359,296 elements; no LayerNorm or activation
+    assert (row["softmax_ops"], row["softmax_elements"], row["layernorm_ops"], row["gelu_elements"]) == (
+        144,
+        2_359_296,
+        0,
+        0,
+    )
+    # fused FFN: 2 L T d^2 = 2 * 12 * 128 * 768^2 = 1,811,939,328; attention L (8 T d^2 + 3 T^2 d) = 7,700,742,144
+    assert (row["flops_ffn"], row["flops_attn"], row["flops_convention"]) == (1_811_939_328, 7_700_742_144, "paper")
+    assert row["nonlinear"] == "SM:144×ℝ^{128×128}"
+    predicted = pd.read_csv(io.StringIO(cli("cost", SUITE, "--format", "csv", "--predict", "--network", "lan").stdout))
+    assert {"pred_comm_gb", "pred_rounds", "pred_lat_min_loopback", "pred_lat_min_lan"} <= set(predicted.columns)
+    assert predicted["pred_rounds"].dtype == "int64" and predicted["pred_comm_gb"].dtype == float
 
 
 def test_list_names_every_variant_with_its_label(cli):
@@ -81,3 +102,25 @@ def test_analytic_path_imports_neither_torch_nor_crypten():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_help_text_renders():
+    """`pibench --help`, `-h` and every subcommand's `--help` print a usage and exit 0: a bare '%' in
+    any help text (compare's "the change in %") once crashed the top level's listing."""
+    import contextlib
+
+    import pytest
+
+    from pibench.cli import SUBCOMMANDS, build_parser
+
+    for argv in (["--help"], ["-h"], *([name, "--help"] for name in SUBCOMMANDS)):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(argv)
+        assert exit_.value.code == 0, argv
+        assert out.getvalue().startswith("usage: pibench"), argv
+        if argv[0] in ("--help", "compare"):
+            assert "with the change in %" in " ".join(out.getvalue().split())
+    # the same through the installed command, as a newcomer types it
+    proc = subprocess.run([sys.executable, "-m", "pibench", "-h"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "" and "COMMAND" in proc.stdout

@@ -65,7 +65,9 @@ def test_the_parties_run_the_suite_as_validated(tmp_path):
     out = tmp_path / "r.json"
     proc = _start_run(suite, out)
     try:
-        assert proc.stderr.readline().startswith("edit: L=1")  # loaded and validated: now edit the file
+        assert proc.stderr.readline().startswith(
+            "measuring 1 variant of edit"
+        )  # loaded and validated: now edit the file
         suite.write_text("name: edit\nmodel: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g]\n")
         _, err = proc.communicate(timeout=120)
     finally:

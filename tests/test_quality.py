@@ -165,3 +165,48 @@ def test_train_on_cuda_without_a_gpu_is_refused(tmp_path):
     proc = run_cli("train", str(suite), "--device", "cuda", "--out", str(out))
     assert proc.returncode == 2 and not out.exists()
     assert proc.stderr.strip() == "pibench: error: --device cuda: this machine has no GPU that torch can use"
+
+
+def test_report_of_a_quality_record_honours_every_format(tmp_path):
+    """`pibench report QUALITY.json --format F` prints F (it once printed the terminal table for every
+    format): csv and json are one tidy numeric frame, latex a booktabs table with a label, markdown a
+    GitHub table; run-record options are refused in one line."""
+    import csv as csv_module
+    import io
+    import json
+
+    import pandas as pd
+
+    from tests.conftest import ROOT, run_cli
+
+    record = ROOT / "docs" / "quality_small.json"
+    variants = json.loads(record.read_text())["variants"]
+    out = {
+        fmt: run_cli("report", str(record), "--format", fmt) for fmt in ("table", "csv", "json", "latex", "markdown")
+    }
+    assert all(p.returncode == 0 and p.stderr == "" for p in out.values())
+    rows = list(csv_module.DictReader(io.StringIO(out["csv"].stdout)))
+    assert [r["variant"] for r in rows] == [v["name"] for v in variants]
+    frame = pd.read_csv(io.StringIO(out["csv"].stdout))
+    assert frame["val_ppl"].dtype == float and frame["heads_share_q4"].dtype == float
+    first = variants[0]["quality"]
+    assert frame.loc[0, "val_ppl"] == pytest.approx(first["val_ppl"], rel=1e-12)
+    assert frame.loc[0, "train_s"] == pytest.approx(first["wall_s"], rel=1e-12)
+    # the shares of heads by quarter add up to 1 in every row
+    quarters = frame[[f"heads_share_q{i}" for i in range(1, 5)]].sum(axis=1)
+    assert (quarters.round(9) == 1.0).all()
+    data = json.loads(out["json"].stdout)
+    assert [d["variant"] for d in data] == list(frame["variant"]) and data[0]["val_ppl"] == first["val_ppl"]
+    latex = out["latex"].stdout
+    assert (
+        latex.startswith(r"\begin{table}")
+        and r"\label{tab:quality\_small-quality}" in latex
+        and "SM + LN + G & 5.300" in latex
+    )
+    assert out["markdown"].stdout.startswith("| Network Arch.") and "Network Arch." in out["table"].stdout
+    assert out["table"].stdout != out["csv"].stdout != out["markdown"].stdout
+    refused = run_cli("report", str(record), "--columns", "comm")
+    assert (refused.returncode, refused.stderr) == (
+        2,
+        f"pibench: error: --columns: applies to run records; {record} is a quality record\n",
+    )

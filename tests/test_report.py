@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 
+import pandas as pd
 import pytest
 
 from pibench.errors import PibenchError
@@ -147,8 +148,22 @@ def test_latex_is_booktabs_with_two_level_headers(t128_record, tmp_path):
     # tops, sub-columns, then 10 rows of 7 columns: SM + LN + R 8 GB, 40 s, 1.25x (2.68x published), 1.5x (1.35x)
     assert len(body) == 12 and body[0].count(" & ") == 4 and all(ln.count(" & ") == 6 for ln in body[1:])
     assert r"SM + LN + R & 8.000 & 0.667 & 1.25 & 2.68 & 1.50 & 1.35 \\" in body
-    assert r"\caption{gpt2\_t128 (L=12, H=12, d=768, T=128). CrypTen: measured by pibench: CrypTen 0.4.1" in tex
+    caption = next(ln for ln in tex.splitlines() if ln.startswith(r"\caption{"))
+    assert caption.startswith(
+        r"\caption{gpt2\_t128 (L=12, H=12, d=768, T=128). Measured by pibench under CrypTen 0.4.1 2PC (TFP triples"
+    )
+    # the published rows by paper and table, not by the reference table's keys (egal_tab3, aero_tab4)
+    assert "(AERO (Jha \\& Reagen 2024), Table 4; Entropy-Guided Attention (Jha \\& Reagen 2025), Table 3)" in caption
+    assert "_tab" not in caption and "egal" not in caption and len(caption) < 700
+    assert r"\label{tab:gpt2-t128-crypten}" in tex and r"\begin{table}[t]" in tex and "table*" not in tex
     assert str(path) not in tex.split("\n", 1)[1] and "×" not in tex
+    # more columns than one column of a paper holds: both columns (table*); more than twice: scaled too
+    wide = run_cli(
+        "report", str(path), "--format", "latex", "--columns", "comm,latency,savings,published,projected"
+    ).stdout
+    assert r"\begin{table*}[t]" in wide and r"\end{table*}" in wide and "resizebox" not in wide
+    widest = run_cli("report", str(path), "--format", "latex", "--columns", "all").stdout
+    assert r"\begin{table*}[t]" in widest and r"\resizebox{\textwidth}{!}{%" in widest
     cost = run_cli("report", str(path), "--format", "latex", "--columns", "cost").stdout
     assert r"SM:$144\times\mathbb{R}^{128\times 128}$" in cost and "ℝ" not in cost
     if shutil.which("pdflatex") is None:
@@ -190,18 +205,23 @@ def test_plots_say_what_they_show():
 
     tiny = read_record(ROOT / "docs" / "same_label.json")  # 2.47 MB at most, nothing published
     rep = build_report(tiny)
-    fig = _comm_by_kind(plt, tiny, rep)
+    fig = _comm_by_kind(plt, rep)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "communication (MB, both parties)"
-    assert ax.get_title().startswith("CrypTen communication by operation — same_label (L=2, H=2, d=32, T=8)")
+    assert fig._suptitle.get_text().startswith("Communication by operation — same_label (L=2, H=2, d=32, T=8)")
+    assert ax.get_title() == "CrypTen (measured)"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "attn_matmul: attention's T×T products (Q Kᵀ, softmax·V)" in legend and not any("other" in t for t in legend)
     totals = [t.get_text() for t in ax.texts]  # the total above each bar, in MB
     assert totals == [f"{v['measured']['bytes'] / 1e6:.2f}" for v in tiny["variants"]]
-    savings = _savings(plt, tiny, rep)
+    savings = _savings(plt, rep)
     labels = [t.get_text() for t in savings.legends[0].get_texts()]
     # no published row: no marker
-    assert labels == ["measured (CrypTen)", "measured, projected onto paper-wan", "range over the repeated passes"]
+    assert labels == [
+        "measured (CrypTen)",
+        "measured (CrypTen), projected onto paper-wan",
+        "range over the repeated passes",
+    ]
     # latency whiskers: from the baseline's fastest over a variant's slowest pass to the reverse
     from matplotlib.container import ErrorbarContainer
 
@@ -219,8 +239,42 @@ def test_plots_say_what_they_show():
     ]
     # without the baseline there are no savings: nothing is drawn, rather than bars of height zero
     without = {**tiny, "variants": [v for v in tiny["variants"] if v["name"] != "sm_ln_g"]}
-    empty = _savings(plt, without, build_report(without))
+    empty = _savings(plt, build_report(without))
     assert [len(ax.patches) for ax in empty.axes] == [0, 0] and not empty.legends
+    plt.close("all")
+
+
+def test_plots_show_every_backend_the_table_shows(t128_record, tmp_path):
+    """A CrypTen record and an SPU record of one suite make one table with both backends' columns; the
+    plots show both too (they once showed CrypTen only): a communication panel per backend, and bars
+    of both backends' savings. Figures by hand: SPU at 3x CrypTen's bytes for every variant, so its
+    savings equal CrypTen's (10 GB / 8 GB = 1.25x for SM + LN + R)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pibench.plots import _comm_by_kind, _savings
+
+    _, record = t128_record
+    suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml", backend="spu")
+    figures = {"sm_ln_g": (30.0, 600.0), "sm_ln_r": (24.0, 400.0)}
+    spu = build_record(suite, [fake_measured(*figures.get(e.name, (12.0, 300.0))) for e in suite.entries], fake_run())
+    rep = build_report(record, "crypten.json", others=[spu], backends=["spu"])
+    assert [o.label for o in rep.others] == ["SPU"]
+    comm = _comm_by_kind(plt, rep)
+    assert [ax.get_title() for ax in comm.axes] == ["CrypTen (measured)", "SPU (measured)"]
+    assert [t.get_text() for t in comm.axes[1].texts][:2] == ["30.00", "24.00"]  # SPU's totals, in GB
+    savings = _savings(plt, rep)
+    labels = [t.get_text() for t in savings.legends[0].get_texts()]
+    assert {"measured (CrypTen)", "measured (SPU)"} <= set(labels)
+    heights = sorted({round(p.get_height(), 3) for p in savings.axes[0].patches})
+    assert 1.25 in heights and 2.5 in heights  # SM + LN + R and the 4 GB variants, both backends
+    assert len(savings.axes[0].patches) == 2 * len(rep.rows)  # a bar per backend and variant
+    proc = run_cli(
+        "report", str(t128_record[0]), str(write_record(tmp_path / "spu.json", spu)), "--plot", str(tmp_path / "p")
+    )
+    assert proc.returncode == 0, proc.stderr
     plt.close("all")
 
 
@@ -363,3 +417,105 @@ def test_predicted_beside_measured(t128_record):
     out = run_cli("report", str(path), "--predict", "--columns", "comm,predicted").stdout
     assert cells_of(out, "SM + LN + G")[:3] == ["SM + LN + G", "10.000", "7.622"]  # measured (invented), predicted
     assert "CrypTen, pred." in out and "[CrypTen, pred.]: the calibrated cost model" in out
+
+
+def _smoke_record(tmp_path, name="smoke.json", **settings):
+    """A smoke-suite record: the baseline 2.47 MB in 1.26 s, the rest 0.45 MB in 0.42 s (as small as the
+    smoke suite is); `settings` change backend settings (dotted keys for nested ones)."""
+    suite = load_suite(ROOT / "suites" / "smoke.yaml")
+    measured = [fake_measured(0.00247 if e.name == "sm_ln_g" else 0.00045, 1.26 if e.name == "sm_ln_g" else 0.42)
+                for e in suite.entries]  # fmt: skip
+    record = build_record(suite, measured, fake_run())
+    for key, value in settings.items():
+        *path, last = key.split("__")
+        target = record["backend"]["settings"]
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return write_record(tmp_path / name, record), record
+
+
+def test_small_suites_show_their_units_scaled(tmp_path):
+    """2.47 MB is "2.47" under "Comm. (MB)", not "0.002" GB; 1.26 s is "1.26" under "Lat. (s)", not
+    0.021 minutes; csv keeps GB and minutes."""
+    path, _ = _smoke_record(tmp_path)
+    table = run_cli("report", str(path)).stdout
+    assert "Comm. (MB)" in table and "Lat. (s)" in table and "(GB)  " not in table.splitlines()[1]
+    row = next(ln for ln in table.splitlines() if ln.startswith("SM + LN + G "))
+    assert row.split()[5:7] == ["2.47", "1.26"]
+    frame = pd.read_csv(io.StringIO(run_cli("report", str(path), "--format", "csv").stdout))
+    assert frame.loc[0, "comm_gb"] == 0.00247 and frame.loc[0, "lat_min"] == pytest.approx(1.26 / 60)
+    compared = run_cli("compare", str(path), str(path)).stdout
+    lines = [re.split(r"\s{2,}", ln.strip()) for ln in compared.splitlines()]
+    assert ["SM + LN + G", "Comm. (MB)", "2.47", "2.47", "+0.0%"] in lines and [
+        "Lat. (s)",
+        "1.26",
+        "1.26",
+        "+0.0%",
+    ] in lines
+    assert ["Lat. fastest (s)", "1.26", "1.26", "+0.0%"] in lines
+
+
+def test_compare_names_every_difference_of_settings_machine_and_code(tmp_path):
+    _, rec_a = _smoke_record(tmp_path, "a.json")
+    _, rec_b = _smoke_record(tmp_path, "b.json", gelu="erf", functions__exp_iterations=4)
+    rec_a["environment"]["git"] = {"commit": "fedcba9876543210", "dirty": False}
+    rec_b["environment"]["git"] = {"commit": "0123456789abcdef", "dirty": True}
+    rec_b["environment"]["fingerprint"]["cpu_count"] = 4
+    rec_b["environment"]["packages"]["torch"] = "2.14.1"
+    a, b = write_record(tmp_path / "a.json", rec_a), write_record(tmp_path / "b.json", rec_b)
+    about = " ".join(run_cli("compare", str(a), str(b)).stdout.split())
+    assert "Backend settings differ (A vs B): functions.exp_iterations 8 vs 4; gelu tanh vs erf." in about
+    assert "Machines differ (A vs B): cpu_count 2 vs 4." in about
+    torch = rec_a["environment"]["packages"]["torch"]
+    assert (
+        f"Code differs (A vs B): commit fedcba9876 vs 0123456789; dirty False vs True; torch {torch} vs 2.14.1."
+        in about
+    )
+    same = " ".join(run_cli("compare", str(a), str(a)).stdout.split())
+    assert "A and B were made with the same backend settings, run settings, machine and code." in same
+
+
+def test_records_of_one_suite_under_two_settings_make_one_table(tmp_path):
+    """A row per (record, variant), each labelled with its record's value of the setting that differs,
+    its savings against its own record's baseline; csv names each row's record."""
+    a, _ = _smoke_record(tmp_path, "tanh.json")
+    b, _ = _smoke_record(tmp_path, "erf.json", gelu="erf")
+    table = run_cli("report", str(a), str(b)).stdout
+    assert table.count("smoke (L=2") == 1
+    rows = [ln for ln in table.splitlines() if ln.startswith(("SM + ", "EReg", "HeHofmann"))]
+    assert (
+        len(rows) == 12
+        and rows[0].startswith("SM + LN + G [gelu tanh]")
+        and rows[6].startswith("SM + LN + G [gelu erf]")
+    )
+    # SM + ScFuFFN in either record: 2.47 / 0.45 = 5.49x against its own baseline
+    assert all("5.49×" in r for r in rows if r.startswith("SM + ScFuFFN ["))
+    assert (
+        f"[CrypTen] rows [gelu erf]: {b}: measured by pibench: CrypTen 0.4.1 2PC (TFP triples, 16 fraction bits, erf-GELU"
+        in " ".join(table.split())
+    )
+    frame = pd.read_csv(io.StringIO(run_cli("report", str(a), str(b), "--format", "csv").stdout))
+    assert list(frame["record"]) == [str(a)] * 6 + [str(b)] * 6
+
+
+def test_options_that_ask_for_columns_always_get_them(t128_record):
+    """--predict at 120 columns once dropped the predicted columns it asked for to fit."""
+    path, _ = t128_record
+    proc = run_cli("report", str(path), "--predict", env={"COLUMNS": "120"})
+    header = proc.stdout.splitlines()[2]
+    assert "CrypTen, pred." in header and "pred" not in " ".join(proc.stdout.split()).split("Not shown")[-1]
+
+
+def test_footers_never_say_none_for_a_version():
+    proc = run_cli("cost", "suites/smoke.yaml", "--predict", "--backend", "spu")
+    assert proc.returncode == 0, proc.stderr
+    assert "SPU None" not in proc.stdout and "predicted for SPU " in proc.stdout
+
+
+def test_records_name_every_package_that_measures():
+    from pibench.machine import environment
+
+    packages = environment()["packages"]
+    assert {"torch", "crypten", "spu", "jax", "jaxlib", "numpy"} <= set(packages)
+    assert packages["spu"] == "0.9.5"  # installed beside pibench here (pyproject.toml pins it)

@@ -61,6 +61,19 @@ BAD = {
     "not_a_mapping": ("- sm_ln_g\n", "x.yaml:1: a suite must be a mapping"),
     "bad_yaml": ("model: {L: 2, H: 2, d: 32, T: 8\nvariants: [sm_ln_g]\n", "x.yaml:2: invalid YAML"),
     "empty_file": ("", "x.yaml: a suite must be a mapping"),
+    # YAML loaders keep the last of two equal keys silently: the second model: would win
+    "duplicate_key": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\nmodel: {L: 12, H: 12, d: 768, T: 128}\n",
+        "x.yaml:3: key 'model' given twice (lines 1 and 3)",
+    ),
+    "duplicate_nested_key": (
+        HEAD + "  - variant: sm_ln_g\n    overrides: {activation: relu, activation: gelu}\n",
+        "x.yaml:4: key 'activation' given twice on line 4",
+    ),
+    "duplicate_backend_setting": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\ncrypten:\n  gelu: erf\n  gelu: tanh\n",
+        "x.yaml:5: key 'gelu' given twice (lines 4 and 5)",
+    ),
 }
 
 

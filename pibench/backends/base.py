@@ -213,7 +213,12 @@ class Backend(ABC):
 
     @abstractmethod
     def describe(self, settings: Mapping[str, Any], version: str | None) -> str:
-        """One line naming the protocol and the settings that change costs, for table footers."""
+        """One line naming the protocol (`named`) and the settings that change costs, for table footers."""
+
+    def named(self, version: str | None) -> str:
+        """The backend with the version of its package that measured ("SPU 0.9.5"), or saying that no
+        version was recorded (never "SPU None")."""
+        return f"{self.label} {version}" if version else f"{self.label} (version not recorded)"
 
     @abstractmethod
     def session(

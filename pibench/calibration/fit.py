@@ -22,7 +22,6 @@ rounds, MACs or elements) from GPT-2-sized samples, so they hold for the machine
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from pibench.backends import BACKENDS
 from pibench.errors import PibenchError
+from pibench.files import CALIBRATION, expect, read_json
 from pibench.interp.symbolic import Tally
 from pibench.machine import TIME_SETTINGS, fingerprint, same_machine
 from pibench.network import NetworkProfile, project
@@ -130,18 +130,13 @@ def _bytes_rounds(m: dict[str, Any], call: str, sig: tuple[int, ...], path: str)
 
 def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
-    try:
-        if not path.is_file():
-            raise PibenchError(f"calibration '{path}' not found; `pibench calibrate --out {path}` makes one")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise PibenchError(f"calibration '{path}' is over {MAX_FILE_BYTES} bytes")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise PibenchError(f"calibration '{path}' is not readable JSON: {str(err)[:100]}") from None
+    data = read_json(path, "calibration", MAX_FILE_BYTES, f"; `pibench calibrate --out {path}` makes one")
+    expect(data, path, CALIBRATION)
     if (
         not isinstance(data, dict)
         or data.get("schema_version") != SCHEMA_VERSION
-        or data.get("backend") not in BACKENDS
+        or not isinstance(data.get("backend"), str)
+        or data["backend"] not in BACKENDS
     ):
         raise PibenchError(f"calibration '{path}' is not a pibench calibration of schema {SCHEMA_VERSION}; recalibrate")
     return Calibration(data, str(path))

@@ -12,6 +12,7 @@ from typing import Any
 from pibench.backends import BACKENDS
 from pibench.calibration.fit import SCHEMA_VERSION, exact_fit, nnls_fit, time_features
 from pibench.errors import PibenchError
+from pibench.files import CALIBRATION
 from pibench.machine import environment, fingerprint
 from pibench.opkinds import CALLS
 from pibench.procs import die_with_parent, kill_tree
@@ -190,7 +191,7 @@ def calibrate(
         pair.close()
     return {
         "schema_version": SCHEMA_VERSION,
-        "kind": "pibench.calibration",
+        "kind": CALIBRATION,
         "backend": backend,
         "created": now(),
         "settings": settings_dict(settings),

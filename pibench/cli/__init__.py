@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -24,11 +25,17 @@ quick start:
 """
 
 
+# argparse reads every help text as a %-format ("%(default)s"): a bare "%" ("the change in %") is a
+# crash of --help, so every "%" that does not start a "%(name)s" is doubled.
+_BARE_PERCENT = re.compile(r"%(?!\(\w+\)s)")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions as written; every option with a default says it (none for flags and unset ones)."""
+    """Descriptions as written; every option with a default says it (none for flags and unset ones);
+    a "%" in a help text is a percent sign, never a format."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
+        text = _BARE_PERCENT.sub("%%", action.help or "")
         default = action.default
         if "%(default)" in text or "default:" in text or default in (None, False, argparse.SUPPRESS):
             return text
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pibench",
         description="Cost of private (2PC) inference of transformer language-model variants.",
         epilog=QUICK_START,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"pibench {__version__}")

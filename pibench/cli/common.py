@@ -10,7 +10,14 @@ from typing import Any
 
 from pibench.cli.report_cmd import emit_report
 from pibench.errors import PibenchError, did_you_mean
-from pibench.records import default_record_path, write_record
+from pibench.records import (
+    RecordNotBuilt,
+    RecordNotWritten,
+    build_record,
+    default_record_path,
+    keep_elsewhere,
+    write_record,
+)
 
 MAX_TIMEOUT_S = 86_400.0
 UNUSABLE_EXIT = 3  # the run completed, but a variant's MPC output is unusable (see --accept-unusable)
@@ -73,11 +80,24 @@ def say_record(path: Path) -> None:
     print(f"record: {path}", file=sys.stderr)
 
 
-def finish(record: dict[str, Any], args: argparse.Namespace, suite_name: str) -> int:
-    """Write the record, print its report, and say (exit UNUSABLE_EXIT) which outputs are unusable."""
-    path, unique = record_path(args, suite_name)
-    path = write_record(path, record, exclusive=unique)
+def finish(suite: Any, measured: list[dict[str, Any]], run: dict[str, Any], args: argparse.Namespace) -> int:
+    """Make and write the run's record, print its report, and say (exit UNUSABLE_EXIT) which outputs
+    are unusable. A measurement whose record cannot be made or written is kept elsewhere
+    (`keep_elsewhere`), the table is still printed where the record is valid, and the one-line error
+    says where the measurement went."""
+    path, unique = record_path(args, suite.name)
+    try:
+        record = build_record(suite, measured, run)
+    except RecordNotBuilt as err:
+        kept = keep_elsewhere(path, err.data, "invalid")
+        raise PibenchError(f"{err}; what was measured is saved in {kept}") from None
+    try:
+        path, lost = write_record(path, record, exclusive=unique), None
+    except RecordNotWritten as err:
+        lost = f"{err}; the record is saved in {keep_elsewhere(path, record, 'unsaved')}"
     emit_report([(str(path), record)], args)
+    if lost:
+        raise PibenchError(lost)
     say_record(path)
     bad = [v for v in record["variants"] if not v["measured"]["usable"]]
     if bad and not args.accept_unusable:

@@ -6,7 +6,7 @@ import argparse
 
 from pibench.errors import PibenchError
 from pibench.machine import TIME_SETTINGS
-from pibench.records import read_record
+from pibench.records import read_record, record_differences
 from pibench.report import build_report
 from pibench.tables import compare_frame, render_compare
 
@@ -39,15 +39,18 @@ def _about(tag: str, path: str, record: dict) -> str:
     )
 
 
+def _suite(record: dict) -> str:
+    return f"{record['suite']['name']} ({', '.join(f'{k}={v}' for k, v in record['suite']['dims'].items())})"
+
+
 def main(args: argparse.Namespace) -> int:
     a, b = read_record(args.a), read_record(args.b)
     if (a["suite"]["name"], a["suite"]["dims"]) != (b["suite"]["name"], b["suite"]["dims"]):
         raise PibenchError(
-            f"'{args.a}' is of suite {a['suite']['name']} {a['suite']['dims']}, '{args.b}' of "
-            f"{b['suite']['name']} {b['suite']['dims']}: compare records of one suite"
+            f"'{args.a}' is of suite {_suite(a)}, '{args.b}' of {_suite(b)}: compare records of one suite"
         )
     ra, rb = build_report(a, args.a, args.baseline), build_report(b, args.b, args.baseline)
-    about = [_about("A", args.a, a), _about("B", args.b, b)]
+    about = [_about("A", args.a, a), _about("B", args.b, b), *record_differences(a, b)]
     va, vb = ({v["name"]: v for v in r["variants"]} for r in (a, b))
     differ = [n for n in va if n in vb and va[n]["config"] != vb[n]["config"]]
     if differ:

@@ -4,9 +4,10 @@ interpreter (shapes only: instant, no torch, no CrypTen)."""
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import re
 import sys
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
@@ -14,8 +15,12 @@ from pibench.analytic import suite_costs
 from pibench.cli.common import add_backend_option
 from pibench.cost import FLOP_CONVENTIONS
 from pibench.errors import PibenchError
-from pibench.notation import COST_COLUMNS, cost_rows
+from pibench.notation import BYTE_UNITS, COST_COLUMNS, TIME_UNITS, cost_rows, nonlinear_notation, unit_for
+from pibench.opkinds import NONLINEAR
 from pibench.suite import Suite, load_suite
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HELP = "count nonlinear operations and FLOPs of a suite's variants (analytic, instant)"
 EPILOG = """\
@@ -39,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def suite_header(suite: Suite) -> str:
-    dims = " ".join(f"{k}={v}" for k, v in suite.dims.items())
-    return f"{suite.name}: {dims}" + (f" ({suite.description})" if suite.description else "")
+    """ "smoke (L=2, H=2, d=32, T=8): description", as report tables title a suite."""
+    dims = ", ".join(f"{k}={v}" for k, v in suite.dims.items())
+    return f"{suite.name} ({dims})" + (f": {suite.description}" if suite.description else "")
 
 
 def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[list[dict], str]:
@@ -61,31 +67,60 @@ def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[l
     return [predict_cost(cal, c.tally, profiles, suite.settings_dict) for c in costs], about
 
 
+def cost_frame(suite: Suite, costs: list, preds: list[dict]) -> pd.DataFrame:
+    """One row per variant, numbers as numbers, units in the names (as `pibench report --format csv`):
+    operations and elements per nonlinear kind, FLOPs, and with predictions GB, rounds and minutes."""
+    import pandas as pd
+
+    rows = []
+    for c, p in zip(costs, preds or [None] * len(costs), strict=True):
+        nonlinear = c.to_json()["nonlinear"]
+        row = {"suite": suite.name, "variant": c.variant, "label": c.label, "nonlinear": nonlinear_notation(c)}
+        for kind in NONLINEAR:
+            row[f"{kind}_ops"] = nonlinear.get(kind, {}).get("count", 0)
+            row[f"{kind}_elements"] = nonlinear.get(kind, {}).get("elements", 0)
+        row |= {"flops_ffn": c.flops_ffn, "flops_attn": c.flops_attn, "flops_convention": c.convention}
+        if p:
+            row |= {"pred_comm_gb": p["gb"], "pred_rounds": p["rounds"]}
+            row |= {f"pred_lat_min_{_slug(net)}": m for net, m in p["minutes"].items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
 def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, backend=args.backend, device=args.device)
     if (args.calibration or args.network) and not args.predict:
         raise PibenchError("--calibration and --network go with --predict")
     costs = suite_costs(suite, args.flops)
     preds, about = _predictions(suite, costs, args) if args.predict else ([], "")
-    columns, rows = list(COST_COLUMNS), cost_rows(costs)
-    if preds:
-        columns += ["pred. comm (GB)", "pred. rounds", *(f"pred. lat. (min.) {n}" for n in preds[0]["minutes"])]
-        for row, p in zip(rows, preds, strict=True):
-            row += [f"{p['gb']:.3f}", str(p["rounds"]), *(f"{m:.2f}" for m in p["minutes"].values())]
     if args.format == "json":
         out = [c.to_json() for c in costs]
         for obj, p in zip(out, preds, strict=False):  # no predictions: nothing to add
             obj["predicted"] = p
         json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         print()
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    else:
-        print(suite_header(suite))
-        print(tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True))
-        print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
-        if preds:
-            print(f"pred.: {about}.")
+        return 0
+    if args.format == "csv":
+        print(cost_frame(suite, costs, preds).to_csv(index=False).rstrip("\n"))
+        return 0
+    columns, rows = list(COST_COLUMNS), cost_rows(costs)
+    if preds:
+        comm = unit_for((p["bytes"] for p in preds), BYTE_UNITS)
+        lat = unit_for((m * 60 for p in preds for m in p["minutes"].values()), TIME_UNITS)
+        columns += [
+            f"pred. comm ({comm.name})",
+            "pred. rounds",
+            *(f"pred. lat. ({lat.name}) {n}" for n in preds[0]["minutes"]),
+        ]
+        for row, p in zip(rows, preds, strict=True):
+            row += [comm.show(p["bytes"]), f"{p['rounds']:,}", *(lat.show(m * 60) for m in p["minutes"].values())]
+    print(suite_header(suite))
+    print(tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True))
+    print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
+    if preds:
+        print(f"pred.: {about}.")
     return 0

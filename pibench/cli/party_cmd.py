@@ -100,12 +100,9 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
     return suite, backend, roles
 
 
-def _record(
-    suite: Suite, measured: list[dict[str, Any]], args: argparse.Namespace, roles: dict[int, str], elapsed_s: float
-) -> dict[str, Any]:
-    from pibench.records import build_record
-
-    run = {
+def _run_info(args: argparse.Namespace, roles: dict[int, str], elapsed_s: float) -> dict[str, Any]:
+    """The record's `run` section of a party-mode run."""
+    return {
         "mode": "party",
         "full": args.full,
         "rendezvous": args.rendezvous,
@@ -117,7 +114,6 @@ def _record(
         "dealer": None,
         "accepted_unusable": args.accept_unusable,
     }
-    return build_record(suite, measured, run)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -144,4 +140,4 @@ def main(args: argparse.Namespace) -> int:
         ) from None
     if args.events or args.rank != 0:
         return 0
-    return finish(_record(suite, measured, args, roles, time.monotonic() - state["start"]), args, suite.name)
+    return finish(suite, measured, _run_info(args, roles, time.monotonic() - state["start"]), args)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pibench.errors import PibenchError
+from pibench.files import RUN, expect
 from pibench.plots import plot
 from pibench.quality.record import KIND as QUALITY_KIND
 from pibench.quality.record import validate_quality_record
-from pibench.quality.report import plot_quality, quality_table
+from pibench.quality.report import plot_quality, render_quality
 from pibench.records import check_folder, read_json, validate_record
-from pibench.report import build_report
+from pibench.records import flat_settings as _flat
+from pibench.report import Report, build_report, merge_reports
 from pibench.tables import FORMATS, GROUPS, parse_columns, render
 from pibench.variants import BASELINE
 
@@ -59,22 +64,68 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _tables(records: list[tuple[str, dict]]) -> list[tuple[str, dict, list[dict]]]:
-    """Records of one suite under different backends make one table (the first given leads); the
-    rest one table each."""
-    tables, used = [], set()
+@dataclass
+class _Table:
+    """One table of a report: its leading record, records of other backends of the same suite (their
+    columns stand beside), and records of the same suite and backend under other settings (their rows
+    join the table, `merge_reports`)."""
+
+    name: str
+    record: dict[str, Any]
+    others: list[dict[str, Any]] = field(default_factory=list)
+    alike: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _same_suite(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["suite"]["name"] == b["suite"]["name"] and a["suite"]["dims"] == b["suite"]["dims"]
+
+
+def _tables(records: list[tuple[str, dict[str, Any]]]) -> list[_Table]:
+    """Records of one suite make one table (the first given leads): under one backend with different
+    settings, a row per (record, variant); under different backends, columns side by side. The rest
+    one table each."""
+    tables: list[_Table] = []
+    used: set[int] = set()
     for i, (name, rec) in enumerate(records):
         if i in used:
             continue
-        mates, seen = [], {rec["backend"]["name"]}
-        for j, (_, other) in enumerate(records):
-            same = other["suite"]["name"] == rec["suite"]["name"] and other["suite"]["dims"] == rec["suite"]["dims"]
-            if j not in used and j != i and same and other["backend"]["name"] not in seen:
-                mates.append(j)
-                seen.add(other["backend"]["name"])
-        used |= {i, *mates}
-        tables.append((name, rec, [records[j][1] for j in mates]))
+        used.add(i)
+        mates = [j for j, (_, r) in enumerate(records) if j not in used and _same_suite(rec, r)]
+        backend, settings = rec["backend"]["name"], rec["backend"]["settings"]
+        alike = [
+            j
+            for j in mates
+            if records[j][1]["backend"]["name"] == backend and records[j][1]["backend"]["settings"] != settings
+        ]
+        if alike:  # rows of several records; other backends' columns would not say whose rows they stand by
+            tables.append(_Table(name, rec, alike=[records[j] for j in alike]))
+            used |= set(alike)
+            continue
+        others: dict[str, int] = {}
+        for j in mates:
+            others.setdefault(records[j][1]["backend"]["name"], j)
+        others.pop(backend, None)
+        tables.append(_Table(name, rec, others=[records[j][1] for j in others.values()]))
+        used |= set(others.values())
     return tables
+
+
+def _setting_tags(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Per record, its values of the backend settings that differ between `records` ("gelu erf")."""
+    flat = [_flat(r["backend"]["settings"]) for r in records]
+    keys = sorted(k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1)
+    return [", ".join(f"{k} {f.get(k, '-')}" for k in keys) for f in flat]
+
+
+def _report(table: _Table, args: argparse.Namespace, trained: list[dict[str, Any]]) -> Report:
+    backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in table.others]
+    lead = build_report(
+        table.record, table.name, args.baseline, args.network, args.predict, table.others, backends, trained
+    )
+    if not table.alike:
+        return lead
+    rest = [build_report(r, n, args.baseline, args.network, args.predict, (), (), trained) for n, r in table.alike]
+    return merge_reports([lead, *rest], _setting_tags([table.record, *(r for _, r in table.alike)]))
 
 
 def emit_report(
@@ -82,20 +133,17 @@ def emit_report(
 ) -> None:
     """Print the report of `records` ((name, record) pairs), joined with `quality` records (measured
     perplexity), and write plots, as the options say."""
-    tables = _tables(records)
-    reports = []
     trained = [q for _, q in quality]
-    for name, rec, others in tables:
-        backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in others]
-        reports.append(build_report(rec, name, args.baseline, args.network, args.predict, others, backends, trained))
+    tables = _tables(records)
+    reports = [_report(t, args, trained) for t in tables]
     if reports:
-        print(render(reports, args.format, parse_columns(args.columns)))
-    if not reports or args.format == "table":
-        for _, q in quality:
-            print(("\n" if reports else "") + quality_table(q))
+        required = [g for g, asked in (("predicted", args.predict), ("others", args.backends)) if asked]
+        print(render(reports, args.format, parse_columns(args.columns), required=required))
+    if quality and (not reports or args.format not in ("csv", "json")):  # csv, json: one frame, PPL joined
+        print(("\n" if reports else "") + render_quality(quality, args.format))
     if args.plot:
-        for (name, rec, _), rep in zip(tables, reports, strict=True):
-            for path in plot(rec, rep, args.plot, Path(name).stem):
+        for table, rep in zip(tables, reports, strict=True):
+            for path in plot(rep, args.plot, Path(table.name).stem):
                 print(f"plot: {path}", file=sys.stderr)
         for name, q in quality:
             for path in plot_quality(q, args.plot, Path(name).stem, reports[0] if reports else None):
@@ -106,10 +154,18 @@ def main(args: argparse.Namespace) -> int:
     runs, quality = [], []
     for path in args.records:
         data = read_json(path)
+        expect(data, path, RUN, QUALITY_KIND)
         if isinstance(data, dict) and data.get("kind") == QUALITY_KIND:
             quality.append((path, validate_quality_record(data, f"record '{path}'")))
         else:
             runs.append((path, validate_record(data, f"record '{path}'")))
+    if not runs:  # what only run records have
+        given = [f"--{k}" for k in ("columns", "baseline", "network", "backends") if getattr(args, k)]
+        given += ["--predict"] if args.predict else []
+        if given:
+            verb = "these options apply" if len(given) > 1 else "applies"
+            kind = "is a quality record" if len(quality) == 1 else "are quality records"
+            raise PibenchError(f"{', '.join(given)}: {verb} to run records; {', '.join(p for p, _ in quality)} {kind}")
     if args.plot:
         check_folder(args.plot, "--plot")
     emit_report(runs, args, quality)

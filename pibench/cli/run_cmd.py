@@ -7,8 +7,8 @@ import contextlib
 import signal
 import sys
 
+from pibench.backends import BACKENDS
 from pibench.cli.common import add_run_options, finish, refuse_late_failures
-from pibench.cli.cost_cmd import suite_header
 from pibench.cli.report_cmd import add_report_options
 from pibench.suite import load_suite
 
@@ -42,14 +42,23 @@ def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
     profile = parse_profile(args.emulate) if args.emulate else suite.emulate
     refuse_late_failures(suite, args)
-    print(suite_header(suite), file=sys.stderr, flush=True)
+    # what is about to run; the suite's name and dimensions head the table that ends the run
+    backend = BACKENDS.get(suite.backend)
+    passes = backend.passes(suite.repeats)
+    print(
+        f"measuring {len(suite.entries)} variant{'s' if len(suite.entries) > 1 else ''} of {suite.name} under "
+        f"{backend.label} ({'every layer' if args.full else 'one layer per layer kind'}, "
+        f"{passes} timed pass{'es' if passes > 1 else ''} per step)",
+        file=sys.stderr,
+        flush=True,
+    )
     # a terminated run still tears down its parties and namespaces (the finally clauses run)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:
         link = stack.enter_context(EmulatedLink(profile)) if profile else None
         if link:
             print(f"network: {link.describe()}", file=sys.stderr, flush=True)
-        record = run_local(
+        measured, run = run_local(
             suite,
             full=args.full,
             timeout_s=args.timeout,
@@ -57,4 +66,4 @@ def main(args: argparse.Namespace) -> int:
             link=link,
             accept_unusable=args.accept_unusable,
         )
-    return finish(record, args, suite.name)
+    return finish(suite, measured, run, args)

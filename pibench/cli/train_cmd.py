@@ -34,7 +34,8 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or default_record_path(f"{suite.name}-quality")
     check_writable(out)
     import torch
-    from tqdm import tqdm
+
+    from pibench.progress import Progress
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PibenchError("--device cuda: this machine has no GPU that torch can use")
@@ -47,12 +48,11 @@ def main(args: argparse.Namespace) -> int:
     corpus = load_corpus(max_bytes=suite.train.corpus_bytes)
     results = []
     for entry in suite.entries:
-        bar = tqdm(desc=entry.name, total=None, disable=args.no_progress, file=sys.stderr, leave=False)
+        bar = Progress(None, "step", not args.no_progress, desc=entry.name, leave=False)
 
-        def progress(step: int, steps: int, loss: float, bar: tqdm = bar) -> None:
-            bar.total = steps
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{loss:.3f}")
+        def progress(step: int, steps: int, loss: float, bar: Progress = bar) -> None:
+            bar.advance(step - bar.n, total=steps)
+            bar.note(f"loss={loss:.3f}")
 
         settings = entry.train or suite.train
         results.append(train_variant(entry.config, entry.variant.ereg, corpus, settings, progress, args.device))

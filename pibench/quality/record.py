@@ -12,11 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pibench.analytic import suite_costs
 from pibench.config import DIMENSIONS
 from pibench.errors import PibenchError
+from pibench.files import QUALITY
 from pibench.machine import environment, fingerprint
 from pibench.records import now
 from pibench.suite import Suite
 
-KIND = "pibench.quality"
+KIND = QUALITY
 SCHEMA_VERSION = 1
 UNITS = {
     "val_loss": "mean cross-entropy per byte on the validation windows, nats",

@@ -8,42 +8,120 @@ but the dimensions (the quality suite trains small; the run measures GPT-2 size)
 
 from __future__ import annotations
 
+import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from tabulate import tabulate
 
+from pibench.latex import escape
 from pibench.plots import save_figure
 from pibench.quality.record import dims_text
 from pibench.quality.settings import QUARTERS
 
+# the tidy frame's columns of the shares of heads in each quarter (`QUARTERS`) of the maximum entropy
+QUARTER_KEYS = tuple(f"heads_share_q{i + 1}" for i in range(len(QUARTERS)))
+HEADERS = ("Network Arch.", "PPL (per byte)", "overload", "collapse", "heads by quarter of max entropy", "train s")
 
-def quality_table(record: dict[str, Any]) -> str:
-    """The quality record as a table: perplexity per byte, overload, collapse, heads by quarter."""
+
+def quality_frame(records: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per (quality record, variant), numbers only, units in the names: perplexity per byte,
+    validation loss (nats per byte), the step a variant diverged at (NaN: it did not), the shares of
+    heads overloaded and collapsed and in each quarter of the maximum entropy, training seconds."""
     rows = []
-    for v in record["variants"]:
-        q, e = v["quality"], v["quality"]["entropy"]
-        shares = " ".join(f"{x:.2f}" for x in e["quarter_shares"].values()) if e else "-"
-        rows.append(
-            [
-                v["label"],
-                f"diverged (step {q['diverged']['step']})" if q["diverged"] else f"{q['val_ppl']:.3f}",
-                "-" if e is None else f"{e['overload']:.2f}",
-                "-" if e is None else f"{e['collapse']:.2f}",
-                shares,
-                f"{q['wall_s']:.0f}",
-            ]
-        )
-    headers = ["Network Arch.", "PPL (per byte)", "overload", "collapse", "heads by quarter of max entropy", "train s"]
-    notes = (
+    for name, record in records:
+        for v in record["variants"]:
+            q, e = v["quality"], v["quality"]["entropy"]
+            shares = list(e["quarter_shares"].values()) if e else [None] * len(QUARTERS)
+            rows.append(
+                {
+                    "suite": record["suite"]["name"],
+                    "record": name,
+                    "variant": v["name"],
+                    "label": v["label"],
+                    "val_ppl": q["val_ppl"],
+                    "val_loss_nats": q["val_loss"],
+                    "diverged_at_step": q["diverged"]["step"] if q["diverged"] else None,
+                    "overload_share": e["overload"] if e else None,
+                    "collapse_share": e["collapse"] if e else None,
+                    **dict(zip(QUARTER_KEYS, shares, strict=True)),
+                    "train_s": q["wall_s"],
+                }
+            )
+    out = pd.DataFrame(rows)
+    for key in out.columns:
+        if key not in ("suite", "record", "variant", "label"):
+            out[key] = pd.to_numeric(out[key])
+    return out
+
+
+def _cells(row: Any) -> list[str]:
+    def num(x: Any, fmt: str) -> str:
+        return "-" if pd.isna(x) else format(x, fmt)
+
+    ppl = f"diverged (step {int(row.diverged_at_step)})" if pd.notna(row.diverged_at_step) else num(row.val_ppl, ".3f")
+    shares = " ".join(num(getattr(row, k), ".2f") for k in QUARTER_KEYS)
+    overload, collapse = num(row.overload_share, ".2f"), num(row.collapse_share, ".2f")
+    return [row.label, ppl, overload, collapse, shares, f"{row.train_s:.0f}"]
+
+
+def _notes(record: dict[str, Any]) -> str:
+    return (
         f"{record['suite']['name']} ({dims_text(record)}): {record['train']['tokens']:,} training bytes per variant "
         f"from the Python standard library ({record['corpus']['train_bytes']:,} bytes in train, "
         f"{record['corpus']['validation_bytes']:,} in validation); quarters {', '.join(QUARTERS)} of each head's "
         "entropy as a share of its maximum; overload: the top quarter; collapse: the bottom quarter."
     )
-    table = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-    return table + "\n" + textwrap.fill(notes, 120, subsequent_indent="  ")
+
+
+def render_quality(records: Sequence[tuple[str, dict[str, Any]]], fmt: str) -> str:
+    """Quality records in `fmt` (table, markdown, latex, csv, json; `pibench.tables.FORMATS`): one table
+    per record for display formats, one tidy frame for csv and json."""
+    df = quality_frame(records)
+    if fmt == "csv":
+        return df.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        return json.dumps(json.loads(df.to_json(orient="records", double_precision=15)), indent=1, ensure_ascii=False)
+    out = []
+    for name, record in records:
+        rows = [_cells(r) for r in df[df["record"] == name].itertuples()]
+        if fmt == "latex":
+            out.append(_latex(record, rows))
+            continue
+        style = "github" if fmt == "markdown" else "simple"
+        table = tabulate(rows, headers=list(HEADERS), tablefmt=style, disable_numparse=True)
+        notes = _notes(record)
+        out.append(
+            table + ("\n\n" + notes if fmt == "markdown" else "\n" + textwrap.fill(notes, 120, subsequent_indent="  "))
+        )
+    return "\n\n".join(out)
+
+
+def _latex(record: dict[str, Any], rows: list[list[str]]) -> str:
+    spec = "l" + "r" * (len(HEADERS) - 1)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering\footnotesize\setlength{\tabcolsep}{2pt}",
+        rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+        r"\toprule",
+        " & ".join(escape(h) for h in HEADERS) + r" \\",
+        r"\midrule",
+        *(" & ".join(escape(c) for c in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{escape(_notes(record))}}}",
+        rf"\label{{tab:{escape(record['suite']['name'])}-quality}}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines)
+
+
+def quality_table(record: dict[str, Any]) -> str:
+    """The quality record as a terminal table: perplexity per byte, overload, collapse, heads by quarter."""
+    return render_quality([("", record)], "table")
 
 
 def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: Any = None) -> list[Path]:

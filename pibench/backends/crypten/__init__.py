@@ -44,7 +44,7 @@ class CrypTen(Backend):
         softmax = {"max_only": "max-only softmax", "crypten": "CrypTen's softmax"}[settings["softmax"]]
         where = "GPU" if settings["device"] == "cuda" else f"CPU, {settings['local_products']} local products"
         return (
-            f"CrypTen {version} 2PC ({settings['provider']} triples, {settings['precision_bits']} fraction bits, "
+            f"{self.named(version)} 2PC ({settings['provider']} triples, {settings['precision_bits']} fraction bits, "
             f"{settings['gelu']}-GELU, {softmax}, exp {f['exp_iterations']} it., reciprocal {f['reciprocal_method']}; "
             f"{where})"
         )

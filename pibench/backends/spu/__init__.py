@@ -67,7 +67,7 @@ class SPU(Backend):
         softmax = "broadcast denominator" if s["optimize_denominator_with_broadcast"] else "per-element denominator"
         iters = "SPU's" if s["div_goldschmidt_iters"] == 0 else str(s["div_goldschmidt_iters"])
         return (
-            f"SPU {version} 2PC ({s['protocol']}, {s['field']}, {s['fxp_fraction_bits']} fraction bits, "
+            f"{self.named(version)} 2PC ({s['protocol']}, {s['field']}, {s['fxp_fraction_bits']} fraction bits, "
             f"{s['gelu']}-GELU, exp {s['exp_mode']}, log {s['log_mode']}, reciprocal {iters} Goldschmidt it., "
             f"softmax {softmax}, weights {s['weights']})"
         )

@@ -1,0 +1,222 @@
+"""Records from the parties' counts to the file: merged consistently, and never lost on the way."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+
+import pytest
+
+from pibench.errors import PibenchError
+from pibench.measure import merge_parties
+from pibench.opkinds import KINDS
+from pibench.records import read_record
+from pibench.suite import load_suite
+from tests.conftest import fake_measured, fake_run, write_suite
+
+
+def _party(rank: int, by_kind: dict[str, tuple[int, int]]) -> dict:
+    """One party's result as `measure_variant` returns it; `by_kind`: kind -> (bytes sent, rounds)."""
+    kinds = {k: {"sent": 0, "received": 0, "rounds": 0, "comm_s": 0.0, "wall_s": 0.0} for k in KINDS}
+    for kind, (sent, rounds) in by_kind.items():
+        kinds[kind] = {"sent": sent, "received": sent, "rounds": rounds, "comm_s": 0.5, "wall_s": 1.0}
+    spread = {"wall_s_min": 2.0, "wall_s_max": 2.0, "comm_s_min": 1.0, "comm_s_max": 1.0}
+    return {
+        "rank": rank,
+        "sent": sum(s for s, _ in by_kind.values()),
+        "received": sum(s for s, _ in by_kind.values()),
+        "rounds": sum(r for _, r in by_kind.values()),
+        "comm_s": 1.0,
+        "wall_s": 2.0,
+        **spread,
+        "by_kind": kinds,
+        "dealer": {"sent": 0, "received": 0, "rounds": 0, "comm_s": 0.0, "wall_s": 0.0},
+        "counters": {},
+        "peak_rss_bytes": 1,
+        "max_abs_error": 1e-3 if rank == 0 else None,
+        "max_abs_reference": 1.0 if rank == 0 else None,
+        "layers_measured": {"0": 1},
+        "steps": [
+            {
+                "step": "layer 0",
+                "stands_for": 1,
+                "passes": 1,
+                "sent": 1,
+                "received": 1,
+                "rounds": 1,
+                "comm_s": 0.0,
+                "wall_s": 1.0,
+            }
+        ],
+        "choices": {},
+    }
+
+
+def test_parties_whose_kinds_differ_merge_into_a_valid_record(tmp_path):
+    """Under SPU the two parties' receive counts differ kind by kind. Party 0: softmax 10 rounds, linear 5
+    (total 15); party 1: softmax 7, linear 9 (total 16). The busier party per kind: 10 + 9 = 19 rounds,
+    which is the total, so the kinds add up; the larger party's total (16) did not, and the record of a
+    finished run was refused."""
+    from pibench.records import build_record
+
+    parties = [_party(0, {"softmax": (100, 10), "linear": (40, 5)}), _party(1, {"softmax": (70, 7), "linear": (60, 9)})]
+    merged = merge_parties(parties, full=False, L=1, roles={0: "server", 1: "client"})
+    assert merged["rounds"] == 19
+    assert (merged["by_kind"]["softmax"]["rounds"], merged["by_kind"]["linear"]["rounds"]) == (10, 9)
+    # bytes: sent by both, each byte once: softmax 100 + 70, linear 40 + 60
+    assert merged["bytes"] == 270 and merged["by_kind"]["softmax"]["bytes"] == 170
+    assert [p["rounds"] for p in merged["parties"]] == [15, 16]  # each party's own total stays its own
+    suite = load_suite(write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g]\n"))
+    record = build_record(suite, [merged], fake_run())
+    assert record["variants"][0]["measured"]["rounds"] == 19
+
+
+def _args(out, **changes) -> argparse.Namespace:
+    options = {"out": str(out), "accept_unusable": False, "format": "table", "columns": None, "baseline": None}
+    options |= {"plot": None, "network": None, "predict": False, "backends": None}
+    return argparse.Namespace(**(options | changes))
+
+
+def test_a_measurement_whose_record_is_invalid_is_saved_beside(tmp_path, capsys):
+    """A run whose measurement does not make a valid record (here: kinds that do not add up to the total)
+    still leaves what was measured on disk, and the one-line error says where."""
+    from pibench.cli.common import finish
+
+    suite = load_suite(write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g]\n"))
+    measured = fake_measured(1.0, 10.0)
+    measured["rounds"] += 1  # 101 rounds in all, 100 in the kinds
+    out = tmp_path / "results" / "r.json"
+    with pytest.raises(PibenchError) as err:
+        finish(suite, [measured], fake_run(), _args(out))
+    message = str(err.value)
+    assert "\n" not in message and "the rounds of the kinds do not add up to rounds" in message
+    beside = tmp_path / "results" / "r.invalid.json"
+    assert message.endswith(f"what was measured is saved in {beside}")
+    kept = json.loads(beside.read_text())
+    assert kept["variants"][0]["measured"]["rounds"] == 101 and kept["suite"]["name"] == "s"
+    assert not out.exists()  # no partial or invalid file under the record's own name
+
+
+def test_a_record_that_cannot_be_written_is_kept_and_the_table_still_printed(tmp_path, capsys, monkeypatch):
+    """A full disk (ENOSPC while writing): no file under the record's name, the table on stdout, the
+    record in a stated fallback place, one line naming both, and the record there reads back valid."""
+    import pibench.records as records
+    from pibench.cli.common import finish
+
+    suite = load_suite(write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_ln_r]\n"))
+    out = tmp_path / "r.json"
+    real_dump, fails = json.dump, []
+
+    def dump(obj, f, **kw):  # the first write (the record's own) meets a full disk; later ones succeed
+        if not fails:
+            fails.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_dump(obj, f, **kw)
+
+    monkeypatch.setattr(records.json, "dump", dump)
+    measured = [fake_measured(2.0, 20.0), fake_measured(1.0, 10.0)]
+    with pytest.raises(PibenchError) as err:
+        finish(suite, measured, fake_run(), _args(out))
+    kept = tmp_path / "r.unsaved.json"
+    assert (
+        str(err.value) == f"cannot write result record '{out}': No space left on device; the record is saved in {kept}"
+    )
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert "SM + LN + R" in capsys.readouterr().out  # the table was printed all the same
+    assert [v["name"] for v in read_record(kept)["variants"]] == ["sm_ln_g", "sm_ln_r"]
+
+
+def test_with_nowhere_to_write_the_record_goes_to_stdout(tmp_path, capsys, monkeypatch):
+    import pibench.records as records
+
+    def fail(*args, **kw):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(records.tempfile, "mkstemp", fail)
+    where = records.keep_elsewhere(tmp_path / "r.json", {"kind": "x", "value": float("nan")}, "unsaved")
+    assert where == "stdout (the last line)"
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"kind": "x", "value": None}
+
+
+def test_a_file_of_the_wrong_kind_says_what_it_is_and_what_was_expected(tmp_path, capsys):
+    """Run record, quality record, calibration and suite, each given where another kind is expected:
+    one line naming the file, what it is and what was expected; exit 2 (a record given as a
+    calibration once ended in "internal error: TypeError: unhashable type: 'dict'")."""
+    import shutil
+
+    from pibench.cli import main
+    from tests.conftest import ROOT
+
+    run, quality, cal = tmp_path / "run.json", tmp_path / "quality.json", tmp_path / "cal.json"
+    shutil.copy(ROOT / "docs" / "gpt2_t128.json", run)
+    shutil.copy(ROOT / "docs" / "quality_small.json", quality)
+    shutil.copy(ROOT / "pibench" / "data" / "calibration-crypten-default.json", cal)
+    suite = ROOT / "suites" / "smoke.yaml"
+    cases = {
+        (
+            "cost",
+            str(suite),
+            "--predict",
+            "--calibration",
+            str(run),
+        ): f"'{run}' is a run record (from pibench run), not a calibration",
+        (
+            "cost",
+            str(suite),
+            "--predict",
+            "--calibration",
+            str(quality),
+        ): f"'{quality}' is a quality record (from pibench train), not a calibration",
+        (
+            "cost",
+            str(suite),
+            "--predict",
+            "--calibration",
+            str(suite),
+        ): f"'{suite}' is a suite (YAML with model: and variants:), not a calibration",
+        (
+            "calibrate",
+            "--quick",
+            "--calibration",
+            str(run),
+        ): f"'{run}' is a run record (from pibench run), not a calibration",
+        (
+            "report",
+            str(cal),
+        ): f"'{cal}' is a calibration (from pibench calibrate), not a run record or a quality record",
+        ("report", str(suite)): f"'{suite}' is a suite (YAML with model: and variants:), not a record",
+        ("compare", str(run), str(quality)): f"'{quality}' is a quality record (from pibench train), not a run record",
+        ("gate", str(cal), str(run)): f"'{cal}' is a calibration (from pibench calibrate), not a run record",
+        ("cost", str(run)): f"'{run}' is a run record (from pibench run), not a suite",
+        ("run", str(cal)): f"'{cal}' is a calibration (from pibench calibrate), not a suite",
+        ("train", str(quality)): f"'{quality}' is a quality record (from pibench train), not a suite",
+        ("calibrate", "--suite", str(run)): f"'{run}' is a run record (from pibench run), not a suite",
+    }
+    for argv, message in cases.items():
+        assert main(list(argv)) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err == f"pibench: error: {message}\n", argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.json", "quality.json", "run.json"]  # nothing written
+
+
+def test_errors_name_what_is_wrong(tmp_path):
+    """A record whose variant config has an unknown field names that field (it once said only "1
+    validation error for ModelConfig"); a misspelt network profile gets a "did you mean"."""
+    import shutil
+
+    from tests.conftest import ROOT, run_cli
+
+    record = json.loads((ROOT / "docs" / "gpt2_t128.json").read_text())
+    record["variants"][0]["config"]["activaton"] = "gelu"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(record))
+    proc = run_cli("report", str(bad))
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        f"pibench: error: record '{bad}' is not a valid record: variants.0.config: not a model configuration: "
+        "unknown field 'activaton' (did you mean 'activation'?)\n",
+    )
+    good = shutil.copy(ROOT / "docs" / "gpt2_t128.json", tmp_path / "good.json")
+    proc = run_cli("report", str(good), "--network", "paperwan")
+    assert proc.returncode == 2 and "network profile 'paperwan' (did you mean 'paper-wan'?)" in proc.stderr
