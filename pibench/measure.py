@@ -13,6 +13,7 @@ output's scale marks the variant unusable. Progress goes to `emit` as events.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from pibench.errors import PibenchError
 from pibench.interp.plaintext import TorchModel, TorchOps
 from pibench.model import input_stage, layer, layer_weight_specs
 from pibench.opkinds import KINDS
+from pibench.peers import STARTUP_GRACE_S, Peers, check_listen_host
+from pibench.procs import listening_socket
 from pibench.sampling import layer_sample
 from pibench.suite import Suite, SuiteEntry
 
@@ -39,10 +42,12 @@ USABLE_RELATIVE_ERROR = 0.1
 @dataclass(frozen=True)
 class PartyOptions:
     rank: int
-    rendezvous: Rendezvous
+    rendezvous: Rendezvous  # pibench's channel: rank 0's address (and, listed, the others' transport addresses)
     suite: Suite
+    secret: bytes = b""  # the run's shared secret (`pibench.peers`)
     full: bool = False  # measure every layer instead of one per kind
-    timeout_s: float = 45.0  # longest wait for the other party in any exchange
+    timeout_s: float = 45.0  # longest silence of another party, and longest wait in any exchange
+    allow_wildcard: bool = False  # rank 0 may listen on every interface (0.0.0.0, ::)
     gelu: str = "tanh"  # the GELU form the backend computes (`Backend.reference_gelu`)
     exact: bool = True  # the backend's counts are deterministic (`Backend.count_tolerance` empty)
     repeats: int = 3  # runs of each step (the suite's `repeats`, else `Backend.repeats`)
@@ -78,8 +83,8 @@ def synthetic_weights(entry: SuiteEntry, seed: int, layers: list[int]) -> dict[s
     reparametrisations)."""
     names = layer_weight_specs(entry.config, layers)
     with torch.no_grad():
-        model = TorchModel(entry.config, seed=seed).eval()
-        return {k: v.detach() for k, v in model.effective_weights().items() if k in names}
+        model = TorchModel(entry.config, seed=seed, only=names).eval()  # nothing but what is measured
+        return {k: v.detach() for k, v in model.effective_weights().items()}
 
 
 def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
@@ -286,6 +291,62 @@ def _watch_waits(session: Session, emit: Emit, stop: threading.Event, after_s: f
             emit({"event": "waiting", "for_s": round(time.monotonic() - since, 1)})
 
 
+def describe_run(suite: Suite, full: bool, repeats: int) -> dict[str, Any]:
+    """What every rank must agree on before running (`pibench.peers.compare_runs`): the suite (its digest
+    covers dimensions, variants, seed, backend and its settings) and the options that change what runs."""
+    from pibench import __version__
+
+    return {"pibench": __version__, "backend": suite.backend, "suite": suite.digest, "full": full, "repeats": repeats}
+
+
+def join_run(backend: Backend, opts: PartyOptions, describe: dict[str, Any]) -> tuple[Peers, Rendezvous]:
+    """Join the run's other ranks on pibench's authenticated channel (rank 0 listening at the rendezvous
+    address), agree on what runs, and learn where the backend's own transport listens. Returns the
+    channel and the backend's rendezvous."""
+    roles = backend.ranks(opts.suite.settings)
+    rank, given = opts.rank, opts.rendezvous
+    host, port = given.host, given.port
+    join_s = max(opts.timeout_s, STARTUP_GRACE_S)
+    if rank == 0:
+        if given.listen_fd is not None:
+            listener = socket.socket(fileno=given.listen_fd)
+        else:
+            check_listen_host(host, opts.allow_wildcard)
+            try:
+                listener = listening_socket(host, port)
+            except OSError as err:
+                raise PibenchError(f"party 0 (server) cannot listen on {given.url}: {err.strerror or err}") from None
+        try:
+            peers, _ = Peers.serve(listener, roles, opts.secret, describe, opts.timeout_s, join_s)
+        finally:
+            listener.close()
+        own = host
+    else:
+        peers, _ = Peers.join(rank, (host, port), roles, opts.secret, describe, opts.timeout_s, join_s)
+        own = peers.peers[0].sock.getsockname()[0]  # the address this host reaches rank 0 from
+    listed = given.listed(rank) if rank else None
+    if listed:
+        check_listen_host(listed[0], opts.allow_wildcard)
+    try:
+        address, listener = backend.announce(rank, own, listed)
+    except OSError as err:
+        raise PibenchError(f"party {rank} ({roles[rank]}) cannot listen on {own}: {err.strerror or err}") from None
+    announced = peers.exchange(address, among=tuple(sorted(roles)))
+    return peers, backend.transport(announced, listener)
+
+
+def _doing(event: dict[str, Any]) -> str | None:
+    """What a progress event says this party is doing, for its heartbeats."""
+    kind = event.get("event")
+    if kind == "variant":
+        return f"starting variant '{event['variant']}'"
+    if kind == "warm-up":
+        return f"past the warm-up of variant '{event['variant']}'"
+    if kind == "step":
+        return f"past {event['step']} of variant '{event['variant']}' (pass {event['pass']} of {event['passes']})"
+    return None
+
+
 def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str, Any]]:
     """Run every variant of the suite as party `opts.rank`; returns the merged measurements."""
     settings = opts.suite.settings
@@ -295,17 +356,23 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str
         exact=not backend.count_tolerance,
         repeats=backend.passes(opts.suite.repeats),
     )
-    session = backend.session(
-        opts.rank, opts.rendezvous, settings, opts.timeout_s, on_op=_ticker(emit), seed=opts.suite.seed
-    )
-    emit({"event": "ready", "rank": opts.rank})
-    digests = session.exchange(opts.suite.digest)
-    if len(set(digests)) != 1:
-        session.close()
-        raise PibenchError(
-            f"party {opts.rank}: the parties run different suites (digests {', '.join(d[:12] for d in digests)}); "
-            "give every host the same suite file"
+    backend.load()
+    peers, transport = join_run(backend, opts, describe_run(opts.suite, opts.full, opts.repeats))
+    peers.doing = "joining the backend"
+    inner = emit
+
+    def emit(event: dict[str, Any]) -> None:
+        peers.doing = _doing(event) or peers.doing
+        inner(event)
+
+    try:
+        session = backend.session(
+            opts.rank, transport, settings, opts.timeout_s, on_op=_ticker(emit), seed=opts.suite.seed
         )
+    except BaseException:
+        peers.close()
+        raise
+    emit({"event": "ready", "rank": opts.rank})
     measured = []
     stop = threading.Event()
     threading.Thread(target=_watch_waits, args=(session, emit, stop), daemon=True).start()
@@ -315,13 +382,16 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str
             emit({"event": "variant", "variant": entry.name})
             warm = backend.warm_up == "variant" or n == 0
             mine = measure_variant(session, dataclasses.replace(opts, warm_up=warm), entry, emit)
-            merged = merge_parties(session.exchange(mine), opts.full, entry.config.L, roles)
+            peers.doing = f"exchanging the results of variant '{entry.name}'"
+            merged = merge_parties(peers.exchange(mine), opts.full, entry.config.L, roles)
             measured.append(merged)
             emit({"event": "result", "variant": entry.name, "measured": merged})
+        peers.doing = "finishing"
     finally:
         stop.set()
         lifetime = session.dealer_lifetime
         session.close()
+        peers.close()
     if lifetime is not None and opts.rank == 0:
         emit({"event": "dealer_lifetime", "counts": lifetime.to_json()})
     return measured

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -405,14 +406,19 @@ def check_folder(path: str | Path, what: str) -> None:
         raise PibenchError(f"{what} '{path}': '{existing}' is not a writable folder")
 
 
-def check_writable(path: str | Path) -> None:
-    """Refuse, before a run, a record path that cannot be written: its nearest existing folder must be
-    a writable folder and the path itself not a folder. Creates nothing."""
+def check_writable(path: str | Path, force: bool = True) -> None:
+    """Refuse, before a run, a record path that cannot be written or must not be: its nearest existing
+    folder must be a writable folder; the path itself not a folder, device, FIFO or socket (records go
+    only to regular files), and, unless `force`, nothing yet (a symbolic link there is replaced by the
+    record, its target left as it is). Creates nothing."""
     path = Path(path)
     if len(path.name.encode()) > 255 or len(str(path).encode()) > 4000:
         raise PibenchError(f"cannot write result record '{shorten(str(path))}': the name is too long")
     if path.is_dir():
         raise PibenchError(f"cannot write result record '{path}': it is a folder")
+    _not_special(path)
+    if not force and (path.exists() or path.is_symlink()):
+        raise PibenchError(f"result record '{path}' exists; --force replaces it (or name another)")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -473,8 +479,24 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, str | int | bool) else str(value)
 
 
+def _not_special(path: Path) -> None:
+    """Refuse a path that is a device, FIFO or socket: a rename would replace it (as root, /dev/full)."""
+    try:
+        mode = path.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there yet (or a file above: said elsewhere)
+        return
+    except OSError as err:
+        raise RecordNotWritten(f"cannot write result record '{path}': {err.strerror or err}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise RecordNotWritten(
+            f"cannot write result record '{path}': it is not a regular file (a device, FIFO or socket); "
+            "records go only to regular files"
+        )
+
+
 def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
     if not exclusive:
+        _not_special(path)  # checked before the run too; again here, at the last moment
         os.replace(tmp, path)
         return path
     for n in range(1, 1000):

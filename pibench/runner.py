@@ -25,11 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from pibench.backends import BACKENDS
 from pibench.emulate import EmulatedLink
 from pibench.errors import PibenchError
 from pibench.model import layer_weight_specs
-from pibench.procs import die_with_parent, kill_tree
+from pibench.peers import STARTUP_GRACE_S, new_secret
+from pibench.procs import die_with_parent, kill_tree, listening_socket
 from pibench.progress import Progress
 from pibench.sampling import layer_sample
 from pibench.suite import Suite
@@ -63,6 +66,14 @@ class _Party:
     stderr: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=50))
     last_event: float = field(default_factory=time.monotonic)  # progress: any event but "waiting"
     last_waiting: float = 0.0  # the party said it is blocked on another party
+    ready: bool = False  # it has joined the others
+
+    def stopped(self) -> bool:
+        """Whether the process is frozen (SIGSTOP, a debugger): it cannot say so itself."""
+        try:
+            return psutil.Process(self.proc.pid).status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return False
 
     @property
     def name(self) -> str:
@@ -105,7 +116,11 @@ class _Parties:
         """Start every rank; returns the rendezvous address."""
         backend = BACKENDS.get(self.suite.backend)
         roles = backend.ranks(self.suite.settings)
-        rendezvous, listener = (self.link.rendezvous, None) if self.link else backend.local_rendezvous(len(roles))
+        if self.link:
+            rendezvous, listener = self.link.rendezvous, None
+        else:  # rank 0 serves pibench's channel on this socket, handed over: nothing can take the port
+            listener = listening_socket("127.0.0.1", 0)
+            rendezvous = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
         suite = self.suite
         payload = json.dumps(
             {
@@ -115,6 +130,7 @@ class _Parties:
                 "backend": suite.backend,
                 "device": getattr(suite.settings, "device", None),
                 "repeats": suite.repeats,
+                "secret": new_secret().decode(),  # this run's, on the parties' stdin only
             }
         )
         try:
@@ -157,7 +173,8 @@ class _Parties:
 
     def check(self, current: str) -> None:
         """Raise when a party failed or all computing parties stopped making progress."""
-        for p in self.parties.values():
+        # a party killed by a signal first: the others' errors then only say that it left
+        for p in sorted(self.parties.values(), key=lambda p: (p.proc.poll() or 0) >= 0):
             code = p.proc.poll()
             if code not in (None, 0):
                 time.sleep(0.2)  # let its last stderr line arrive
@@ -168,13 +185,23 @@ class _Parties:
                     + "; the run was stopped and no record written"
                 )
         now = time.monotonic()
+        stopped = [p for p in self.parties.values() if now - p.last_event > self.timeout_s and p.stopped()]
+        if stopped:  # frozen (SIGSTOP): named even while the other's backend still ticks (SPU does)
+            raise PibenchError(
+                f"{' and '.join(p.name for p in stopped)} made no progress for {self.timeout_s:.0f} s "
+                f"during variant '{current}' (its process is frozen); the run was stopped and no record written"
+            )
         live = [p for p in self.parties.values() if p.rank < 2 and p.proc.poll() is None]
-        if live and all(now - p.last_event > self.timeout_s for p in live):
+        if live and all(now - p.last_event > self._patience(p) for p in live):
             hung = [p for p in live if now - p.last_waiting > 5] or live  # a blocked party says so
             raise PibenchError(
                 f"{' and '.join(p.name for p in hung)} made no progress for {self.timeout_s:.0f} s "
                 f"during variant '{current}' (hung?); the run was stopped and no record written"
             )
+
+    def _patience(self, party: _Party) -> float:
+        """How long a party may be silent: the timeout, and until it has joined at least start-up's grace."""
+        return self.timeout_s if party.ready else max(self.timeout_s, STARTUP_GRACE_S) + 10
 
     def running(self) -> bool:
         return any(p.proc.poll() is None for p in self.parties.values())
@@ -209,7 +236,9 @@ class _Progress:
             party.last_waiting = time.monotonic()
             return
         party.last_event = time.monotonic()
-        if kind == "variant":
+        if kind == "ready":
+            party.ready = True
+        elif kind == "variant":
             self.current = event["variant"]
             self.bar.note(self.current)
         elif kind == "step" and rank == 0:

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SECRET = "test-secret-0123456789abcdef"  # the shared secret of party-mode tests (`pibench.peers`)
 
 
 def run_cli(
@@ -135,10 +136,16 @@ def fake_run(**changes: object) -> dict:
 
 
 def run_parties(
-    suites: list[Path], rendezvous: str, *extra: str, out: Path | None = None, timeout: float = 300
+    suites: list[Path],
+    rendezvous: str,
+    *extra: str,
+    out: Path | None = None,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> list[tuple[int, str, str]]:
-    """`pibench party` for ranks 0, 1, ... (one suite file each, as on separate hosts), all run to the
-    end or killed; (exit code, stdout, stderr) by rank. Rank 0 writes the record to `out`."""
+    """`pibench party` for ranks 0, 1, ... (one suite file each, as on separate hosts, the shared secret
+    SECRET in their environment), all run to the end or killed; (exit code, stdout, stderr) by rank.
+    Rank 0 writes the record to `out`."""
     from pibench.procs import kill_tree
 
     procs = [
@@ -150,6 +157,7 @@ def run_parties(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "PIBENCH_SECRET": SECRET, **(env or {})},
         )
         for rank, suite in enumerate(suites)
     ]

@@ -109,11 +109,12 @@ SUITES = {
 
 # name -> (argv with {suite}, {tmp}, {record} placeholders, fragment)
 CALLS = {
-    "timeout_zero": (["run", "{suite}", "--timeout", "0"], "--timeout: must be above 0"),
-    "timeout_negative": (["run", "{suite}", "--timeout=-1"], "--timeout: must be above 0"),
-    "timeout_nan": (["run", "{suite}", "--timeout", "nan"], "--timeout: must be above 0"),
-    "timeout_inf": (["run", "{suite}", "--timeout", "1e400"], "--timeout: must be above 0"),
+    "timeout_zero": (["run", "{suite}", "--timeout", "0"], "--timeout: must be from 5 to 86400 seconds"),
+    "timeout_negative": (["run", "{suite}", "--timeout=-1"], "--timeout: must be from 5 to 86400 seconds"),
+    "timeout_nan": (["run", "{suite}", "--timeout", "nan"], "--timeout: must be from 5 to 86400 seconds"),
+    "timeout_inf": (["run", "{suite}", "--timeout", "1e400"], "--timeout: must be from 5 to 86400 seconds"),
     "timeout_text": (["run", "{suite}", "--timeout", "soon"], "is not a number of seconds"),
+    "timeout_too_short": (["run", "{suite}", "--timeout", "1"], "must be from 5 to 86400 seconds, not 1"),
     "party_timeout_nan": (
         ["party", "--rank", "1", "--rendezvous", "tcp://127.0.0.1:1", "{suite}", "--timeout", "nan"],
         "--timeout",
@@ -132,6 +133,9 @@ CALLS = {
     "suite_is_device": (["cost", "/dev/zero"], "is not a regular file"),
     "too_big_to_run": (["run", "{huge}"], "needs about"),
     "full_of_a_million_layers": (["run", "{deep}", "--full"], "--full would run 1000000 layers"),
+    # issue 19's two suites: sampled, they build only what they measure and run; in full, refused at once
+    "full_of_100000_narrow_layers": (["run", "{narrow}", "--full"], "--full would run 100000 layers"),
+    "full_of_1000_wide_layers": (["run", "{wide}", "--full"], "(L=1000, H=16, d=1024, T=8) needs about 563 GiB"),
     "bad_rendezvous": (
         ["party", "--rank", "0", "--rendezvous", "127.0.0.1:80", "{suite}"],
         "is not of the form tcp://HOST:PORT",
@@ -146,6 +150,22 @@ CALLS = {
         "--rank 2: backend crypten",
     ),
     "rank_negative": (["party", "--rank=-1", "--rendezvous", "tcp://127.0.0.1:1", "{suite}"], "--rank -1"),
+    "party_without_a_secret": (
+        ["party", "--rank", "0", "--rendezvous", "tcp://127.0.0.1:1", "{suite}"],
+        "party mode needs the run's shared secret: --secret-file FILE or $PIBENCH_SECRET",
+    ),
+    "party_secret_missing": (
+        ["party", "--rank", "0", "--rendezvous", "tcp://127.0.0.1:1", "{suite}", "--secret-file", "{tmp}/none"],
+        "--secret-file '",
+    ),
+    "party_secret_too_short": (
+        ["party", "--rank", "0", "--rendezvous", "tcp://127.0.0.1:1", "{suite}", "--secret-file", "{short}"],
+        "is 5 bytes; use at least 16",
+    ),
+    "party_on_every_interface": (
+        ["party", "--rank", "0", "--rendezvous", "tcp://0.0.0.0:29500", "{suite}", "--secret-file", "{secret}"],
+        "rendezvous host '0.0.0.0' listens on every interface of this machine",
+    ),
     "report_missing": (["report", "{tmp}/nope.json"], "not found"),
     "report_folder": (["report", "{tmp}"], "is not a file"),
     "report_not_json": (["report", "{garbage}"], "is not a valid record: not readable JSON"),
@@ -259,6 +279,10 @@ def files(workdir):
     paths["suite"].write_text(OK)
     (workdir / "huge.yaml").write_text("model: {L: 1, H: 1, d: 1000000, T: 100000}\nvariants: [sm]\n")
     (workdir / "deep.yaml").write_text("model: {L: 1000000, H: 2, d: 16, T: 4}\nvariants: [sm]\n")
+    (workdir / "short.secret").write_text("short")
+    (workdir / "good.secret").write_text("a secret of more than sixteen bytes")
+    (workdir / "narrow.yaml").write_text("model: {L: 100000, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n")
+    (workdir / "wide.yaml").write_text("model: {L: 1000, H: 16, d: 1024, T: 8}\nvariants: [sm_ln_g]\n")
     paths["record"].write_text(json.dumps(baseline))
     (workdir / "list.json").write_text("[1, 2]")
     (workdir / "garbage.json").write_text("{not json: [")
@@ -270,6 +294,10 @@ def files(workdir):
     names = {
         "huge": "huge.yaml",
         "deep": "deep.yaml",
+        "narrow": "narrow.yaml",
+        "short": "short.secret",
+        "secret": "good.secret",
+        "wide": "wide.yaml",
         "list": "list.json",
         "garbage": "garbage.json",
         "deepjson": "deep.json",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -141,14 +142,38 @@ def test_the_time_fit_predicts_a_held_out_size():
     assert abs(predicted / seconds(*held_out) - 1) < 0.25
 
 
-def test_quick_mode_refits_seconds_only(tmp_path):
-    out = tmp_path / "quick.json"
-    proc = run_cli("calibrate", "--quick", "--out", str(out), timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    mine, shipped = json.loads(out.read_text()), json.loads(SHIPPED.read_text())
+def test_quick_mode_refits_seconds_only(monkeypatch):
+    """--quick keeps a calibration's bytes and rounds and refits its seconds from this machine's timings.
+    The op servers are replaced by a pair whose every call takes 2 ms plus 1 ns a byte (GPT-2-sized
+    timings belong in the calibration run above and in benchmarks): the refitted seconds predict that."""
+    from pibench.calibration import measure
+    from pibench.calibration.fit import time_features
+    from pibench.opkinds import CALLS
+
+    class Pair:
+        def __init__(self, backend, settings):
+            pass
+
+        def run(self, op, shapes):
+            byts = 8 * math.prod(shapes[0])
+            return {"bytes": byts, "rounds": 3, "wall_s": 2e-3 + 1e-9 * byts, "comm_s": 1e-3}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(measure, "OpPair", Pair)
+    shipped = json.loads(SHIPPED.read_text())
+    settings = BACKENDS.get("crypten").default_settings()
+    mine = measure.calibrate("crypten", settings, progress=lambda m: None, quick_from=shipped)
     assert mine["quick"] is True and mine["fingerprint"]["cpu_count"] >= 1
     for kind, model in shipped["models"].items():
         assert {k: v for k, v in mine["models"][kind].items() if k not in ("wall_s", "comm_s")} == {
             k: v for k, v in model.items() if k not in ("wall_s", "comm_s")
         }
         assert len(mine["models"][kind]["wall_s"]) == len(model["wall_s"])
+    sample = BACKENDS.get("crypten").time_samples(CALLS["gelu"])[0]
+    feats = time_features("gelu", CALLS["gelu"].signature(sample), 1000, 3)
+    # 2 ms + 1 ns x 1000 bytes = 0.002001 s, from the refitted coefficients of the features
+    assert sum(c * f for c, f in zip(mine["models"]["gelu"]["wall_s"], feats, strict=True)) == pytest.approx(
+        2.001e-3, rel=1e-3
+    )

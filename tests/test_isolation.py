@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import psutil
 
 from pibench.procs import free_port, kill_tree
 from pibench.records import default_record_path, write_record
-from tests.conftest import ROOT, party_processes, run_cli, run_parties, write_suite
+from tests.conftest import ROOT, SECRET, party_processes, run_parties, write_suite
 
 # long enough to look at while it runs: 8 layers, every one measured
 SLOW = "name: slow\nmodel: {L: 8, H: 2, d: 64, T: 16}\nvariants: [sm_ln_g, sm_ln_r]\n"
@@ -83,9 +84,11 @@ def test_two_hosts_with_different_suites_stop(tmp_path):
     b = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\nseed: 1\n", "b.yaml")
     rendezvous = f"tcp://127.0.0.1:{free_port()}"
     results = run_parties([a, b], rendezvous, "--timeout", "20", out=tmp_path / "r.json", timeout=90)
+    names = {0: "party 0 (server)", 1: "party 1 (client)"}
     for rank, (code, _, err) in enumerate(results):
         assert code == 2, err
-        assert err.startswith(f"pibench: error: party {rank}: the parties run different suites"), err
+        assert err.startswith(f"pibench: error: {names[rank]}: {names[1 - rank]} runs something else: suite "), err
+        assert err.endswith("give every host the same suite and options\n") and err.count("\n") == 1
     assert not (tmp_path / "r.json").exists()
 
 
@@ -118,24 +121,55 @@ def test_concurrent_runs_never_share_a_record_name(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)  # no temporary files
 
 
+PARTY = [sys.executable, "-m", "pibench", "party"]
+
+
 def test_a_party_without_peer_gives_up_within_its_timeout(tmp_path):
+    """Rank 0 with nobody joining, and rank 1 with nobody listening, side by side: each gives up in one
+    line within its timeout (joining waits at least 15 s, start-up's grace), naming what it waited for."""
     suite = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\n")
-    for rank in (0, 1):
-        start = time.monotonic()
-        proc = run_cli(
-            "party",
-            "--rank",
-            str(rank),
-            "--rendezvous",
-            f"tcp://127.0.0.1:{free_port()}",
-            str(suite),
-            "--timeout",
-            "4",
-            "--out",
-            str(tmp_path / "r.json"),
-            timeout=60,
+    addresses = {rank: f"tcp://127.0.0.1:{free_port()}" for rank in (0, 1)}
+    start = time.monotonic()
+    procs = {
+        rank: subprocess.Popen(
+            [
+                *PARTY,
+                "--rank",
+                str(rank),
+                "--rendezvous",
+                address,
+                str(suite),
+                "--timeout",
+                "5",
+                "--out",
+                str(tmp_path / "r.json"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PIBENCH_SECRET": SECRET},
         )
-        elapsed = time.monotonic() - start
-        assert proc.returncode == 2 and "could not join the others" in proc.stderr, proc.stderr
-        assert elapsed < 4 + 10  # the timeout, plus start-up (not 84 s for a 60 s timeout)
-        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        for rank, address in addresses.items()
+    }
+    try:
+        results = {rank: p.communicate(timeout=60) for rank, p in procs.items()}
+    finally:
+        for p in procs.values():
+            kill_tree(p.pid)
+    elapsed = time.monotonic() - start
+    assert elapsed < 15 + 10  # the grace, plus start-up (not 84 s for a 60 s timeout)
+    (_, err0), (_, err1) = results[0], results[1]
+    host0, host1 = (a.removeprefix("tcp://") for a in (addresses[0], addresses[1]))
+    assert err0 == (
+        f"pibench: error: party 0 (server) could not join the others: party 1 (client) did not join at {host0} "
+        "within 15 s\n"
+    )
+    assert (
+        err1.startswith(
+            f"pibench: error: party 1 (client) could not join the others: party 0 (server) at {host1} did not answer "
+            "within 15 s"
+        )
+        and err1.count("\n") == 1
+    )
+    assert all(p.returncode == 2 for p in procs.values()) and not (tmp_path / "r.json").exists()

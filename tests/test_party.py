@@ -14,14 +14,14 @@ def test_two_ranks_through_the_party_entry_point(tmp_path):
     suite = write_suite(tmp_path, TINY)
     rendezvous = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "party.json"
-    results = run_parties([suite, suite], rendezvous, out=out, timeout=180)
+    results = run_parties([suite, suite], rendezvous, "--repeats", "1", out=out, timeout=180)
     assert [r[0] for r in results] == [0, 0], results
     assert "SM + ScFuFFN" in results[0][1]  # rank 0 prints the table and writes the record
     party = json.loads(out.read_text())
     assert party["run"]["mode"] == "party" and party["run"]["rendezvous"] == rendezvous
 
     local = tmp_path / "local.json"
-    proc = run_cli("run", str(suite), "--out", str(local), "--no-progress", timeout=180)
+    proc = run_cli("run", str(suite), "--out", str(local), "--no-progress", "--repeats", "1", timeout=180)
     assert proc.returncode == 0, proc.stderr
     for a, b in zip(party["variants"], json.loads(local.read_text())["variants"], strict=True):
         assert (a["measured"]["bytes"], a["measured"]["rounds"]) == (b["measured"]["bytes"], b["measured"]["rounds"])
@@ -32,7 +32,9 @@ def test_ttp_provider_runs_a_third_process(tmp_path):
     tfp = write_suite(tmp_path, TINY, "tfp.yaml")
     recs = {}
     for name, path in (("ttp", suite), ("tfp", tfp)):
-        proc = run_cli("run", str(path), "--out", str(tmp_path / f"{name}.json"), "--no-progress", timeout=180)
+        proc = run_cli(
+            "run", str(path), "--out", str(tmp_path / f"{name}.json"), "--no-progress", "--repeats", "1", timeout=180
+        )
         assert proc.returncode == 0, proc.stderr
         recs[name] = json.loads((tmp_path / f"{name}.json").read_text())
     ttp = recs["ttp"]

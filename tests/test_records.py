@@ -220,3 +220,98 @@ def test_errors_name_what_is_wrong(tmp_path):
     good = shutil.copy(ROOT / "docs" / "gpt2_t128.json", tmp_path / "good.json")
     proc = run_cli("report", str(good), "--network", "paperwan")
     assert proc.returncode == 2 and "network profile 'paperwan' (did you mean 'paper-wan'?)" in proc.stderr
+
+
+def test_a_sampled_run_builds_only_the_layers_it_measures():
+    """L=100000 once made rank 0 build every layer's weights (2.7 GB after 40 s, growing): now only the
+    input stage and the sampled layers are built, each weight seeded by its name, so a layer's weights
+    are the same whether or not the others exist."""
+    import torch
+
+    from pibench.interp.plaintext import TorchModel
+    from pibench.measure import synthetic_weights
+    from pibench.model import layer_weight_specs
+    from pibench.sampling import layer_sample
+    from pibench.variants import resolve
+
+    deep = load_suite(write_suite_text("model: {L: 100000, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n")).entries[0]
+    layers = sorted(layer_sample(deep.config))
+    weights = synthetic_weights(deep, 0, layers)
+    assert set(weights) == set(layer_weight_specs(deep.config, layers))
+    # one layer kind: 12 weights of layer 0 (LN x2 gain and bias, qkv, o, ffn in and out, each w and b)
+    assert layers == [0] and len(weights) == 12
+    cfg = resolve("sm_wnffn", {"L": 4, "H": 2, "d": 16, "T": 4})  # with a weight-norm parametrisation
+    full = TorchModel(cfg, seed=3).effective_weights()
+    names = set(layer_weight_specs(cfg, [2]))
+    part = TorchModel(cfg, seed=3, only=names).effective_weights()
+    assert set(part) == names and all(torch.equal(part[n], full[n]) for n in names)
+
+
+def write_suite_text(text: str):
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "s.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_records_go_only_to_regular_files(tmp_path):
+    """--out naming a device (as root, /dev/full was once replaced by a JSON file), a FIFO or an existing
+    record without --force: refused before anything runs, in one line; nothing is created."""
+    import os
+
+    from tests.conftest import ROOT, run_cli
+
+    suite = ROOT / "suites" / "smoke.yaml"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    existing = tmp_path / "old.json"
+    existing.write_text("{}")
+    cases = {
+        "/dev/null": "it is not a regular file (a device, FIFO or socket); records go only to regular files",
+        str(fifo): "it is not a regular file",
+        str(existing): f"result record '{existing}' exists; --force replaces it (or name another)",
+    }
+    for out, says in cases.items():
+        proc = run_cli("run", str(suite), "--out", out, "--no-progress", timeout=60)
+        assert proc.returncode == 2 and says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert existing.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "old.json"]
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_a_full_disk_keeps_the_measurement(tmp_path, capsys):
+    """A real full disk: a 64 kB tmpfs this test mounts (root only), filled to a few bytes. The record
+    cannot be written there: the table is still printed, the record goes to the temporary folder, and
+    the one-line error says where; nothing half-written is left on the full disk."""
+    import os
+    import shutil
+    import subprocess
+
+    from pibench.cli.common import finish
+    from pibench.records import read_record
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this machine cannot mount a tmpfs")
+    try:
+        with open(disk / "filler", "wb") as f:  # fill it up
+            try:
+                f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        suite = load_suite(write_suite_text("model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_ln_r]\n"))
+        out = disk / "r.json"
+        with pytest.raises(PibenchError) as err:
+            finish(suite, [fake_measured(1.0, 10.0), fake_measured(0.5, 6.0)], fake_run(), _args(out))
+        assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
+        kept = str(err.value).rsplit("the record is saved in ", 1)[1]
+        assert [v["name"] for v in read_record(kept)["variants"]] == ["sm_ln_g", "sm_ln_r"]
+        assert "SM + LN + R" in capsys.readouterr().out
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+        os.unlink(kept)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -92,18 +92,24 @@ class Rendezvous:
     listen_fd: int | None = None
 
     def address(self, rank: int) -> tuple[str, int]:
+        return self.listed(rank) or (self.host, self.port + rank)
+
+    def listed(self, rank: int) -> tuple[str, int] | None:
+        """The address given for `rank` itself, if the url lists one."""
         given = [a.removeprefix("tcp://").rsplit(":", 1) for a in self.url.split(",")]
-        if rank < len(given):
-            return given[rank][0].strip("[]"), int(given[rank][1])
-        return given[0][0].strip("[]"), int(given[0][1]) + rank
+        return (given[rank][0].strip("[]"), int(given[rank][1])) if rank < len(given) else None
 
     @property
     def host(self) -> str:
-        return self.address(0)[0]
+        return self.listed(0)[0]  # type: ignore[index]
 
     @property
     def port(self) -> int:
-        return self.address(0)[1]
+        return self.listed(0)[1]  # type: ignore[index]
+
+
+def url_of(host: str, port: int) -> str:
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 Step = Callable[[Any, Mapping[str, Any], Any], Any]  # (ops, weights, x) -> y: part of the model definition
@@ -132,10 +138,6 @@ class Session(ABC):
     @abstractmethod
     def reveal(self, y: Any) -> Any:
         """The plaintext of a shared tensor (a torch tensor), as every party sees it."""
-
-    @abstractmethod
-    def exchange(self, obj: Any) -> list[Any]:
-        """Every party's `obj`, by rank (outside any measurement)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -191,6 +193,27 @@ class Backend(ABC):
 
     def default_settings(self) -> Any:
         return self.settings_type()
+
+    def load(self) -> None:  # noqa: B027 - nothing heavy by default
+        """Import the backend's heavy dependencies now (a party does this before it joins the others, so
+        that seconds of imports never stall its heartbeats once it has joined)."""
+
+    def announce(self, rank: int, host: str, given: tuple[str, int] | None) -> tuple[str | None, socket.socket | None]:
+        """Where this rank's end of the backend's own transport listens, told to the others over pibench's
+        authenticated channel (`pibench.peers`) once it is up: by default rank 0 alone listens (the key-value
+        store the others join through), on a port free now on `host`, bound to that address only.
+        `given`: an address the rendezvous lists for this rank (ranks above 0). Returns the address (or
+        None) and the listening socket the session takes over."""
+        if rank != 0:
+            return None, None
+        sock = listening_socket(host, 0)
+        return url_of(host, sock.getsockname()[1]), sock
+
+    def transport(self, announced: list[str | None], listener: socket.socket | None) -> Rendezvous:
+        """The rendezvous of the backend's transport from every rank's announcement (by rank)."""
+        first = announced[0]
+        assert first is not None
+        return Rendezvous(first, listener.detach() if listener else None)
 
     def local_rendezvous(self, ranks: int) -> tuple[str, socket.socket | None]:
         """Where `ranks` parties on this machine meet: by default rank 0 serves on a loopback socket

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", choices=BACKENDS.names(), default=None, help=f"default: the suite's, else {DEFAULT_BACKEND}"
     )
-    parser.add_argument("--out", default="calibration.json", help="calibration file to write")
+    parser.add_argument("--out", default="calibration.json", help="calibration file to write (a regular file)")
+    parser.add_argument("--force", action="store_true", help="replace an existing file at --out")
     parser.add_argument("--suite", help="take the backend and its settings from this suite (default: its defaults)")
     parser.add_argument("--max-row-length", type=int, default=1024, help="longest softmax row (T) to tabulate")
     parser.add_argument(
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     if suite and suite.backend != backend:
         raise PibenchError(f"--backend {backend}: suite '{args.suite}' runs backend {suite.backend}")
     settings = suite.settings if suite else BACKENDS.get(backend).default_settings()
-    check_writable(args.out)
+    check_writable(args.out, force=args.force)
     if args.calibration and not args.quick:
         raise PibenchError("--calibration goes with --quick")
     base = None

@@ -20,17 +20,23 @@ from pibench.records import (
 )
 
 MAX_TIMEOUT_S = 86_400.0
+# Parties tell each other they are alive every second; a timeout of a few seconds would read a busy
+# second as a stopped peer (joining waits at least `pibench.peers.STARTUP_GRACE_S`).
+MIN_TIMEOUT_S = 5.0
 UNUSABLE_EXIT = 3  # the run completed, but a variant's MPC output is unusable (see --accept-unusable)
 
 
 def seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds, above 0 and at most a day."""
+    """An argparse type: a finite number of seconds, from MIN_TIMEOUT_S to a day."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text[:40]}' is not a number of seconds") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_S:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_TIMEOUT_S:g} seconds, not {text[:40]}")
+    if not math.isfinite(value) or not MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"must be from {MIN_TIMEOUT_S:g} to {MAX_TIMEOUT_S:g} seconds, not {text[:40]} (a party's heartbeat "
+            "is every second; joining waits at least 15 s for start-up)"
+        )
     return value
 
 
@@ -39,6 +45,16 @@ def add_backend_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), help="where the parties' tensors live (backends that have the setting)"
     )
+
+
+def add_out_options(parser: argparse.ArgumentParser, default: str) -> None:
+    """--out and --force, for commands that write a record."""
+    parser.add_argument(
+        "--out",
+        help=f"record path, a regular file (default: {default}, never overwriting one); a symbolic link there is "
+        "replaced by the record, its target left as it is",
+    )
+    parser.add_argument("--force", action="store_true", help="replace an existing file at --out")
 
 
 def repeats(text: str) -> int:
@@ -60,7 +76,7 @@ def add_run_options(parser: argparse.ArgumentParser, timeout_s: float, timeout_h
         "(default: the suite's `repeats`, else the backend's: 3 for CrypTen, 1 for SPU)",
     )
     parser.add_argument("--full", action="store_true", help="measure every layer instead of one per layer kind")
-    parser.add_argument("--out", help="record path (default: results/SUITE-TIME.json, never overwriting one)")
+    add_out_options(parser, "results/SUITE-TIME.json")
     parser.add_argument("--timeout", type=seconds, default=timeout_s, metavar="S", help=timeout_help)
     parser.add_argument(
         "--accept-unusable",
@@ -80,6 +96,15 @@ def say_record(path: Path) -> None:
     print(f"record: {path}", file=sys.stderr)
 
 
+def write_or_keep(path: Path, record: dict[str, Any], unique: bool) -> tuple[Path, str | None]:
+    """Write `record` to `path`; where that fails, keep it elsewhere (`keep_elsewhere`) and return, with
+    the path asked for, the one-line error that says where it went (to raise after the table)."""
+    try:
+        return write_record(path, record, exclusive=unique), None
+    except RecordNotWritten as err:
+        return path, f"{err}; the record is saved in {keep_elsewhere(path, record, 'unsaved')}"
+
+
 def finish(suite: Any, measured: list[dict[str, Any]], run: dict[str, Any], args: argparse.Namespace) -> int:
     """Make and write the run's record, print its report, and say (exit UNUSABLE_EXIT) which outputs
     are unusable. A measurement whose record cannot be made or written is kept elsewhere
@@ -91,10 +116,7 @@ def finish(suite: Any, measured: list[dict[str, Any]], run: dict[str, Any], args
     except RecordNotBuilt as err:
         kept = keep_elsewhere(path, err.data, "invalid")
         raise PibenchError(f"{err}; what was measured is saved in {kept}") from None
-    try:
-        path, lost = write_record(path, record, exclusive=unique), None
-    except RecordNotWritten as err:
-        lost = f"{err}; the record is saved in {keep_elsewhere(path, record, 'unsaved')}"
+    path, lost = write_or_keep(path, record, unique)
     emit_report([(str(path), record)], args)
     if lost:
         raise PibenchError(lost)
@@ -122,7 +144,7 @@ def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     from pibench.runner import check_memory
     from pibench.tables import parse_columns
 
-    check_writable(record_path(args, suite.name)[0])
+    check_writable(record_path(args, suite.name)[0], force=args.force)
     if args.plot:
         check_folder(args.plot, "--plot")
     for name in args.network or []:

@@ -21,10 +21,12 @@ from typing import Any
 from pibench.cli.common import add_run_options, finish, refuse_late_failures
 from pibench.cli.report_cmd import add_report_options
 from pibench.errors import PibenchError
+from pibench.peers import SECRET_ENV, check_listen_host, load_secret
 from pibench.suite import Suite, load_suite
 
 HELP = "run one party of a 2PC run (for two hosts); `pibench run` starts all parties on localhost"
 EPILOG = __doc__.split("\n", 2)[2]
+MAX_STDIN = 1 << 20  # what `pibench run` sends a party: the suite's text and its settings
 ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]{1,253}):(\d{1,5})")
 
 
@@ -34,10 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rendezvous",
         required=True,
         metavar="tcp://HOST:PORT",
-        help="address of rank 0; for backends whose every party listens (spu), one per rank, comma-separated",
+        help="rank 0's address (it listens there for pibench's authenticated channel); more addresses, "
+        "comma-separated, give ranks 1, 2, ... the address their end of the backend's transport listens on "
+        "(spu: each party's link; default: a free port on the address that reaches rank 0)",
     )
     parser.add_argument("suite", help="suite YAML file (the same on every host)")
-    add_run_options(parser, 60.0, "longest wait for another party")
+    add_run_options(parser, 60.0, "longest silence of another party before this one gives up")
+    parser.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help=f"the run's shared secret, the same file on every host (else ${SECRET_ENV}; never on the command line)",
+    )
+    parser.add_argument(
+        "--listen-on-all-interfaces",
+        action="store_true",
+        help="let a rendezvous host of 0.0.0.0 or :: listen on every interface (refused otherwise)",
+    )
     parser.add_argument("--events", action="store_true", help=argparse.SUPPRESS)  # JSON lines for `pibench run`
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # rank 0's socket from `pibench run`
     add_report_options(parser)
@@ -48,9 +62,10 @@ def _suite(args: argparse.Namespace) -> Suite:
     if args.suite != "-":
         return load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
     try:
-        given = json.loads(sys.stdin.readline())
+        given = json.loads(sys.stdin.readline(MAX_STDIN))
         path, text, digest = given["path"], given["text"], given["digest"]
         backend, device, repeats = given["backend"], given["device"], given["repeats"]
+        args.secret = str(given["secret"]).encode()
     except (ValueError, TypeError, KeyError):
         raise PibenchError("suite '-': stdin holds no suite as `pibench run` sends it; give a suite file") from None
     suite = load_suite(path, text=text, backend=backend, device=device, repeats=repeats)
@@ -95,6 +110,13 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
             f"--rank {args.rank}: backend {backend.name} with these settings has ranks "
             f"{', '.join(f'{r} ({role})' for r, role in roles.items())}"
         )
+    listens = [m.group(1).strip("[]") for r, m in enumerate(matches) if r == args.rank]
+    for host in listens:  # this rank's own address: refused at once rather than after start-up
+        check_listen_host(host, args.listen_on_all_interfaces)
+    if args.suite != "-":
+        args.secret = load_secret(args.secret_file)
+    elif args.secret_file:
+        raise PibenchError("--secret-file: a run started by `pibench run` gets its secret from pibench run")
     if args.rank == 0 and not args.events:
         refuse_late_failures(suite, args)
     return suite, backend, roles
@@ -125,12 +147,26 @@ def main(args: argparse.Namespace) -> int:
     state = {"variant": "(start-up)", "start": time.monotonic()}
     emit = _emitter(args, state)
     rendezvous = Rendezvous(args.rendezvous, args.listen_fd)
-    if args.rank >= 2:
-        backend.serve_dealer(args.rank, rendezvous, suite.settings, args.timeout, emit)
-        return 0
-    from pibench.measure import PartyOptions, run_party
+    from pibench.measure import PartyOptions, describe_run, join_run, run_party
 
-    opts = PartyOptions(args.rank, rendezvous, suite, full=args.full, timeout_s=args.timeout)
+    opts = PartyOptions(
+        args.rank,
+        rendezvous,
+        suite,
+        secret=args.secret,
+        full=args.full,
+        timeout_s=args.timeout,
+        allow_wildcard=args.listen_on_all_interfaces,
+    )
+    if args.rank >= 2:  # a dealer joins the channel too, so that its silence is noticed and named
+        backend.load()
+        peers, transport = join_run(backend, opts, describe_run(suite, args.full, backend.passes(suite.repeats)))
+        peers.doing = "dealing triples"
+        try:
+            backend.serve_dealer(args.rank, transport, suite.settings, args.timeout, emit)
+        finally:
+            peers.close()
+        return 0
     try:
         measured = run_party(backend, opts, emit)
     except RuntimeError as err:  # torch.distributed: the other party vanished or timed out

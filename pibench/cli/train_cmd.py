@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from pibench.cli.common import say_record
+from pibench.cli.common import add_out_options, say_record, write_or_keep
 from pibench.errors import PibenchError
-from pibench.records import check_writable, default_record_path, write_record
+from pibench.records import check_writable, default_record_path
 from pibench.suite import load_suite
 
 HELP = "train a suite's variants as small byte-level language models; measure perplexity and attention entropy"
@@ -22,7 +23,7 @@ Exit codes: 0 done (also when a variant diverged: the record says which), 2 bad 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file, e.g. suites/quality_small.yaml")
-    parser.add_argument("--out", help="record path (default: results/SUITE-quality-TIME.json, never overwriting one)")
+    add_out_options(parser, "results/SUITE-quality-TIME.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="train on the CPU or on the machine's first GPU"
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     out = args.out or default_record_path(f"{suite.name}-quality")
-    check_writable(out)
+    check_writable(out, force=args.force)
     import torch
 
     from pibench.progress import Progress
@@ -65,7 +66,9 @@ def main(args: argparse.Namespace) -> int:
         )
         print(f"{entry.name}: {said}", file=sys.stderr, flush=True)
     record = build_quality_record(suite, corpus, results)
-    path = write_record(out, record, exclusive=not args.out)
+    path, lost = write_or_keep(Path(out), record, unique=not args.out)
     print(quality_table(record))
+    if lost:
+        raise PibenchError(lost)
     say_record(path)
     return 0

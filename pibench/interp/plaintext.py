@@ -8,7 +8,9 @@ interpreters are compared against.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -93,17 +95,28 @@ class _Weight(nn.Module):
         self.weight = nn.Parameter(value)
 
 
-class TorchModel(nn.Module):
-    """A trainable plaintext model of `cfg` with random weights; forward: (T, d) -> (T, d)."""
+def weight_seed(seed: int, name: str) -> int:
+    """The generator seed of one weight: from the model's seed and the weight's name, so that a layer's
+    weights are the same whether or not the other layers are built."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
 
-    def __init__(self, cfg: ModelConfig, seed: int = 0, gelu: str = "tanh") -> None:
+
+class TorchModel(nn.Module):
+    """A trainable plaintext model of `cfg` with random weights; forward: (T, d) -> (T, d). With
+    `only` (weight names, `pibench.model.layer_weight_specs`), just those weights are built: a sampled
+    MPC run of a deep model needs only the layers it measures."""
+
+    def __init__(
+        self, cfg: ModelConfig, seed: int = 0, gelu: str = "tanh", only: Collection[str] | None = None
+    ) -> None:
         super().__init__()
         self.cfg, self.ops = cfg, TorchOps(gelu)
-        gen = torch.Generator().manual_seed(seed)
-        self.names = list(param_specs(cfg))
+        specs = {n: s for n, s in param_specs(cfg).items() if only is None or n in only}
+        self.names = list(specs)
         self.weights = nn.ModuleList()
-        for name, spec in param_specs(cfg).items():
+        for name, spec in specs.items():
             if spec.init == "normal":
+                gen = torch.Generator().manual_seed(weight_seed(seed, name))
                 value = torch.randn(spec.shape, generator=gen) * 0.02
                 if name.endswith((".o.w", "ffn.out.w", "ffn.fused.w")):  # GPT-2: residual projections
                     value /= math.sqrt(2 * cfg.L)

@@ -49,6 +49,11 @@ class CrypTen(Backend):
             f"{where})"
         )
 
+    def load(self) -> None:
+        from pibench.backends.crypten.compat import import_crypten
+
+        import_crypten()
+
     def session(
         self,
         rank: int,

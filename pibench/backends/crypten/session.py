@@ -73,18 +73,24 @@ def _store(rank: int, world: int, rendezvous: Rendezvous, timeout_s: float) -> A
 
 @contextmanager
 def _joined_through(store: Any, timeout_s: float) -> Iterator[None]:
-    """While inside, CrypTen's `init_process_group(init_method=...)` uses `store` and `timeout_s`."""
-    original = dist.init_process_group
+    """While inside, CrypTen's `init_process_group(init_method=...)` uses `store` and `timeout_s`, and so
+    do the groups it makes with `new_group` (which would otherwise wait 30 minutes, torch's default)."""
+    original_init, original_group = dist.init_process_group, dist.new_group
+    timeout = dt.timedelta(seconds=timeout_s)
 
     def with_store(*args: Any, **kwargs: Any) -> Any:
         kwargs.pop("init_method", None)
-        return original(*args, store=store, timeout=dt.timedelta(seconds=timeout_s), **kwargs)
+        return original_init(*args, store=store, timeout=timeout, **kwargs)
 
-    dist.init_process_group = with_store
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        kwargs["timeout"] = timeout
+        return original_group(*args, **kwargs)
+
+    dist.init_process_group, dist.new_group = with_store, bounded
     try:
         yield
     finally:
-        dist.init_process_group = original
+        dist.init_process_group, dist.new_group = original_init, original_group
 
 
 def _prepare(rank: int, rendezvous: Rendezvous, settings: CrypTenSettings) -> Any:
@@ -202,11 +208,6 @@ class CrypTenSession(Session):
     @property
     def choices(self) -> dict[str, str]:
         return dict(products.CHOICES)
-
-    def exchange(self, obj: Any) -> list[Any]:
-        both: list[Any] = [None] * WORLD_SIZE
-        dist.all_gather_object(both, obj, group=self.comm.main_group)  # outside the meter
-        return both
 
     def close(self) -> None:
         self.crypten.uninit()  # with a TTP, rank 0 also tells it to stop here

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pibench.backends.base import Backend, Rendezvous, Session
+from pibench.backends.base import Backend, Rendezvous, Session, url_of
 from pibench.backends.spu.settings import SPUSettings
 from pibench.config import ModelConfig
 from pibench.errors import PibenchError
@@ -50,6 +50,15 @@ class SPU(Backend):
         """SPU's brpc link binds each party's own address itself: one free loopback port per party."""
         return ",".join(f"tcp://127.0.0.1:{free_port()}" for _ in range(ranks)), None
 
+    def announce(self, rank: int, host: str, given: tuple[str, int] | None) -> tuple[str | None, socket.socket | None]:
+        """Every SPU party listens (brpc binds it): at the address the rendezvous lists for it, else on a
+        port free now on `host`."""
+        host, port = given or (host, free_port(host))
+        return url_of(host, port), None
+
+    def transport(self, announced: list[str | None], listener: socket.socket | None) -> Rendezvous:
+        return Rendezvous(",".join(a for a in announced if a))
+
     def ranks(self, settings: SPUSettings) -> dict[int, str]:
         return {0: "server", 1: "client"}
 
@@ -71,6 +80,10 @@ class SPU(Backend):
             f"{s['gelu']}-GELU, exp {s['exp_mode']}, log {s['log_mode']}, reciprocal {iters} Goldschmidt it., "
             f"softmax {softmax}, weights {s['weights']})"
         )
+
+    def load(self) -> None:
+        self.check(self.default_settings(), emulated=False)
+        import pibench.backends.spu.session  # noqa: F401 - jax and SPU
 
     def session(
         self,

@@ -18,7 +18,6 @@ Where the parties listen: each on its own address (`Rendezvous.address(rank)`), 
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import re
@@ -359,9 +358,6 @@ class SPUSession(Session):
         mine, theirs = y.share, _unpack(self._swap(_pack(y.share)))
         shares = [mine, theirs] if self.rank == 0 else [theirs, mine]
         return torch.from_numpy(np.asarray(self.io.reconstruct(shares), np.float64).reshape(y.shape))
-
-    def exchange(self, obj: Any) -> list[Any]:
-        return [json.loads(s) for s in self.link.all_gather(json.dumps(obj))]
 
     def close(self) -> None:
         self.link.stop_link()
