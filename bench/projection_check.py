@@ -1,4 +1,4 @@
-"""Check the latency projection (pibench/network.py) against emulated links.
+"""Check the latency projection (pibench/counting/network.py) against emulated links.
 
     sudo python bench/projection_check.py [--bandwidths 100mbit 250mbit] [--suite bench/suites/link.yaml]
 
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pibench.network import parse_profile, project_variant
+from pibench.counting.network import parse_profile, project_variant
 
 HERE = Path(__file__).resolve().parent
 

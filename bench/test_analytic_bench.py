@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from pibench.analytic import suite_costs
-from pibench.suite import load_suite
+from pibench.suites.analytic import suite_costs
+from pibench.suites.loader import load_suite
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 # the variant entries the files list, read without pibench: what the loader must resolve, one cost each

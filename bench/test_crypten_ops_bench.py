@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 from pibench.backends.crypten.settings import CrypTenSettings
-from pibench.calibration.measure import OpPair
+from pibench.calibration.microbench import OpPair
 
 T, D, H = 128, 768, 12
 
-CASES = {  # operand shapes per call kind (`pibench.opkinds.CALLS`)
+CASES = {  # operand shapes per call kind (`pibench.models.opkinds.CALLS`)
     "softmax": [(H, T, T)],
     "layernorm": [(T, D)],
     "gelu": [(T, 4 * D)],

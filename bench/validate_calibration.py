@@ -15,9 +15,9 @@ import argparse
 import sys
 
 from pibench.calibration.fit import load_calibration, shipped_calibration
-from pibench.config import ModelConfig
-from pibench.records import read_record
-from pibench.sampling import trace_layer
+from pibench.counting.sampling import trace_layer
+from pibench.models.config import ModelConfig
+from pibench.results.records import read_record
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "test-secret-0123456789abcdef"  # the shared secret of party-mode tests (`pibench.peers`)
+SECRET = "test-secret-0123456789abcdef"  # the shared secret of party-mode tests (`pibench.measuring.peers`)
 
 
 def run_cli(
@@ -78,7 +78,7 @@ def fake_measured(
 ) -> dict:
     """A valid measured entry with round numbers, as a run would record it (all traffic in 'linear');
     `spread`: the fastest and slowest passes' seconds (default: both `seconds`)."""
-    from pibench.opkinds import KINDS
+    from pibench.models.opkinds import KINDS
 
     total = int(gb * 1e9)
     by_kind = {k: {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0} for k in KINDS}
@@ -146,7 +146,7 @@ def run_parties(
     """`pibench party` for ranks 0, 1, ... (one suite file each, as on separate hosts, the shared secret
     SECRET in their environment), all run to the end or killed; (exit code, stdout, stderr) by rank.
     Rank 0 writes the record to `out`."""
-    from pibench.procs import kill_tree
+    from pibench.util.procs import kill_tree
 
     procs = [
         subprocess.Popen(

@@ -9,7 +9,7 @@ import pytest
 
 from pibench.backends import BACKENDS
 from pibench.calibration.fit import load_calibration, shipped_calibration
-from pibench.errors import PibenchError
+from pibench.util.errors import PibenchError
 from tests.conftest import ROOT, run_cli, write_suite
 
 BASELINE = ROOT / ".ci" / "baselines" / "smoke.json"
@@ -146,9 +146,9 @@ def test_quick_mode_refits_seconds_only(monkeypatch):
     """--quick keeps a calibration's bytes and rounds and refits its seconds from this machine's timings.
     The op servers are replaced by a pair whose every call takes 2 ms plus 1 ns a byte (GPT-2-sized
     timings belong in the calibration run above and in benchmarks): the refitted seconds predict that."""
-    from pibench.calibration import measure
+    from pibench.calibration import microbench as measure
     from pibench.calibration.fit import time_features
-    from pibench.opkinds import CALLS
+    from pibench.models.opkinds import CALLS
 
     class Pair:
         def __init__(self, backend, settings):

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from pibench.procs import free_port, kill_tree
+from pibench.util.procs import free_port, kill_tree
 from tests.conftest import ROOT
 
 PARTY = """

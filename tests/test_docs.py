@@ -6,7 +6,7 @@ import dataclasses
 import re
 
 from pibench.backends import BACKENDS
-from pibench.gate import METRICS
+from pibench.results.gate import METRICS
 from tests.conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from pibench.procs import kill_tree
+from pibench.util.procs import kill_tree
 from tests.conftest import ROOT, party_processes, run_cli, write_suite
 
 # Long enough to be caught mid-run: four variants of 8 layers, every layer measured.

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pibench.cost import analyse
-from pibench.interp.plaintext import TorchModel
-from pibench.model import forward
-from pibench.variants import VARIANTS, resolve
+from pibench.counting.cost import analyse
+from pibench.models.definition import forward
+from pibench.models.plaintext import TorchModel
+from pibench.models.variants import VARIANTS, resolve
 
 TINY = {"L": 2, "H": 2, "d": 32, "T": 8}
 
@@ -59,7 +59,7 @@ def test_elementwise_and_no_silent_zero():
 
 
 def test_unknown_matmul_role_is_an_error():
-    from pibench.interp.symbolic import SymbolicOps, SymTensor
+    from pibench.models.symbolic import SymbolicOps, SymTensor
 
     with pytest.raises(ValueError, match="no cost entry"):
         SymbolicOps().matmul(SymTensor((2, 3)), SymTensor((3, 4)), role="mystery")

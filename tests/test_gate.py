@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pibench.errors import PibenchError
-from pibench.gate import METRICS, NOT_COMPARABLE, PASS, REGRESSION, compare, parse_fail_on
-from pibench.records import read_record, write_record
+from pibench.results.gate import METRICS, NOT_COMPARABLE, PASS, REGRESSION, compare, parse_fail_on
+from pibench.results.records import read_record, write_record
+from pibench.util.errors import PibenchError
 from tests.conftest import ROOT, run_cli
 
 BASELINE = ROOT / ".ci" / "baselines" / "smoke.json"

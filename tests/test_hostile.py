@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from pibench.procs import free_port, kill_tree
+from pibench.util.procs import free_port, kill_tree
 from tests.conftest import ROOT, SECRET, party_processes, write_suite
 
 TINY = "name: tiny\nmodel: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\n"

@@ -77,7 +77,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles():
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
-    assert len(graph) > 30 and graph["pibench.runner"]  # the walk found the package
+    assert len(graph) > 30 and graph["pibench.measuring.runner"]  # the walk found the package
     assert _cycles(graph) == []
 
 
@@ -85,10 +85,49 @@ def test_the_walk_sees_lazy_imports_and_finds_a_cycle():
     modules = {"p.a": Path("a"), "p.b": Path("b")}
     graph = {"p.a": {"p.b"}, "p.b": {"p.a"}}
     assert _cycles(graph) == [["p.a", "p.b"]]
-    code = "def f():\n    from pibench.records import read_record\n"
+    code = "def f():\n    from pibench.results.records import read_record\n"
     tmp = Path(__file__).with_name("_lazy_probe.py")
     try:
         tmp.write_text(code)
-        assert _imports("x", tmp, {**modules, "pibench.records": Path()}) == {"pibench.records"}
+        assert _imports("x", tmp, {**modules, "pibench.results.records": Path()}) == {"pibench.results.records"}
     finally:
         tmp.unlink()
+
+
+# The stages, lowest first: a module may import its own stage and those below, never one above.
+STAGES = ("util", "models", "counting", "backends", "suites", "measuring", "calibration", "results", "quality", "cli")
+# Files of the same role in each backend's own package share their names on purpose.
+SAME_ROLE = {"__init__", "__main__", "session", "settings"}
+
+
+def _stage(module: str) -> int:
+    """The stage of a module: its folder under pibench (the package itself and its __main__: outside)."""
+    parts = module.split(".")
+    if len(parts) < 3 and (len(parts) == 1 or parts[1] == "__main__"):
+        return len(STAGES) if len(parts) == 2 else -1  # `python -m pibench` is the CLI; pibench is its version
+    return STAGES.index(parts[1])
+
+
+def test_every_module_is_in_a_stage_and_imports_only_downwards():
+    modules = _modules()
+    assert all(len(m.split(".")) == 1 or m.split(".")[1] in (*STAGES, "__main__") for m in modules), sorted(modules)
+    upward = [
+        f"{name} ({STAGES[_stage(name)]}) imports {target} ({STAGES[_stage(target)]})"
+        for name, path in modules.items()
+        for target in _imports(name, path, modules)
+        if 0 <= _stage(name) < len(STAGES) and _stage(target) > _stage(name)
+    ]
+    assert upward == []
+
+
+def test_no_two_modules_share_a_name_and_every_folder_says_its_job():
+    names: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        names.setdefault(path.stem, []).append(str(path.relative_to(PACKAGE)))
+    shared = {n: p for n, p in names.items() if len(p) > 1 and n not in SAME_ROLE}
+    assert shared == {}
+    for folder in [p for p in PACKAGE.rglob("*") if p.is_dir() and p.name != "__pycache__" and any(p.glob("*.py"))]:
+        init = folder / "__init__.py"
+        assert init.exists(), folder
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc.split(".")[0]) > 20, f"{init} says nothing of its folder's job"

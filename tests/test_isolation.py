@@ -15,8 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from pibench.procs import free_port, kill_tree
-from pibench.records import default_record_path, write_record
+from pibench.results.records import default_record_path, write_record
+from pibench.util.procs import free_port, kill_tree
 from tests.conftest import ROOT, SECRET, party_processes, run_parties, write_suite
 
 # long enough to look at while it runs: 8 layers, every one measured

@@ -13,9 +13,9 @@ import time
 import psutil
 import pytest
 
-from pibench.emulate import PREFIX, EmulatedLink
-from pibench.errors import PibenchError
-from pibench.network import PROFILES, parse_profile, project
+from pibench.counting.network import PROFILES, parse_profile, project
+from pibench.measuring.emulate import PREFIX, EmulatedLink
+from pibench.util.errors import PibenchError
 from tests.conftest import ROOT, party_processes, run_cli, write_suite
 
 

@@ -13,7 +13,14 @@ import zipfile
 
 from tests.conftest import ROOT, run_cli
 
-IGNORE = shutil.ignore_patterns(".git", ".tox", ".venv", "results", "build", "*.egg-info", "__pycache__", ".*cache")
+_ANYWHERE = shutil.ignore_patterns(".git", ".tox", ".venv", "*.egg-info", "__pycache__", ".*cache")
+
+
+def IGNORE(folder: str, names: list[str]) -> set[str]:
+    """What the copy leaves out: caches anywhere, and the checkout's own results/ and build/ (not the
+    package's pibench/results/)."""
+    top = {"results", "build"} if folder == str(ROOT) else set()
+    return set(_ANYWHERE(folder, names)) | (top & set(names))
 
 
 def test_wheel_installs_and_predicts(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pibench.procs import free_port
+from pibench.util.procs import free_port
 from tests.conftest import run_cli, run_parties, write_suite
 
 TINY = "name: tiny\nmodel: {L: 2, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_scfuffn]\n"

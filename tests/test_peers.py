@@ -1,4 +1,4 @@
-"""pibench's channel between parties (`pibench.peers`), against honest and hostile peers, in-process on
+"""pibench's channel between parties (`pibench.measuring.peers`), against honest and hostile peers, in-process on
 loopback: authentication both ways, nothing unpickled, bounded frames, silence noticed and named."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pibench.peers import MAX_FRAME, MAX_GREETING, PROTOCOL, PeerError, Peers, _mac, compare_runs
-from pibench.procs import listening_socket
+from pibench.measuring.peers import MAX_FRAME, MAX_GREETING, PROTOCOL, PeerError, Peers, _mac, compare_runs
+from pibench.util.procs import listening_socket
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 ROLES = {0: "server", 1: "client"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pibench.interp.plaintext import TorchModel, TorchOps
-from pibench.variants import VARIANTS, resolve
+from pibench.models.plaintext import TorchModel, TorchOps
+from pibench.models.variants import VARIANTS, resolve
 
 TINY = {"L": 2, "H": 2, "d": 32, "T": 8}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from pibench.progress import Progress
+from pibench.util.progress import Progress
 
 
 def _left(line: str) -> str:

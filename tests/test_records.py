@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from pibench.errors import PibenchError
-from pibench.measure import merge_parties
-from pibench.opkinds import KINDS
-from pibench.records import read_record
-from pibench.suite import load_suite
+from pibench.measuring.party import merge_parties
+from pibench.models.opkinds import KINDS
+from pibench.results.records import read_record
+from pibench.suites.loader import load_suite
+from pibench.util.errors import PibenchError
 from tests.conftest import fake_measured, fake_run, write_suite
 
 
@@ -58,7 +58,7 @@ def test_parties_whose_kinds_differ_merge_into_a_valid_record(tmp_path):
     (total 15); party 1: softmax 7, linear 9 (total 16). The busier party per kind: 10 + 9 = 19 rounds,
     which is the total, so the kinds add up; the larger party's total (16) did not, and the record of a
     finished run was refused."""
-    from pibench.records import build_record
+    from pibench.results.records import build_record
 
     parties = [_party(0, {"softmax": (100, 10), "linear": (40, 5)}), _party(1, {"softmax": (70, 7), "linear": (60, 9)})]
     merged = merge_parties(parties, full=False, L=1, roles={0: "server", 1: "client"})
@@ -101,7 +101,7 @@ def test_a_measurement_whose_record_is_invalid_is_saved_beside(tmp_path, capsys)
 def test_a_record_that_cannot_be_written_is_kept_and_the_table_still_printed(tmp_path, capsys, monkeypatch):
     """A full disk (ENOSPC while writing): no file under the record's name, the table on stdout, the
     record in a stated fallback place, one line naming both, and the record there reads back valid."""
-    import pibench.records as records
+    import pibench.results.records as records
     from pibench.cli.common import finish
 
     suite = load_suite(write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_ln_r]\n"))
@@ -128,7 +128,7 @@ def test_a_record_that_cannot_be_written_is_kept_and_the_table_still_printed(tmp
 
 
 def test_with_nowhere_to_write_the_record_goes_to_stdout(tmp_path, capsys, monkeypatch):
-    import pibench.records as records
+    import pibench.results.records as records
 
     def fail(*args, **kw):
         raise OSError(errno.EROFS, "Read-only file system")
@@ -228,11 +228,11 @@ def test_a_sampled_run_builds_only_the_layers_it_measures():
     are the same whether or not the others exist."""
     import torch
 
-    from pibench.interp.plaintext import TorchModel
-    from pibench.measure import synthetic_weights
-    from pibench.model import layer_weight_specs
-    from pibench.sampling import layer_sample
-    from pibench.variants import resolve
+    from pibench.counting.sampling import layer_sample
+    from pibench.measuring.party import synthetic_weights
+    from pibench.models.definition import layer_weight_specs
+    from pibench.models.plaintext import TorchModel
+    from pibench.models.variants import resolve
 
     deep = load_suite(write_suite_text("model: {L: 100000, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n")).entries[0]
     layers = sorted(layer_sample(deep.config))
@@ -289,7 +289,7 @@ def test_a_full_disk_keeps_the_measurement(tmp_path, capsys):
     import subprocess
 
     from pibench.cli.common import finish
-    from pibench.records import read_record
+    from pibench.results.records import read_record
 
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pibench.cost import analyse
-from pibench.reference import published_rows
+from pibench.counting.cost import analyse
+from pibench.results.published import published_rows
 
 ROWS = published_rows()
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pibench.config import ModelConfig
-from pibench.cost import analyse
-from pibench.errors import PibenchError
-from pibench.registry import Registry
-from pibench.suite import load_suite
-from pibench.variants import VARIANTS, variant
+from pibench.counting.cost import analyse
+from pibench.models.config import ModelConfig
+from pibench.models.registry import Registry
+from pibench.models.variants import VARIANTS, variant
+from pibench.suites.loader import load_suite
+from pibench.util.errors import PibenchError
 
 
 def test_duplicate_name_is_refused():

@@ -12,11 +12,11 @@ import subprocess
 import pandas as pd
 import pytest
 
-from pibench.errors import PibenchError
-from pibench.records import build_record, write_record
-from pibench.report import build_report
-from pibench.suite import load_suite
-from pibench.tables import columns, render
+from pibench.results.records import build_record, write_record
+from pibench.results.report import build_report
+from pibench.results.tables import columns, render
+from pibench.suites.loader import load_suite
+from pibench.util.errors import PibenchError
 from tests.conftest import ROOT, fake_measured, fake_run, run_cli
 
 
@@ -200,8 +200,8 @@ def test_plots_say_what_they_show():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pibench.plots import _comm_by_kind, _savings
-    from pibench.records import read_record
+    from pibench.results.plots import _comm_by_kind, _savings
+    from pibench.results.records import read_record
 
     tiny = read_record(ROOT / "docs" / "same_label.json")  # 2.47 MB at most, nothing published
     rep = build_report(tiny)
@@ -254,7 +254,7 @@ def test_plots_show_every_backend_the_table_shows(t128_record, tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pibench.plots import _comm_by_kind, _savings
+    from pibench.results.plots import _comm_by_kind, _savings
 
     _, record = t128_record
     suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml", backend="spu")
@@ -514,7 +514,7 @@ def test_footers_never_say_none_for_a_version():
 
 
 def test_records_name_every_package_that_measures():
-    from pibench.machine import environment
+    from pibench.util.machine import environment
 
     packages = environment()["packages"]
     assert {"torch", "crypten", "spu", "jax", "jaxlib", "numpy"} <= set(packages)

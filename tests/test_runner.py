@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from pibench.opkinds import KINDS
-from pibench.records import SCHEMA_VERSION
-from pibench.sampling import layer_sample
-from pibench.variants import VARIANTS, resolve
+from pibench.counting.sampling import layer_sample
+from pibench.models.opkinds import KINDS
+from pibench.models.variants import VARIANTS, resolve
+from pibench.results.records import SCHEMA_VERSION
 from tests.conftest import run_cli, write_suite
 
 ALL = ", ".join(VARIANTS.names())
@@ -186,8 +186,8 @@ def test_settings_reach_crypten(tmp_path, all_variants):
 
 
 def test_records_of_another_schema_version_are_refused(tmp_path, all_variants):
-    from pibench.errors import PibenchError
-    from pibench.records import read_record, write_record
+    from pibench.results.records import read_record, write_record
+    from pibench.util.errors import PibenchError
 
     _, rec = all_variants
     assert read_record(write_record(tmp_path / "ok.json", rec))["variants"] == rec["variants"]
@@ -239,7 +239,7 @@ def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
     """Three passes over three steps run as s0 s1 s2, s0 s1 s2, s0 s1 s2; later passes see the input each
     step had in the first pass; the walk goes on from the first pass's output; each step keeps its
     median pass with the fastest and slowest beside it."""
-    from pibench import measure
+    from pibench.measuring import party as measure
     from pibench.backends.base import StepCounts
 
     monkeypatch.setattr(measure, "_run", lambda ops, w, h, cfg, index: f"{h}>{index}")

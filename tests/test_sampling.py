@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from pibench.config import LAYER_CUTOFFS, ModelConfig
-from pibench.cost import analyse
-from pibench.sampling import layer_kinds, layer_sample, trace_layer
-from pibench.variants import VARIANTS, resolve
+from pibench.counting.cost import analyse
+from pibench.counting.sampling import layer_kinds, layer_sample, trace_layer
+from pibench.models.config import LAYER_CUTOFFS, ModelConfig
+from pibench.models.variants import VARIANTS, resolve
 
 L = 5
 DIMS = {"L": L, "H": 2, "d": 16, "T": 4}

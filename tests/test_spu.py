@@ -15,8 +15,8 @@ import time
 import psutil
 import pytest
 
-from pibench.opkinds import KINDS
-from pibench.procs import kill_tree
+from pibench.models.opkinds import KINDS
+from pibench.util.procs import kill_tree
 from tests.conftest import ROOT, party_processes, run_cli, run_each, run_parties, write_suite
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("spu") is None, reason="spu is not installed here")
@@ -139,7 +139,7 @@ def _listening(parties) -> list:
 
 def test_two_hosts_through_the_party_entry_point(tmp_path, both):
     suite, records = both
-    from pibench.procs import free_port
+    from pibench.util.procs import free_port
 
     rendezvous = f"tcp://127.0.0.1:{free_port()},tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "party.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pibench.errors import PibenchError
-from pibench.suite import load_suite
+from pibench.suites.loader import load_suite
+from pibench.util.errors import PibenchError
 from tests.conftest import ROOT
 
 HEAD = "model: {L: 2, H: 2, d: 32, T: 8}\nvariants:\n"
@@ -109,7 +109,7 @@ def test_shipped_suites_load(name):
 
 
 def test_gpt2_t128_has_every_t128_reference_row():
-    from pibench.reference import published_rows
+    from pibench.results.published import published_rows
 
     suite = load_suite(ROOT / "suites" / "gpt2_t128.yaml")
     rows = [r for r in published_rows() if (r.L, r.T) == (12, 128)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pibench.backends.base import Backend
 from pibench.backends.crypten import BACKEND as CRYPTEN
 from pibench.backends.spu import BACKEND as SPU
-from pibench.registry import Registry
+from pibench.models.registry import Registry
 
 BACKENDS: Registry[Backend] = Registry("backend")
 BACKENDS.add(CRYPTEN.name, CRYPTEN)

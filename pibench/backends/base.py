@@ -7,7 +7,7 @@ A backend is one registered object (`pibench.backends.BACKENDS`) that says:
   (`check`);
 - how one party joins the others and runs operations (`session`): a `Session` shares weights and
   input, runs a step of the model definition on its `Ops` interpreter and says what the step cost
-  by operation kind (`pibench.opkinds.KINDS`);
+  by operation kind (`pibench.models.opkinds.KINDS`);
 - how it is described under a table and in a record (`describe`, `protocol`).
 
 Everything else (walking a suite, layer sampling, timing, accuracy, process control, records,
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pibench.config import ModelConfig
-from pibench.opkinds import KINDS, Call, Sample
-from pibench.procs import listening_socket
+from pibench.models.config import ModelConfig
+from pibench.models.opkinds import KINDS, Call, Sample
+from pibench.util.procs import listening_socket
 
 
 @dataclass
@@ -200,7 +200,7 @@ class Backend(ABC):
 
     def announce(self, rank: int, host: str, given: tuple[str, int] | None) -> tuple[str | None, socket.socket | None]:
         """Where this rank's end of the backend's own transport listens, told to the others over pibench's
-        authenticated channel (`pibench.peers`) once it is up: by default rank 0 alone listens (the key-value
+        authenticated channel (`pibench.measuring.peers`) once it is up: by default rank 0 alone listens (the key-value
         store the others join through), on a port free now on `host`, bound to that address only.
         `given`: an address the rendezvous lists for this rank (ranks above 0). Returns the address (or
         None) and the listening socket the session takes over."""
@@ -270,7 +270,7 @@ class Backend(ABC):
 
     def time_samples(self, call: Call) -> tuple[Sample, ...]:
         """Operand shapes the calibration times `call` on: the GPT-2-sized defaults of
-        `pibench.opkinds`, or smaller ones for a backend whose products take too long there."""
+        `pibench.models.opkinds`, or smaller ones for a backend whose products take too long there."""
         return call.time_samples
 
     @property

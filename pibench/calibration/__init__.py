@@ -1,2 +1,2 @@
 """The calibrated cost model behind `pibench cost --predict`: `fit` (light: load, predict, fit) and
-`measure` (microbenchmarks on a pair of op servers, `opserver`)."""
+`microbench` (microbenchmarks on a pair of op servers, `opserver`)."""

@@ -1,7 +1,7 @@
 """Calibrated cost model: predict bytes, rounds and seconds of a variant under a backend without running it.
 
 A calibration maps every call of the symbolic tally (`Tally.calls`, kinds and signatures from
-`pibench.opkinds.CALLS`) to bytes, rounds and seconds. For a backend whose counts are deterministic
+`pibench.models.opkinds.CALLS`) to bytes, rounds and seconds. For a backend whose counts are deterministic
 (CrypTen) the byte and round models are exact:
 
     kind                 signature                     bytes (both parties)            rounds
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.errors import PibenchError
-from pibench.files import CALIBRATION, expect, read_json
-from pibench.interp.symbolic import Tally
-from pibench.machine import TIME_SETTINGS, fingerprint, same_machine
-from pibench.network import NetworkProfile, project
-from pibench.opkinds import CALLS
+from pibench.counting.network import NetworkProfile, project
+from pibench.models.opkinds import CALLS
+from pibench.models.symbolic import Tally
+from pibench.util.errors import PibenchError
+from pibench.util.files import CALIBRATION, expect, read_json
+from pibench.util.machine import TIME_SETTINGS, fingerprint, same_machine
 
 SCHEMA_VERSION = 2
 MAX_FILE_BYTES = 16 * 2**20

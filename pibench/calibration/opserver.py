@@ -1,5 +1,5 @@
 """An op server: one party of a backend that runs single operations on request, for calibration and
-the op benchmarks (`pibench.calibration.measure.OpPair` starts and drives a pair of them).
+the op benchmarks (`pibench.calibration.microbench.OpPair` starts and drives a pair of them).
 
     python -m pibench.calibration.opserver --backend crypten --rank R --rendezvous tcp://HOST:PORT
 
@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from pibench.backends import BACKENDS
 from pibench.backends.base import Rendezvous
-from pibench.opkinds import CALLS, operand_shapes
+from pibench.models.opkinds import CALLS, operand_shapes
 
 
 def serve(backend_name: str, rank: int, rendezvous: Rendezvous, settings_json: str, timeout_s: float) -> None:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pibench import __version__
-from pibench.errors import PibenchError
+from pibench.util.errors import PibenchError
 
 SUBCOMMANDS = ("list", "cost", "run", "party", "report", "compare", "gate", "calibrate", "train")
 

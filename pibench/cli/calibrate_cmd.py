@@ -7,9 +7,9 @@ import json
 import sys
 
 from pibench.backends import BACKENDS, DEFAULT_BACKEND
-from pibench.errors import PibenchError
-from pibench.records import check_writable, write_record
-from pibench.suite import load_suite
+from pibench.results.records import check_writable, write_record
+from pibench.suites.loader import load_suite
+from pibench.util.errors import PibenchError
 
 HELP = "microbenchmark a backend's operations and fit the model behind `pibench cost --predict`"
 EPILOG = """\
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
 
         base = load_calibration(args.calibration) if args.calibration else shipped_calibration(backend)
         base.check_settings(backend, asdict(settings), "these settings")
-    from pibench.calibration.measure import calibrate
+    from pibench.calibration.microbench import calibrate
 
     progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     data = calibrate(backend, settings, args.max_row_length, progress, base.data if base else None)

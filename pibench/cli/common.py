@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pibench.cli.report_cmd import emit_report
-from pibench.errors import PibenchError, did_you_mean
-from pibench.records import (
+from pibench.results.records import (
     RecordNotBuilt,
     RecordNotWritten,
     build_record,
@@ -18,10 +17,11 @@ from pibench.records import (
     keep_elsewhere,
     write_record,
 )
+from pibench.util.errors import PibenchError, did_you_mean
 
 MAX_TIMEOUT_S = 86_400.0
 # Parties tell each other they are alive every second; a timeout of a few seconds would read a busy
-# second as a stopped peer (joining waits at least `pibench.peers.STARTUP_GRACE_S`).
+# second as a stopped peer (joining waits at least `pibench.measuring.peers.STARTUP_GRACE_S`).
 MIN_TIMEOUT_S = 5.0
 UNUSABLE_EXIT = 3  # the run completed, but a variant's MPC output is unusable (see --accept-unusable)
 
@@ -59,7 +59,7 @@ def add_out_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 def repeats(text: str) -> int:
     """An argparse type: runs of each measured step, 1 to MAX_REPEATS."""
-    from pibench.suite import MAX_REPEATS
+    from pibench.suites.loader import MAX_REPEATS
 
     if not text.isdigit() or not 1 <= int(text) <= MAX_REPEATS:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_REPEATS}, not '{text[:20]}'")
@@ -139,10 +139,10 @@ def finish(suite: Any, measured: list[dict[str, Any]], run: dict[str, Any], args
 
 def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     """What would otherwise fail only after the parties ran, checked before they start."""
-    from pibench.network import parse_profile
-    from pibench.records import check_folder, check_writable
-    from pibench.runner import check_memory
-    from pibench.tables import parse_columns
+    from pibench.counting.network import parse_profile
+    from pibench.measuring.runner import check_memory
+    from pibench.results.records import check_folder, check_writable
+    from pibench.results.tables import parse_columns
 
     check_writable(record_path(args, suite.name)[0], force=args.force)
     if args.plot:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pibench.errors import PibenchError
-from pibench.machine import TIME_SETTINGS
-from pibench.records import read_record, record_differences
-from pibench.report import build_report
-from pibench.tables import compare_frame, render_compare
+from pibench.results.records import read_record, record_differences
+from pibench.results.report import build_report
+from pibench.results.tables import compare_frame, render_compare
+from pibench.util.errors import PibenchError
+from pibench.util.machine import TIME_SETTINGS
 
 HELP = "set two run records side by side per variant (two commits, backends or machines), with the change in %"
 EPILOG = """\

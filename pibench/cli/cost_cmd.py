@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from pibench.analytic import suite_costs
 from pibench.cli.common import add_backend_option
-from pibench.cost import FLOP_CONVENTIONS
-from pibench.errors import PibenchError
-from pibench.notation import BYTE_UNITS, COST_COLUMNS, TIME_UNITS, cost_rows, nonlinear_notation, unit_for
-from pibench.opkinds import NONLINEAR
-from pibench.suite import Suite, load_suite
+from pibench.counting.cost import FLOP_CONVENTIONS
+from pibench.counting.notation import BYTE_UNITS, COST_COLUMNS, TIME_UNITS, cost_rows, nonlinear_notation, unit_for
+from pibench.models.opkinds import NONLINEAR
+from pibench.suites.analytic import suite_costs
+from pibench.suites.loader import Suite, load_suite
+from pibench.util.errors import PibenchError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +52,7 @@ def suite_header(suite: Suite) -> str:
 def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[list[dict], str]:
     from pibench.backends import BACKENDS
     from pibench.calibration.fit import load_calibration, predict_cost, shipped_calibration
-    from pibench.network import parse_profile
+    from pibench.counting.network import parse_profile
 
     profiles = [parse_profile(n) for n in args.network or []]
     cal = load_calibration(args.calibration) if args.calibration else shipped_calibration(suite.backend)

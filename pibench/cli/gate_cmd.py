@@ -8,9 +8,9 @@ import textwrap
 
 from tabulate import tabulate
 
-from pibench.errors import PibenchError
-from pibench.gate import METRICS, NOT_COMPARABLE, PASS, SPREAD_METRICS, compare, parse_fail_on
-from pibench.records import read_record
+from pibench.results.gate import METRICS, NOT_COMPARABLE, PASS, SPREAD_METRICS, compare, parse_fail_on
+from pibench.results.records import read_record
+from pibench.util.errors import PibenchError
 
 HELP = "compare two run records: exit 0 all clear, 1 regression, 2 not comparable"
 

@@ -6,7 +6,7 @@ import argparse
 
 from tabulate import tabulate
 
-from pibench.variants import BASELINE, VARIANTS
+from pibench.models.variants import BASELINE, VARIANTS
 
 HELP = "list the registered model variants"
 

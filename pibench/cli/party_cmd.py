@@ -20,9 +20,9 @@ from typing import Any
 
 from pibench.cli.common import add_run_options, finish, refuse_late_failures
 from pibench.cli.report_cmd import add_report_options
-from pibench.errors import PibenchError
-from pibench.peers import SECRET_ENV, check_listen_host, load_secret
-from pibench.suite import Suite, load_suite
+from pibench.measuring.peers import SECRET_ENV, check_listen_host, load_secret
+from pibench.suites.loader import Suite, load_suite
+from pibench.util.errors import PibenchError
 
 HELP = "run one party of a 2PC run (for two hosts); `pibench run` starts all parties on localhost"
 EPILOG = __doc__.split("\n", 2)[2]
@@ -147,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
     state = {"variant": "(start-up)", "start": time.monotonic()}
     emit = _emitter(args, state)
     rendezvous = Rendezvous(args.rendezvous, args.listen_fd)
-    from pibench.measure import PartyOptions, describe_run, join_run, run_party
+    from pibench.measuring.party import PartyOptions, describe_run, join_run, run_party
 
     opts = PartyOptions(
         args.rank,

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pibench.errors import PibenchError
-from pibench.files import RUN, expect
-from pibench.plots import plot
-from pibench.quality.record import KIND as QUALITY_KIND
-from pibench.quality.record import validate_quality_record
-from pibench.quality.report import plot_quality, render_quality
-from pibench.records import check_folder, read_json, validate_record
-from pibench.records import flat_settings as _flat
-from pibench.report import Report, build_report, merge_reports
-from pibench.tables import FORMATS, GROUPS, parse_columns, render
-from pibench.variants import BASELINE
+from pibench.models.variants import BASELINE
+from pibench.quality.summary import plot_quality, render_quality
+from pibench.quality.training_record import KIND as QUALITY_KIND
+from pibench.quality.training_record import measured_ppl, validate_quality_record
+from pibench.results.plots import plot
+from pibench.results.records import check_folder, read_json, validate_record
+from pibench.results.records import flat_settings as _flat
+from pibench.results.report import MeasuredPpl, Report, build_report, merge_reports
+from pibench.results.tables import FORMATS, GROUPS, parse_columns, render
+from pibench.util.errors import PibenchError
+from pibench.util.files import RUN, expect
 
 HELP = "print savings tables of run records in the papers' layout (and plot them)"
 EPILOG = """\
@@ -117,7 +117,7 @@ def _setting_tags(records: Sequence[dict[str, Any]]) -> list[str]:
     return [", ".join(f"{k} {f.get(k, '-')}" for k in keys) for f in flat]
 
 
-def _report(table: _Table, args: argparse.Namespace, trained: list[dict[str, Any]]) -> Report:
+def _report(table: _Table, args: argparse.Namespace, trained: MeasuredPpl | None) -> Report:
     backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in table.others]
     lead = build_report(
         table.record, table.name, args.baseline, args.network, args.predict, table.others, backends, trained
@@ -133,7 +133,7 @@ def emit_report(
 ) -> None:
     """Print the report of `records` ((name, record) pairs), joined with `quality` records (measured
     perplexity), and write plots, as the options say."""
-    trained = [q for _, q in quality]
+    trained = measured_ppl([q for _, q in quality]) if quality else None
     tables = _tables(records)
     reports = [_report(t, args, trained) for t in tables]
     if reports:

@@ -10,7 +10,7 @@ import sys
 from pibench.backends import BACKENDS
 from pibench.cli.common import add_run_options, finish, refuse_late_failures
 from pibench.cli.report_cmd import add_report_options
-from pibench.suite import load_suite
+from pibench.suites.loader import load_suite
 
 HELP = "measure a suite's variants under 2PC (its backend; parties on localhost)"
 EPILOG = """\
@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pibench.emulate import EmulatedLink
-    from pibench.network import parse_profile
-    from pibench.runner import run_local
+    from pibench.counting.network import parse_profile
+    from pibench.measuring.emulate import EmulatedLink
+    from pibench.measuring.runner import run_local
 
     suite = load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
     profile = parse_profile(args.emulate) if args.emulate else suite.emulate

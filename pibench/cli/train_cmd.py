@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from pibench.cli.common import add_out_options, say_record, write_or_keep
-from pibench.errors import PibenchError
-from pibench.records import check_writable, default_record_path
-from pibench.suite import load_suite
+from pibench.results.records import check_writable, default_record_path
+from pibench.suites.loader import load_suite
+from pibench.util.errors import PibenchError
 
 HELP = "train a suite's variants as small byte-level language models; measure perplexity and attention entropy"
 EPILOG = """\
@@ -36,15 +36,15 @@ def main(args: argparse.Namespace) -> int:
     check_writable(out, force=args.force)
     import torch
 
-    from pibench.progress import Progress
+    from pibench.util.progress import Progress
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise PibenchError("--device cuda: this machine has no GPU that torch can use")
 
     from pibench.quality.corpus import load_corpus
-    from pibench.quality.record import build_quality_record
-    from pibench.quality.report import quality_table
+    from pibench.quality.summary import quality_table
     from pibench.quality.train import train_variant
+    from pibench.quality.training_record import build_quality_record
 
     corpus = load_corpus(max_bytes=suite.train.corpus_bytes)
     results = []

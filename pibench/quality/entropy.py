@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from pibench.quality.settings import QUARTERS
+from pibench.quality import QUARTERS
 
 EPS = 1e-9
 

@@ -1,6 +1,6 @@
 """Train one variant as a byte-level language model and measure it.
 
-The stack is the one model definition (`pibench.model.forward`) on the plaintext interpreter; around
+The stack is the one model definition (`pibench.models.definition.forward`) on the plaintext interpreter; around
 it, outside the cost model as in the papers, a byte embedding and a learned position embedding
 (T x d) in front and a linear head to 256 logits behind (no final LayerNorm: a variant without
 LayerNorm keeps none). A batch runs through `torch.vmap` over sequences, and every softmax's
@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pibench.config import ModelConfig
-from pibench.interp.plaintext import TorchModel, TorchOps
-from pibench.model import forward
+from pibench.models.config import ModelConfig
+from pibench.models.definition import forward
+from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.quality import entropy
 from pibench.quality.corpus import VOCAB, Corpus, batch
 from pibench.quality.ereg import THRESHOLD_INIT, ereg_penalty
-from pibench.quality.settings import TrainSettings
+from pibench.suites.train_section import TrainSettings
 
 CURVE_POINTS = 50  # training-loss samples kept per variant
 

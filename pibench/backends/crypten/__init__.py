@@ -12,7 +12,7 @@ from typing import Any
 
 from pibench.backends.base import Backend, Emit, Rendezvous, Session
 from pibench.backends.crypten.settings import CrypTenSettings
-from pibench.errors import PibenchError
+from pibench.util.errors import PibenchError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

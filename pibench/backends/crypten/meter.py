@@ -2,7 +2,7 @@
 
 CrypTen's own counters (`communicator.verbose`) give one "bytes" figure per party (sent and received
 together) and no split by operation. `Meter.attach` wraps the party's communicator so that every
-exchange is also attributed to the operation kind running at the time (`pibench.opkinds.KINDS`),
+exchange is also attributed to the operation kind running at the time (`pibench.models.opkinds.KINDS`),
 with sent and received apart. Bytes are those of the tensors exchanged (8 per ring element, as
 CrypTen counts); a round is one blocking exchange (one communicator call).
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pibench.backends.base import Counts, StepCounts
-from pibench.opkinds import KINDS
+from pibench.models.opkinds import KINDS
 
 BYTES_PER_ELEMENT = 8
 EXCHANGES = (

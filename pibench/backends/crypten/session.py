@@ -22,11 +22,11 @@ import torch.distributed as dist
 from pibench.backends.base import Counts, Emit, Rendezvous, Session, Step, StepCounts
 from pibench.backends.crypten import products
 from pibench.backends.crypten.compat import import_crypten
+from pibench.backends.crypten.interpreter import CrypTenOps
 from pibench.backends.crypten.meter import Meter, meter_dealer_side
-from pibench.backends.crypten.ops import CrypTenOps
 from pibench.backends.crypten.settings import CrypTenSettings
-from pibench.errors import PibenchError
-from pibench.procs import Deadline, listening_socket, local_interface
+from pibench.util.errors import PibenchError
+from pibench.util.procs import Deadline, listening_socket, local_interface
 
 WORLD_SIZE = 2  # the two computing parties; a TTP is one more process
 ROLES = {0: "server", 1: "client", 2: "TTP"}

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 from pibench.backends.base import Backend, Rendezvous, Session, url_of
 from pibench.backends.spu.settings import SPUSettings
-from pibench.config import ModelConfig
-from pibench.errors import PibenchError
-from pibench.opkinds import Call, Sample
-from pibench.procs import free_port
+from pibench.models.config import ModelConfig
+from pibench.models.opkinds import Call, Sample
+from pibench.util.errors import PibenchError
+from pibench.util.procs import free_port
 
 
 class SPU(Backend):

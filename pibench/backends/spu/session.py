@@ -38,10 +38,10 @@ from spu.utils import frontend as spu_fe
 
 from pibench.backends.base import Counts, Rendezvous, Session, Step, StepCounts
 from pibench.backends.spu.settings import SPUSettings
-from pibench.errors import PibenchError
-from pibench.interp.base import LAYERNORM_EPS, MASK_VALUE, Ops
-from pibench.opkinds import KINDS, matmul_kind
-from pibench.procs import Deadline
+from pibench.models.opkinds import KINDS, matmul_kind
+from pibench.models.ops import LAYERNORM_EPS, MASK_VALUE, Ops
+from pibench.util.errors import PibenchError
+from pibench.util.procs import Deadline
 
 ROLES = {0: "server", 1: "client"}
 LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+), recv actions (\d+)")

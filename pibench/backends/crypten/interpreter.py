@@ -1,0 +1,109 @@
+"""CrypTen interpreter: the model definition on secret-shared tensors of two parties.
+
+Weights are shared by the server (rank 0), the input embeddings by the client (rank 1). Every
+operation runs inside `meter.kind(...)`, so bytes, rounds and seconds are attributed per kind.
+Heads are batched: attention runs on (H, T, T) tensors, so a layer's rounds do not grow with H.
+Squares use CrypTen's `square` (one masked operand opened instead of two): the GELU cube is
+x·x², LayerNorm's variance the mean of squares of the centred input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from pibench.backends.crypten.meter import Meter
+from pibench.models.opkinds import matmul_kind
+from pibench.models.ops import LAYERNORM_EPS, Ops
+from pibench.models.plaintext import TorchConstants
+
+GELU_TANH_C = math.sqrt(2.0 / math.pi)
+
+
+def _secret_first(a: Any, b: Any) -> tuple[Any, Any]:
+    """CrypTen's operators live on the shared tensor: put it on the left of commutative ops."""
+    return (b, a) if isinstance(a, torch.Tensor) else (a, b)
+
+
+def max_only_softmax(x: Any, max_method: str) -> Any:
+    """CrypTen's softmax (max-subtracted exp, reciprocal of the sum with `reciprocal_all_pos`) with
+    the row maximum from CrypTen's tree reduction alone: CrypTen's own `softmax` calls `max(dim)`,
+    which also builds a one-hot argmax (an equality test of every element and a random tie-break)
+    that softmax throws away."""
+    from crypten.common.functions.maximum import _max_helper_all_tree_reductions
+    from crypten.config import cfg
+
+    if x.size(-1) == 1:
+        return x.new(torch.ones_like(x.data))
+    maximum = _max_helper_all_tree_reductions(x, dim=x.dim() - 1, method=max_method).unsqueeze(-1)
+    numerator = (x - maximum).exp()
+    with cfg.temp_override({"functions.reciprocal_all_pos": True}):
+        inv_denominator = numerator.sum(-1, keepdim=True).reciprocal()
+    return numerator * inv_denominator
+
+
+class CrypTenOps(TorchConstants, Ops):
+    """`Ops` over CrypTen `MPCTensor`s (public constants are plain torch tensors)."""
+
+    def __init__(
+        self, meter: Meter, gelu: str = "tanh", softmax: str = "max_only", max_method: str = "", device: str = "cpu"
+    ) -> None:
+        self.meter, self.gelu_form, self.softmax_form, self.max_method = meter, gelu, softmax, max_method
+        self.device = device  # public constants live where the shares do (`TorchConstants`)
+
+    def matmul(self, a: Any, b: Any, role: str) -> Any:
+        with self.meter.kind(matmul_kind(role)):
+            return a.matmul(b)
+
+    def add(self, a: Any, b: Any) -> Any:
+        with self.meter.kind("other"):
+            a, b = _secret_first(a, b)
+            return a + b
+
+    def mul(self, a: Any, b: Any) -> Any:
+        with self.meter.kind("other"):
+            a, b = _secret_first(a, b)
+            return a * b
+
+    def scale(self, a: Any, c: float) -> Any:
+        with self.meter.kind("other"):
+            return a * c
+
+    def softmax(self, x: Any) -> Any:
+        with self.meter.kind("softmax"):
+            if self.softmax_form == "crypten":
+                return x.softmax(-1)
+            return max_only_softmax(x, self.max_method)
+
+    def layernorm(self, x: Any, gain: Any, bias: Any) -> Any:
+        with self.meter.kind("layernorm"):
+            centred = x - x.mean(-1, keepdim=True)
+            var = centred.square().mean(-1, keepdim=True)
+            return centred * (var + LAYERNORM_EPS).inv_sqrt() * gain + bias
+
+    def gelu(self, x: Any) -> Any:
+        with self.meter.kind("gelu"):
+            if self.gelu_form == "erf":
+                return x * ((x * (1 / math.sqrt(2.0))).erf() + 1) * 0.5
+            inner = (x + x * x.square() * 0.044715) * GELU_TANH_C
+            return x * (inner.tanh() + 1) * 0.5
+
+    def relu(self, x: Any) -> Any:
+        with self.meter.kind("relu"):
+            return x.relu()
+
+    def split_heads(self, x: Any, heads: int) -> Any:
+        T, d = x.size()
+        return x.reshape(T, heads, d // heads).transpose(0, 1)
+
+    def split(self, x: Any, parts: int) -> list[Any]:
+        return list(x.split(x.size(-1) // parts, dim=-1))
+
+    def merge_heads(self, x: Any) -> Any:
+        H, T, dh = x.size()
+        return x.transpose(0, 1).reshape(T, H * dh)
+
+    def transpose(self, x: Any) -> Any:
+        return x.transpose(-2, -1)

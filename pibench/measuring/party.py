@@ -1,0 +1,397 @@
+"""One party's walk over a suite under any backend: sharing, layer sampling, timing, accuracy.
+
+For each variant the parties secret-share weights (server, rank 0) and input (client, rank 1), run
+the input stage and a sample of layers (one per layer kind, `pibench.counting.sampling`; every layer with
+`full`) through the backend's `Session`, and extrapolate: bytes and rounds exactly (layers of a
+kind cost the same), seconds proportionally. One unmeasured warm-up pass of the first layer comes
+first, so timing is that of steady state; then the steps are timed `repeats` times, the passes
+interleaved (`_timed_walk`), and each step's seconds are its median pass's. The output is compared
+with the plaintext interpreter on the same layers; an error beyond `USABLE_RELATIVE_ERROR` of the
+output's scale marks the variant unusable. Progress goes to `emit` as events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import torch
+
+from pibench.backends.base import SPREAD, Backend, Emit, Rendezvous, Session, StepCounts
+from pibench.counting.sampling import layer_sample
+from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
+from pibench.models.definition import input_stage, layer, layer_weight_specs
+from pibench.models.opkinds import KINDS
+from pibench.models.plaintext import TorchModel, TorchOps
+from pibench.suites.loader import Suite, SuiteEntry
+from pibench.util.errors import PibenchError
+from pibench.util.procs import listening_socket
+
+# An output whose largest error exceeds this fraction of its largest magnitude is unusable: the run's
+# bytes and rounds are still what the protocol moved, but the model's answer would be garbage (e.g.
+# CrypTen's reciprocal at 10 fraction bits, errors up to 1e13).
+USABLE_RELATIVE_ERROR = 0.1
+
+
+@dataclass(frozen=True)
+class PartyOptions:
+    rank: int
+    rendezvous: Rendezvous  # pibench's channel: rank 0's address (and, listed, the others' transport addresses)
+    suite: Suite
+    secret: bytes = b""  # the run's shared secret (`pibench.measuring.peers`)
+    full: bool = False  # measure every layer instead of one per kind
+    timeout_s: float = 45.0  # longest silence of another party, and longest wait in any exchange
+    allow_wildcard: bool = False  # rank 0 may listen on every interface (0.0.0.0, ::)
+    gelu: str = "tanh"  # the GELU form the backend computes (`Backend.reference_gelu`)
+    exact: bool = True  # the backend's counts are deterministic (`Backend.count_tolerance` empty)
+    repeats: int = 3  # runs of each step (the suite's `repeats`, else `Backend.repeats`)
+    warm_up: bool = True  # an unmeasured pass before this variant (`Backend.warm_up`)
+
+
+class _PeakRSS:
+    """Samples this process's resident memory every 20 ms; `.peak` in bytes."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> _PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+def synthetic_weights(entry: SuiteEntry, seed: int, layers: list[int]) -> dict[str, torch.Tensor]:
+    """The server's weights of the input stage and `layers`: a random model of the variant (folded
+    reparametrisations)."""
+    names = layer_weight_specs(entry.config, layers)
+    with torch.no_grad():
+        model = TorchModel(entry.config, seed=seed, only=names).eval()  # nothing but what is measured
+        return {k: v.detach() for k, v in model.effective_weights().items()}
+
+
+def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
+    """The client's input embeddings (T, d), unit-variance as GPT-2's embedded tokens roughly are."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(entry.config.T, entry.config.d, generator=gen)
+
+
+def _steps(sample: dict[int, int]) -> list[tuple[str, int, int | None]]:
+    """(label, layers it stands for, layer index or None for the input stage), in order."""
+    return [("input stage", 1, None)] + [(f"layer {i}", n, i) for i, n in sorted(sample.items())]
+
+
+def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None) -> Any:
+    return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index)
+
+
+def _median_pass(label: str, passes: list[StepCounts], exact: bool) -> StepCounts:
+    """One step's passes as one: the median pass's counts (by seconds), with the fastest and slowest
+    passes' seconds in `spread`. With a backend whose counts are deterministic (`exact`), every pass
+    must have moved the same bytes in the same rounds."""
+    if exact and len({(c.total().sent, c.total().rounds) for c in passes}) > 1:
+        raise RuntimeError(f"{label}: two passes moved different bytes or rounds")
+    ordered = sorted(passes, key=lambda c: c.wall_s)
+    median = ordered[len(ordered) // 2]
+    comm = sorted(c.total().comm_s for c in passes)
+    median.spread = {
+        "wall_s_min": ordered[0].wall_s,
+        "wall_s_max": ordered[-1].wall_s,
+        "comm_s_min": comm[0],
+        "comm_s_max": comm[-1],
+    }
+    return median
+
+
+def _timed_walk(
+    session: Session,
+    weights: Any,
+    x: Any,
+    cfg: Any,
+    steps: list[tuple[str, int, int | None]],
+    opts: PartyOptions,
+    emit: Emit,
+    variant: str,
+) -> tuple[Any, list[StepCounts]]:
+    """Walk the steps `opts.repeats` times, passes interleaved (every step once, then every step again),
+    so that a passing slowdown of the machine falls on one pass of several steps rather than on every
+    pass of one. The first pass walks the stack; later passes rerun each step on the input it had
+    then, so timing cannot change the result. Returns the first pass's output and each step's median
+    pass (`_median_pass`)."""
+    inputs: list[Any] = []  # each step's input in the first pass
+    passes: list[list[StepCounts]] = [[] for _ in steps]
+    out = x
+    for n in range(opts.repeats):
+        for i, (label, _, index) in enumerate(steps):
+            if n == 0:
+                inputs.append(out)
+            y, counts = session.measure(lambda ops, w, h, index=index: _run(ops, w, h, cfg, index), weights, inputs[i])
+            passes[i].append(counts)
+            if n == 0:
+                out = y
+            emit({"event": "step", "variant": variant, "step": label, "pass": n + 1, "passes": opts.repeats})
+    return out, [_median_pass(label, runs, opts.exact) for (label, _, _), runs in zip(steps, passes, strict=True)]
+
+
+def _reference(
+    entry: SuiteEntry, seed: int, weights: dict[str, torch.Tensor], layers: list[int], gelu: str
+) -> torch.Tensor:
+    """The plaintext interpreter on the same input and layers, in the same order."""
+    cfg, ops = entry.config, TorchOps(gelu)
+    with torch.no_grad():
+        y = input_stage(ops, weights, synthetic_input(entry, seed), cfg)
+        for i in layers:
+            y = layer(ops, weights, y, cfg, i)
+    return y
+
+
+def error_scope(sample: dict[int, int], L: int, full: bool) -> str:
+    """What the MPC error figure covers."""
+    if full:
+        return f"the whole stack ({L} layers)"
+    layers = ", ".join(str(i) for i in sorted(sample))
+    which = f"layer {layers}" if len(sample) == 1 else f"layers {layers}"
+    return f"the input stage and {which} (one per layer kind) applied in turn, not all {L} layers"
+
+
+def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emit: Emit) -> dict[str, Any]:
+    """This party's counts for one variant, extrapolated to the whole stack."""
+    cfg, rank, seed = entry.config, opts.rank, opts.suite.seed
+    sample = {i: 1 for i in range(cfg.L)} if opts.full else layer_sample(cfg)
+    layers = sorted(sample)
+    specs = {n: s.shape for n, s in layer_weight_specs(cfg, layers).items()}
+    total, step_log = StepCounts(), []
+    with _PeakRSS() as rss:
+        plain_w = synthetic_weights(entry, seed, layers) if rank == 0 else None
+        x_plain = synthetic_input(entry, seed) if rank == 1 else None
+        weights, x = session.share(plain_w, specs, x_plain, (cfg.T, cfg.d))
+        if opts.warm_up:
+            session.measure(lambda ops, w, h: layer(ops, w, h, cfg, layers[0]), weights, x)
+            emit({"event": "warm-up", "variant": entry.name})
+        steps = _steps(sample)
+        x, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name)
+        for (label, times, _), counts in zip(steps, medians, strict=True):
+            total.add(counts, times)
+            step_log.append(
+                {
+                    "step": label,
+                    "stands_for": times,
+                    **counts.total().to_json(),
+                    "wall_s": counts.wall_s,
+                    "passes": opts.repeats,
+                }
+            )
+        out = session.reveal(x)
+    error = reference = None
+    if rank == 0:  # the reference needs the client's input: synthetic, so recomputed from its seed
+        ref = _reference(entry, seed, plain_w, layers, opts.gelu)
+        error, reference = (out - ref).abs().max().item(), ref.abs().max().item()
+    return {
+        "rank": rank,
+        **total.total().to_json(),
+        "wall_s": total.wall_s,
+        **total.spread,
+        "by_kind": {k: c.to_json() for k, c in total.by_kind.items()},
+        "dealer": total.dealer.to_json(),
+        "counters": total.own,
+        "peak_rss_bytes": rss.peak,
+        "max_abs_error": error,
+        "max_abs_reference": reference,
+        "layers_measured": {str(i): sample[i] for i in layers},
+        "steps": step_log,
+        "choices": session.choices,
+    }
+
+
+def _merged(counts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Both parties' counts of one operation kind as one: bytes = sent by both (each byte once, both
+    directions); rounds and seconds = the larger party's (they run in lockstep)."""
+    keys = ("rounds", "wall_s", "comm_s", *(k for k in SPREAD if k in counts[0]))
+    return {"bytes": sum(c["sent"] for c in counts), **{key: max(c[key] for c in counts) for key in keys}}
+
+
+def _merged_totals(parties: list[dict[str, Any]], by_kind: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Both parties' totals, consistent with the merged kinds by construction: bytes are the sum of
+    the kinds' (the bytes both sent), rounds the sum of the kinds' (each kind's busier party: under SPU
+    the parties' receive counts differ kind by kind, so the busier party's total would be less than
+    what its kinds add up to); seconds the larger party's."""
+    totals = _merged(parties)
+    totals["bytes"] = sum(k["bytes"] for k in by_kind.values())
+    totals["rounds"] = sum(k["rounds"] for k in by_kind.values())
+    return totals
+
+
+def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict[int, str]) -> dict[str, Any]:
+    """One variant's measurement from both parties' results."""
+    parties = sorted(parties, key=lambda p: p["rank"])
+    first = parties[0]
+    error, reference = first["max_abs_error"], first["max_abs_reference"]
+    usable = error is not None and error == error and error <= USABLE_RELATIVE_ERROR * max(reference, 1e-12)
+    dealer = [p["dealer"] for p in parties]
+    by_kind = {kind: _merged([p["by_kind"][kind] for p in parties]) for kind in KINDS}
+    return {
+        "sampled": not full,
+        "repeats": first["steps"][0]["passes"],
+        "layers_measured": first["layers_measured"],
+        **_merged_totals(parties, by_kind),
+        "max_abs_error": error if error == error and error not in (float("inf"),) else None,
+        "max_abs_reference": reference,
+        "error_scope": error_scope({int(k): v for k, v in first["layers_measured"].items()}, L, full),
+        "usable": usable,
+        "by_kind": by_kind,
+        "dealer": {"bytes": sum(d["sent"] + d["received"] for d in dealer), "rounds": max(d["rounds"] for d in dealer)}
+        if any(d["rounds"] for d in dealer)
+        else None,
+        "parties": [
+            {
+                "role": roles[p["rank"]],
+                **{k: v for k, v in p.items() if k not in ("layers_measured", "max_abs_error", "max_abs_reference")},
+            }
+            for p in parties
+        ],
+    }
+
+
+def _ticker(emit: Emit, every_s: float = 2.0) -> Callable[[], None]:
+    """A heartbeat for long steps: a "tick" event at most every `every_s` seconds of progress."""
+    last = time.monotonic()
+
+    def tick() -> None:
+        nonlocal last
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            emit({"event": "tick"})
+
+    return tick
+
+
+def _watch_waits(session: Session, emit: Emit, stop: threading.Event, after_s: float = 2.0) -> None:
+    """While this party is blocked in an exchange for over `after_s`, say so every second: a monitor
+    can then tell the party that hangs (silent) from the one waiting for it."""
+    while not stop.wait(1.0):
+        since = session.waiting_since
+        if since is not None and time.monotonic() - since > after_s:
+            emit({"event": "waiting", "for_s": round(time.monotonic() - since, 1)})
+
+
+def describe_run(suite: Suite, full: bool, repeats: int) -> dict[str, Any]:
+    """What every rank must agree on before running (`pibench.measuring.peers.compare_runs`): the suite (its digest
+    covers dimensions, variants, seed, backend and its settings) and the options that change what runs."""
+    from pibench import __version__
+
+    return {"pibench": __version__, "backend": suite.backend, "suite": suite.digest, "full": full, "repeats": repeats}
+
+
+def join_run(backend: Backend, opts: PartyOptions, describe: dict[str, Any]) -> tuple[Peers, Rendezvous]:
+    """Join the run's other ranks on pibench's authenticated channel (rank 0 listening at the rendezvous
+    address), agree on what runs, and learn where the backend's own transport listens. Returns the
+    channel and the backend's rendezvous."""
+    roles = backend.ranks(opts.suite.settings)
+    rank, given = opts.rank, opts.rendezvous
+    host, port = given.host, given.port
+    join_s = max(opts.timeout_s, STARTUP_GRACE_S)
+    if rank == 0:
+        if given.listen_fd is not None:
+            listener = socket.socket(fileno=given.listen_fd)
+        else:
+            check_listen_host(host, opts.allow_wildcard)
+            try:
+                listener = listening_socket(host, port)
+            except OSError as err:
+                raise PibenchError(f"party 0 (server) cannot listen on {given.url}: {err.strerror or err}") from None
+        try:
+            peers, _ = Peers.serve(listener, roles, opts.secret, describe, opts.timeout_s, join_s)
+        finally:
+            listener.close()
+        own = host
+    else:
+        peers, _ = Peers.join(rank, (host, port), roles, opts.secret, describe, opts.timeout_s, join_s)
+        own = peers.peers[0].sock.getsockname()[0]  # the address this host reaches rank 0 from
+    listed = given.listed(rank) if rank else None
+    if listed:
+        check_listen_host(listed[0], opts.allow_wildcard)
+    try:
+        address, listener = backend.announce(rank, own, listed)
+    except OSError as err:
+        raise PibenchError(f"party {rank} ({roles[rank]}) cannot listen on {own}: {err.strerror or err}") from None
+    announced = peers.exchange(address, among=tuple(sorted(roles)))
+    return peers, backend.transport(announced, listener)
+
+
+def _doing(event: dict[str, Any]) -> str | None:
+    """What a progress event says this party is doing, for its heartbeats."""
+    kind = event.get("event")
+    if kind == "variant":
+        return f"starting variant '{event['variant']}'"
+    if kind == "warm-up":
+        return f"past the warm-up of variant '{event['variant']}'"
+    if kind == "step":
+        return f"past {event['step']} of variant '{event['variant']}' (pass {event['pass']} of {event['passes']})"
+    return None
+
+
+def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str, Any]]:
+    """Run every variant of the suite as party `opts.rank`; returns the merged measurements."""
+    settings = opts.suite.settings
+    opts = dataclasses.replace(
+        opts,
+        gelu=backend.reference_gelu(settings),
+        exact=not backend.count_tolerance,
+        repeats=backend.passes(opts.suite.repeats),
+    )
+    backend.load()
+    peers, transport = join_run(backend, opts, describe_run(opts.suite, opts.full, opts.repeats))
+    peers.doing = "joining the backend"
+    inner = emit
+
+    def emit(event: dict[str, Any]) -> None:
+        peers.doing = _doing(event) or peers.doing
+        inner(event)
+
+    try:
+        session = backend.session(
+            opts.rank, transport, settings, opts.timeout_s, on_op=_ticker(emit), seed=opts.suite.seed
+        )
+    except BaseException:
+        peers.close()
+        raise
+    emit({"event": "ready", "rank": opts.rank})
+    measured = []
+    stop = threading.Event()
+    threading.Thread(target=_watch_waits, args=(session, emit, stop), daemon=True).start()
+    roles = backend.ranks(settings)
+    try:
+        for n, entry in enumerate(opts.suite.entries):
+            emit({"event": "variant", "variant": entry.name})
+            warm = backend.warm_up == "variant" or n == 0
+            mine = measure_variant(session, dataclasses.replace(opts, warm_up=warm), entry, emit)
+            peers.doing = f"exchanging the results of variant '{entry.name}'"
+            merged = merge_parties(peers.exchange(mine), opts.full, entry.config.L, roles)
+            measured.append(merged)
+            emit({"event": "result", "variant": entry.name, "measured": merged})
+        peers.doing = "finishing"
+    finally:
+        stop.set()
+        lifetime = session.dealer_lifetime
+        session.close()
+        peers.close()
+    if lifetime is not None and opts.rank == 0:
+        emit({"event": "dealer_lifetime", "counts": lifetime.to_json()})
+    return measured

@@ -1,0 +1,219 @@
+"""One cost specification per operation kind, read by every consumer.
+
+Two lists, each written once:
+
+- `KINDS`: the per-operation breakdown of measured costs (records, reports, gate, plots): what the
+  exchanges of a 2PC run are attributed to. `nonlinear` kinds are the ones the papers count
+  ("SM:144×ℝ^{128×128}"), with their abbreviation.
+- `CALLS`: the operations that make two parties talk, as the symbolic interpreter lists them in
+  `Tally.calls` (kind, signature). Each says which breakdown kind it lands in, how its signature
+  follows from operand shapes, how a backend's op server runs it on an `Ops` interpreter, and the
+  samples a calibration measures it on (small shapes for the exact byte and round models, GPT-2-sized
+  shapes for the time model). The symbolic interpreter, the calibration and the op benchmarks all
+  read these entries; nothing restates them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pibench.models.ops import LINEAR_ROLES
+
+Shape = tuple[int, ...]
+Signature = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of the per-operation breakdown."""
+
+    name: str
+    description: str
+    abbrev: str | None = None  # the papers' notation, for nonlinear kinds
+
+    @property
+    def nonlinear(self) -> bool:
+        return self.abbrev is not None
+
+
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("softmax", "softmax over the last dim (max, exp, reciprocal of the sum)", "SM"),
+        Kind("layernorm", "LayerNorm (mean, variance, inverse square root)", "LN"),
+        Kind("gelu", "GELU activation", "G"),
+        Kind("relu", "ReLU activation", "R"),
+        Kind("linear", "products with a weight matrix (projections, FFN)"),
+        Kind("attn_matmul", "attention's T×T products (Q Kᵀ, softmax·V)"),
+        Kind("other", "residual scalars and other secret×secret elementwise products"),
+    )
+}
+NONLINEAR = tuple(k.name for k in KINDS.values() if k.nonlinear)
+ABBREV = {k.name: k.abbrev for k in KINDS.values() if k.abbrev}
+
+
+def matmul_kind(role: str) -> str:
+    """The breakdown kind of a secret x secret matrix product of `role` (`interp.base.MATMUL_ROLES`)."""
+    return "linear" if role in LINEAR_ROLES else "attn_matmul"
+
+
+def _rows_cols(shapes: Sequence[Shape]) -> Signature:
+    *lead, cols = shapes[0]
+    return (math.prod(lead), cols)
+
+
+def _elements(shapes: Sequence[Shape]) -> Signature:
+    return (math.prod(shapes[0]),)
+
+
+def _two_operands(shapes: Sequence[Shape]) -> Signature:
+    return (math.prod(shapes[0]), math.prod(shapes[1]))
+
+
+def _matmul(shapes: Sequence[Shape]) -> Signature:
+    """(elements of a, elements of b, multiply-accumulates, elements of the product)."""
+    a, b = shapes
+    batch = math.prod(broadcast(a[:-2], b[:-2]))
+    return (math.prod(a), math.prod(b), batch * a[-2] * a[-1] * b[-1], batch * a[-2] * b[-1])
+
+
+def broadcast(a: Shape, b: Shape) -> Shape:
+    """The broadcast shape of `a` and `b` (numpy rules), or ValueError."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b, strict=True):
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"shapes {a} and {b} do not broadcast")
+        out.append(max(x, y))
+    return tuple(out)
+
+
+Sample = tuple[Shape, ...]  # operand shapes of one measured call
+MATMULS = ("linear", "attn_matmul")
+
+
+@dataclass(frozen=True)
+class Call:
+    """An operation that makes the parties talk, as listed in `Tally.calls`.
+
+    signature:     operand shapes -> the call's signature in the tally
+    run:           (ops, operands) -> result: how an op server executes it on an `Ops` interpreter
+    byte_features: signature -> features that bytes are an exact integer-linear function of
+                   (None: tabulated per row length, softmax)
+    samples:       small operand shapes for the exact byte and round fits
+    time_samples:  GPT-2-sized operand shapes for the time fit
+    operands:      how many operands the op server makes (extra LayerNorm gain/bias are derived)
+    """
+
+    name: str
+    bucket: str  # the breakdown kind (`KINDS`) its exchanges land in
+    signature: Callable[[Sequence[Shape]], Signature]
+    run: Callable[[Any, Sequence[Any]], Any]
+    byte_features: Callable[[Signature], list[int]] | None
+    samples: tuple[Sample, ...]
+    time_samples: tuple[Sample, ...]
+    weights: bool = True  # operands after the first are the server's weights (else the client's secrets)
+
+    def size(self, sig: Signature) -> int:
+        """The work a call does, for the time model: multiply-accumulates of products, else elements."""
+        return sig[2] if self.name in MATMULS else math.prod(sig)
+
+    def fitted_features(self, sig: Signature) -> list[float]:
+        """Features a fitted (not exact) byte or round model combines, for backends whose traffic is not
+        an exact function of shapes: a constant per call, and the sizes that traffic can grow with."""
+        if self.name in ("softmax", "layernorm"):
+            rows, cols = sig
+            return [1.0, float(rows * cols), float(rows)]
+        if self.name in MATMULS:  # products in the batch, elements in, elements out, multiply-accumulates
+            a, b, macs, out = sig
+            batch = a * b * out / macs**2  # (B m k)(B k n)(B m n) / (B m k n)^2 = B
+            return [1.0, batch, float(a), float(b), float(out), float(macs)]
+        return [1.0, *(float(n) for n in sig)]
+
+
+CALLS: dict[str, Call] = {
+    c.name: c
+    for c in (
+        Call(
+            "softmax",
+            "softmax",
+            _rows_cols,
+            lambda ops, xs: ops.softmax(xs[0]),
+            None,
+            samples=(),  # tabulated per row length by the calibration
+            time_samples=(((12, 128, 128),), ((12, 256, 256),), ((12, 64, 512),)),
+        ),
+        Call(
+            "layernorm",
+            "layernorm",
+            _rows_cols,
+            lambda ops, xs: ops.layernorm(*xs),
+            lambda s: [s[0] * s[1], s[0], s[1]],
+            samples=(((1, 8),), ((2, 8),), ((1, 16),), ((3, 100),), ((4, 32),)),
+            time_samples=(((128, 768),), ((256, 768),), ((512, 768),)),
+        ),
+        Call(
+            "gelu",
+            "gelu",
+            _elements,
+            lambda ops, xs: ops.gelu(xs[0]),
+            lambda s: [s[0]],
+            samples=(((1, 64),), ((2, 128),), ((1, 1000),)),
+            time_samples=(((128, 768),), ((128, 3072),), ((512, 3072),)),
+        ),
+        Call(
+            "relu",
+            "relu",
+            _elements,
+            lambda ops, xs: ops.relu(xs[0]),
+            lambda s: [s[0]],
+            samples=(((1, 64),), ((2, 128),), ((1, 1000),)),
+            time_samples=(((128, 768),), ((128, 3072),), ((512, 3072),)),
+        ),
+        Call(
+            "linear",
+            "linear",
+            _matmul,
+            lambda ops, xs: ops.matmul(xs[0], xs[1], "attn.proj"),
+            lambda s: [s[0] + s[1]],
+            samples=(((4, 8), (8, 16)), ((8, 16), (16, 32)), ((16, 8), (8, 8))),
+            time_samples=(((128, 768), (768, 768)), ((128, 768), (768, 3072)), ((512, 768), (768, 3072))),
+        ),
+        Call(
+            "attn_matmul",
+            "attn_matmul",
+            _matmul,
+            lambda ops, xs: ops.matmul(xs[0], xs[1], "attn.scores"),
+            lambda s: [s[0] + s[1]],
+            samples=(((2, 4, 8), (2, 8, 4)), ((3, 8, 4), (3, 4, 8))),
+            time_samples=(
+                ((12, 128, 64), (12, 64, 128)),
+                ((12, 128, 128), (12, 128, 64)),
+                ((12, 512, 64), (12, 64, 512)),
+            ),
+            weights=False,  # Q Kᵀ and softmax·V: both operands come from activations
+        ),
+        Call(
+            "mul",
+            "other",
+            _two_operands,
+            lambda ops, xs: ops.mul(xs[0], xs[1]),
+            lambda s: [s[0] + s[1]],
+            samples=(((4, 8), (1,)), ((4, 8), (4, 8)), ((2, 4, 4), (2, 4, 1))),
+            time_samples=(((128, 768), (1,)), ((12, 128, 128), (12, 128, 1)), ((512, 768), (512, 768))),
+        ),
+    )
+}
+assert all(c.bucket in KINDS for c in CALLS.values())
+
+
+def operand_shapes(call: str, sample: Sample) -> list[Shape]:
+    """All operands an op server makes for `sample`: LayerNorm also takes a gain and a bias (width,)."""
+    shapes = [tuple(s) for s in sample]
+    if call == "layernorm":
+        shapes += [shapes[0][-1:], shapes[0][-1:]]
+    return shapes

@@ -1,0 +1,151 @@
+"""Symbolic interpreter: runs the model definition on shapes alone and tallies what it executes.
+
+No tensor of model size is allocated. Every operation has a cost entry: matrix products count
+multiply-accumulates by role, nonlinear operations count (kind, rows x cols) instances, elementwise
+operations count elements, layout operations are free by definition. There is no silent zero: a
+method the tally does not know raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pibench.models.opkinds import CALLS, NONLINEAR, broadcast, matmul_kind
+from pibench.models.ops import MATMUL_ROLES, Ops
+
+
+@dataclass(frozen=True)
+class SymTensor:
+    """A tensor of known shape; `public` marks constants both parties know."""
+
+    shape: tuple[int, ...]
+    public: bool = False
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class Tally:
+    """What one forward pass executed.
+
+    macs:        role -> multiply-accumulates of matrix products
+    nonlinear:   (kind, (rows, cols)) -> number of such operations (a softmax over each row of a
+                 rows x cols matrix is one op, as in the papers' "SM:144 x R^{128x128}")
+    elementwise: "add" | "add_public" | "mul" | "mul_public" -> elements of secret results
+                 (add, mul: secret with secret; *_public: secret with a public constant)
+    calls:       (kind, signature) -> number of calls of each operation that makes 2PC parties talk
+                 (`pibench.models.opkinds.CALLS`: the kinds and how their signatures follow from shapes)
+    """
+
+    macs: Counter[str] = field(default_factory=Counter)
+    nonlinear: Counter[tuple[str, tuple[int, int]]] = field(default_factory=Counter)
+    elementwise: Counter[str] = field(default_factory=Counter)
+    calls: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
+
+    def add(self, other: Tally, times: int = 1) -> None:
+        """Add `times` copies of `other` (a layer kind standing for `times` layers)."""
+        for mine, theirs in (
+            (self.macs, other.macs),
+            (self.nonlinear, other.nonlinear),
+            (self.elementwise, other.elementwise),
+            (self.calls, other.calls),
+        ):
+            for key, n in theirs.items():
+                mine[key] += n * times
+
+    def key(self) -> tuple[object, ...]:
+        """A hashable summary: equal keys, equal work on equal shapes (and so equal 2PC bytes and rounds)."""
+        return tuple(tuple(sorted(c.items())) for c in (self.macs, self.nonlinear, self.elementwise, self.calls))
+
+
+class SymbolicOps(Ops):
+    """`Ops` over `SymTensor`s, recording into `self.tally`."""
+
+    def __init__(self) -> None:
+        self.tally = Tally()
+
+    @staticmethod
+    def weight(shape: tuple[int, ...]) -> SymTensor:
+        return SymTensor(tuple(shape))
+
+    def matmul(self, a: SymTensor, b: SymTensor, role: str) -> SymTensor:
+        if role not in MATMUL_ROLES:
+            raise ValueError(f"matmul role '{role}' has no cost entry; add it to MATMUL_ROLES")
+        *ba, m, k = a.shape
+        *bb, k2, n = b.shape
+        if k != k2:
+            raise ValueError(f"matmul of {a.shape} and {b.shape}: inner dims differ")
+        batch = broadcast(tuple(ba), tuple(bb))
+        self.tally.macs[role] += math.prod(batch) * m * k * n
+        if not (a.public or b.public):
+            kind = matmul_kind(role)
+            self.tally.calls[(kind, CALLS[kind].signature((a.shape, b.shape)))] += 1
+        return SymTensor((*batch, m, n), a.public and b.public)
+
+    def _elementwise(self, op: str, a: SymTensor, b: SymTensor) -> SymTensor:
+        out = SymTensor(broadcast(a.shape, b.shape), a.public and b.public)
+        if not out.public:
+            self.tally.elementwise[op] += out.numel
+        return out
+
+    def add(self, a: SymTensor, b: SymTensor) -> SymTensor:
+        return self._elementwise("add_public" if a.public or b.public else "add", a, b)
+
+    def mul(self, a: SymTensor, b: SymTensor) -> SymTensor:
+        if not (a.public or b.public):
+            self.tally.calls[("mul", CALLS["mul"].signature((a.shape, b.shape)))] += 1
+        return self._elementwise("mul_public" if a.public or b.public else "mul", a, b)
+
+    def scale(self, a: SymTensor, c: float) -> SymTensor:
+        if not a.public:
+            self.tally.elementwise["mul_public"] += a.numel
+        return a
+
+    def _nonlinear(self, kind: str, x: SymTensor) -> SymTensor:
+        assert kind in NONLINEAR, kind
+        *lead, rows, cols = (1,) * max(0, 2 - len(x.shape)) + x.shape
+        self.tally.nonlinear[(kind, (rows, cols))] += math.prod(lead)
+        self.tally.calls[(kind, CALLS[kind].signature((x.shape,)))] += 1
+        return SymTensor(x.shape, x.public)
+
+    def softmax(self, x: SymTensor) -> SymTensor:
+        return self._nonlinear("softmax", x)
+
+    def layernorm(self, x: SymTensor, gain: SymTensor, bias: SymTensor) -> SymTensor:
+        return self._nonlinear("layernorm", x)
+
+    def gelu(self, x: SymTensor) -> SymTensor:
+        return self._nonlinear("gelu", x)
+
+    def relu(self, x: SymTensor) -> SymTensor:
+        return self._nonlinear("relu", x)
+
+    def split_heads(self, x: SymTensor, heads: int) -> SymTensor:
+        T, d = x.shape
+        return SymTensor((heads, T, d // heads), x.public)
+
+    def split(self, x: SymTensor, parts: int) -> list[SymTensor]:
+        *lead, n = x.shape
+        if n % parts:
+            raise ValueError(f"cannot split {x.shape} into {parts} parts")
+        return [SymTensor((*lead, n // parts), x.public) for _ in range(parts)]
+
+    def merge_heads(self, x: SymTensor) -> SymTensor:
+        H, T, dh = x.shape
+        return SymTensor((T, H * dh), x.public)
+
+    def transpose(self, x: SymTensor) -> SymTensor:
+        return SymTensor((*x.shape[:-2], x.shape[-1], x.shape[-2]), x.public)
+
+    def causal_mask(self, T: int) -> SymTensor:
+        return SymTensor((T, T), public=True)
+
+    def causal_average(self, T: int) -> SymTensor:
+        return SymTensor((T, T), public=True)
+
+    def eye(self, T: int) -> SymTensor:
+        return SymTensor((T, T), public=True)

@@ -1,0 +1,214 @@
+"""Quality records in reports: their own table, measured perplexity beside a run record's costs, and
+four figures (entropy heatmaps, heads by quarter of the maximum entropy, training curves, perplexity
+against communication).
+
+A quality record's variants are matched to a run record's by name and by every architecture field
+but the dimensions (the quality suite trains small; the run measures GPT-2 size).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from pibench.quality import QUARTERS
+from pibench.quality.training_record import dims_text
+from pibench.results.latex import escape
+from pibench.results.plots import save_figure
+
+# the tidy frame's columns of the shares of heads in each quarter (`QUARTERS`) of the maximum entropy
+QUARTER_KEYS = tuple(f"heads_share_q{i + 1}" for i in range(len(QUARTERS)))
+HEADERS = ("Network Arch.", "PPL (per byte)", "overload", "collapse", "heads by quarter of max entropy", "train s")
+
+
+def quality_frame(records: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """One row per (quality record, variant), numbers only, units in the names: perplexity per byte,
+    validation loss (nats per byte), the step a variant diverged at (NaN: it did not), the shares of
+    heads overloaded and collapsed and in each quarter of the maximum entropy, training seconds."""
+    rows = []
+    for name, record in records:
+        for v in record["variants"]:
+            q, e = v["quality"], v["quality"]["entropy"]
+            shares = list(e["quarter_shares"].values()) if e else [None] * len(QUARTERS)
+            rows.append(
+                {
+                    "suite": record["suite"]["name"],
+                    "record": name,
+                    "variant": v["name"],
+                    "label": v["label"],
+                    "val_ppl": q["val_ppl"],
+                    "val_loss_nats": q["val_loss"],
+                    "diverged_at_step": q["diverged"]["step"] if q["diverged"] else None,
+                    "overload_share": e["overload"] if e else None,
+                    "collapse_share": e["collapse"] if e else None,
+                    **dict(zip(QUARTER_KEYS, shares, strict=True)),
+                    "train_s": q["wall_s"],
+                }
+            )
+    out = pd.DataFrame(rows)
+    for key in out.columns:
+        if key not in ("suite", "record", "variant", "label"):
+            out[key] = pd.to_numeric(out[key])
+    return out
+
+
+def _cells(row: Any) -> list[str]:
+    def num(x: Any, fmt: str) -> str:
+        return "-" if pd.isna(x) else format(x, fmt)
+
+    ppl = f"diverged (step {int(row.diverged_at_step)})" if pd.notna(row.diverged_at_step) else num(row.val_ppl, ".3f")
+    shares = " ".join(num(getattr(row, k), ".2f") for k in QUARTER_KEYS)
+    overload, collapse = num(row.overload_share, ".2f"), num(row.collapse_share, ".2f")
+    return [row.label, ppl, overload, collapse, shares, f"{row.train_s:.0f}"]
+
+
+def _notes(record: dict[str, Any]) -> str:
+    return (
+        f"{record['suite']['name']} ({dims_text(record)}): {record['train']['tokens']:,} training bytes per variant "
+        f"from the Python standard library ({record['corpus']['train_bytes']:,} bytes in train, "
+        f"{record['corpus']['validation_bytes']:,} in validation); quarters {', '.join(QUARTERS)} of each head's "
+        "entropy as a share of its maximum; overload: the top quarter; collapse: the bottom quarter."
+    )
+
+
+def render_quality(records: Sequence[tuple[str, dict[str, Any]]], fmt: str) -> str:
+    """Quality records in `fmt` (table, markdown, latex, csv, json; `pibench.results.tables.FORMATS`): one table
+    per record for display formats, one tidy frame for csv and json."""
+    df = quality_frame(records)
+    if fmt == "csv":
+        return df.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        return json.dumps(json.loads(df.to_json(orient="records", double_precision=15)), indent=1, ensure_ascii=False)
+    out = []
+    for name, record in records:
+        rows = [_cells(r) for r in df[df["record"] == name].itertuples()]
+        if fmt == "latex":
+            out.append(_latex(record, rows))
+            continue
+        style = "github" if fmt == "markdown" else "simple"
+        table = tabulate(rows, headers=list(HEADERS), tablefmt=style, disable_numparse=True)
+        notes = _notes(record)
+        out.append(
+            table + ("\n\n" + notes if fmt == "markdown" else "\n" + textwrap.fill(notes, 120, subsequent_indent="  "))
+        )
+    return "\n\n".join(out)
+
+
+def _latex(record: dict[str, Any], rows: list[list[str]]) -> str:
+    spec = "l" + "r" * (len(HEADERS) - 1)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering\footnotesize\setlength{\tabcolsep}{2pt}",
+        rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+        r"\toprule",
+        " & ".join(escape(h) for h in HEADERS) + r" \\",
+        r"\midrule",
+        *(" & ".join(escape(c) for c in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{escape(_notes(record))}}}",
+        rf"\label{{tab:{escape(record['suite']['name'])}-quality}}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines)
+
+
+def quality_table(record: dict[str, Any]) -> str:
+    """The quality record as a terminal table: perplexity per byte, overload, collapse, heads by quarter."""
+    return render_quality([("", record)], "table")
+
+
+def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: Any = None) -> list[Path]:
+    """Entropy heatmaps per variant, heads by quarter side by side, training curves and, with `run` (a
+    run record's `Report` joined to this record), perplexity against communication. PNG and SVG each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{record['suite']['name']} ({dims_text(record)})"
+    trained = [v for v in record["variants"] if v["quality"]["entropy"]]
+    figures = []
+
+    cols = min(3, max(1, len(trained)))
+    rows_n = -(-len(trained) // cols) if trained else 1
+    fig, axes = plt.subplots(
+        rows_n, cols, figsize=(3.4 * cols, 2.8 * rows_n + 0.8), squeeze=False, layout="constrained"
+    )
+    image = None
+    for ax, v in zip(axes.flat, trained, strict=False):
+        frac = v["quality"]["entropy"]["per_head_fraction"]
+        image = ax.imshow(frac, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_title(v["label"], fontsize=8)
+        ax.set_xlabel("head", fontsize=7)
+        ax.set_ylabel("layer", fontsize=7)
+        ax.set_xticks(range(len(frac[0])))
+        ax.set_yticks(range(len(frac)))
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(trained) :]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="entropy / maximum (mean over query rows)")
+    fig.suptitle(f"Attention entropy per head — {title}", fontsize=9)
+    figures.append(("entropy_heatmap", fig))
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(trained) + 3), 4.2))
+    width = 0.8 / max(1, len(trained))
+    for k, v in enumerate(trained):
+        shares = list(v["quality"]["entropy"]["quarter_shares"].values())
+        ax.bar([q + (k - (len(trained) - 1) / 2) * width for q in range(4)], shares, width, label=v["label"])
+    ax.set_xticks(range(4), [f"{q}\nof max entropy" for q in QUARTERS], fontsize=7)
+    ax.set_ylabel("share of heads")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Heads by quarter of the maximum entropy — {title}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figures.append(("entropy_quarters", fig))
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for v in record["variants"]:
+        q = v["quality"]
+        curve = q["train_curve"]
+        if curve:
+            label = v["label"] + (" (diverged)" if q["diverged"] else "")
+            ax.plot([step * q["tokens_per_step"] / 1e6 for step, _ in curve], [loss for _, loss in curve], label=label)
+    ax.set_xlabel("training bytes (millions)")
+    ax.set_ylabel("cross-entropy of the step's batch (nats per byte)")
+    ax.set_title(f"Training curves — {title}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figures.append(("train_curves", fig))
+
+    if run is not None:
+        points = [(r.comm_gb, r.ppl_measured, r.arch) for r in run.rows if r.ppl_measured is not None]
+        if points:
+            fig, ax = plt.subplots(figsize=(6.4, 4.4))
+            points.sort()
+            ax.scatter([p[0] for p in points], [p[1] for p in points], color="tab:blue", zorder=3)
+            for k, (x, y, name) in enumerate(points):
+                # above when higher than the nearest neighbour in x, else below: close points stay legible
+                near = min((p for j, p in enumerate(points) if j != k), key=lambda p: abs(p[0] - x), default=None)
+                up = near is None or y >= near[1]
+                ax.annotate(name, (x, y), fontsize=7, xytext=(5, 5 if up else -11), textcoords="offset points")
+            frontier, best = [], float("inf")  # the variants no other beats on both axes
+            for x, y, _ in points:
+                if y < best:
+                    frontier.append((x, y))
+                    best = y
+            if len(frontier) > 1:
+                xs, ys = zip(*frontier, strict=True)
+                ax.step(xs, ys, where="post", linestyle="--", color="grey", linewidth=0.8, label="Pareto frontier")
+                ax.legend(fontsize=7, loc="upper right", frameon=False)
+            ax.set_xlabel(f"communication (GB, both parties; {run.label}, {run.suite})")
+            ax.set_ylabel(f"validation perplexity per byte ({dims_text(record)})")
+            ax.margins(x=0.08, y=0.12)
+            ax.set_title("Perplexity against communication (lower left is better)", fontsize=9)
+            figures.append(("ppl_vs_comm", fig))
+
+    return [path for name, fig in figures for path in save_figure(plt, fig, out_dir / f"{stem}-{name}")]

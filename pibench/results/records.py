@@ -1,0 +1,564 @@
+"""Result records: one versioned JSON file per run, with every setting that produced it.
+
+`Record` is the schema (strict: no extra keys, no NaN, no strings for numbers, no zero totals);
+`build_record` is the one place a record is made, and it validates what it makes; `read_record`
+validates what it reads, so a damaged file is "not a valid record" (exit 2), never a crash or a
+regression. `SCHEMA_VERSION` changes whenever a field does; older records are refused with the
+reason. Records are written atomically (a temporary file in the same folder, then a rename) and
+only for complete runs; a default record name is never reused (two runs in the same second get
+`-2`, `-3`, ...).
+
+A finished measurement is never lost: where its record cannot be built or validated
+(`RecordNotBuilt`) or written (`RecordNotWritten`), `keep_elsewhere` saves what was measured beside
+the record's path, else in the temporary folder, else on stdout, and the one-line error says where.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pibench.backends import BACKENDS
+from pibench.calibration.fit import predictions_for
+from pibench.models.config import FIELDS, ModelConfig
+from pibench.models.opkinds import KINDS
+from pibench.suites.analytic import suite_costs
+from pibench.suites.loader import Suite
+from pibench.util.errors import PibenchError, did_you_mean, shorten
+from pibench.util.files import RUN, expect
+from pibench.util.files import read_json as read_pibench_json
+from pibench.util.machine import environment, fingerprint, now, package_version
+
+SCHEMA_VERSION = 2
+HISTORY = {
+    1: "version 1 (before pibench's backend interface: separate Q/K/V products, CrypTen's softmax, "
+    "no error scope, no dealer traffic)",
+}
+
+UNITS = {
+    "bytes": "bytes sent by the two parties together (each byte once, both directions); 8 per ring element",
+    "rounds": "blocking exchanges (communicator calls): per operation kind the party with more of them; "
+    "the total is the sum of the kinds'",
+    "wall_s": "seconds of the forward pass, secret-sharing of weights and input excluded",
+    "comm_s": "seconds inside exchanges",
+    "wall_s_min": "the fastest of each step's repeated passes, summed like wall_s (wall_s: the median pass)",
+    "dealer": "traffic between party 0 and a trusted third party dealing triples (offline material), "
+    "bytes both ways; not in bytes",
+    "peak_rss_bytes": "peak resident memory of each party process during the variant",
+    "max_abs_error": "max |MPC output - plaintext output| over the (T, d) hidden states of what ran (error_scope)",
+}
+
+MAX_RECORD_BYTES = 64 * 2**20
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class KindTotals(_Strict):
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+    comm_s: Seconds
+
+
+class PartyCounts(_Strict):
+    sent: Count
+    received: Count
+    rounds: Count
+    comm_s: Seconds
+    wall_s: Seconds
+
+
+class StepRecord(PartyCounts):
+    step: str
+    stands_for: Positive
+    passes: Positive  # runs of the step; its seconds are the median pass's
+
+
+class Spread(_Strict):
+    """The fastest and slowest of a step's repeated passes, summed over the stack like the median."""
+
+    wall_s_min: Seconds
+    wall_s_max: Seconds
+    comm_s_min: Seconds
+    comm_s_max: Seconds
+
+
+class PartyRecord(PartyCounts, Spread):
+    rank: Count
+    role: str
+    by_kind: dict[str, PartyCounts]
+    dealer: PartyCounts
+    counters: dict[str, Count]
+    peak_rss_bytes: Count
+    steps: list[StepRecord]
+    choices: dict[str, str] = Field(default_factory=dict)  # the backend's own choices (local products per shape)
+
+
+class DealerTotals(_Strict):
+    bytes: Count
+    rounds: Count
+
+
+class Measured(Spread):
+    sampled: bool
+    repeats: Positive  # runs of each step: seconds are medians, with the spread beside
+    layers_measured: dict[str, Positive]
+    bytes: Positive
+    rounds: Positive
+    wall_s: Annotated[float, Field(gt=0)]
+    comm_s: Seconds
+    max_abs_error: Seconds | None
+    max_abs_reference: Seconds | None
+    error_scope: str
+    usable: bool
+    by_kind: dict[str, KindTotals]
+    dealer: DealerTotals | None
+    parties: list[PartyRecord] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> Measured:
+        if set(self.by_kind) != set(KINDS):
+            raise ValueError(f"by_kind must have the kinds {', '.join(KINDS)}")
+        if sum(k.bytes for k in self.by_kind.values()) != self.bytes:
+            raise ValueError("the bytes of the kinds do not add up to bytes")
+        if sum(k.rounds for k in self.by_kind.values()) != self.rounds:
+            raise ValueError("the rounds of the kinds do not add up to rounds")
+        return self
+
+
+class PredictedKind(_Strict):
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+
+
+class Predicted(_Strict):
+    bytes: Count
+    gb: Annotated[float, Field(ge=0)]
+    rounds: Count
+    wall_s: Seconds
+    minutes: dict[str, Seconds]
+    by_kind: dict[str, PredictedKind]
+    calibration: str
+    time_model: str  # "this machine", or which other machine the seconds were fitted on
+
+
+class NonlinearGroup(_Strict):
+    count: Positive
+    shape: list[Positive] = Field(min_length=2, max_length=2)
+
+
+class NonlinearEntry(_Strict):
+    count: Positive
+    shape: list[Positive] | None
+    elements: Positive
+    groups: list[NonlinearGroup] | None = None
+
+
+class Flops(_Strict):
+    ffn: Count
+    attn: Count
+    convention: str
+
+
+class Analytic(_Strict):
+    variant: str
+    label: str
+    config: dict[str, Any]
+    nonlinear: dict[str, NonlinearEntry]
+    flops: Flops
+    macs: dict[str, Count]
+    elementwise: dict[str, Count]
+
+
+class VariantRecord(_Strict):
+    name: str
+    variant: str
+    label: str
+    config: dict[str, Any]
+    analytic: Analytic
+    measured: Measured
+    predicted: Predicted | None
+
+    @field_validator("config")
+    @classmethod
+    def _a_model_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            ModelConfig(**value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(the configuration)"
+            if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+                why = f"unknown field '{field}'{did_you_mean(field, FIELDS)}"
+            else:
+                why = f"{field}: {first['msg']}"
+            raise ValueError(f"not a model configuration: {why}") from None
+        except TypeError as err:  # a key ModelConfig has no field for
+            raise ValueError(f"not a model configuration: {err}") from None
+        return value
+
+
+class SuiteInfo(_Strict):
+    name: str
+    path: str
+    description: str
+    dims: dict[str, Positive]
+    source: dict[str, Any]
+    digest: str
+
+
+class BackendInfo(_Strict):
+    name: str
+    label: str
+    protocol: str
+    version: str | None
+    settings: dict[str, Any]
+
+
+class DealerCheck(_Strict):
+    """Whole-run traffic of the dealer as each side counted it (equal when nothing is lost)."""
+
+    dealer_sent: Count
+    dealer_received: Count
+    party0_received: Count
+    party0_sent: Count
+
+
+class RunInfo(_Strict):
+    mode: Literal["local", "party"]
+    full: bool
+    seed: Count
+    ranks: dict[str, str]
+    rendezvous: str
+    network: str
+    emulated: str | None
+    project: list[str]
+    timeout_s: Annotated[float, Field(gt=0)]
+    elapsed_s: Seconds
+    accepted_unusable: bool
+    dealer: DealerCheck | None
+
+
+class Git(_Strict):
+    commit: str
+    dirty: bool
+
+
+class Environment(_Strict):
+    hostname: str
+    platform: str
+    machine: str
+    cpu_model: str
+    cpu_count: Positive
+    python: str
+    packages: dict[str, str | None]
+    git: Git | None
+    fingerprint: dict[str, Any]  # what a time model holds for (`pibench.util.machine.fingerprint`)
+
+
+class Record(_Strict):
+    schema_version: Literal[2]
+    kind: Literal["pibench.run"]
+    created: str
+    suite: SuiteInfo
+    backend: BackendInfo
+    run: RunInfo
+    environment: Environment
+    units: dict[str, str]
+    variants: list[VariantRecord] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Record:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("two variants have the same name")
+        return self
+
+
+class RecordNotBuilt(PibenchError):
+    """A completed run whose record could not be made or is not valid; `data` is what was measured
+    (the record as far as it was made), for `keep_elsewhere`."""
+
+    def __init__(self, message: str, data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class RecordNotWritten(PibenchError):
+    """A record that could not be written where asked (a full disk, a vanished folder, ...)."""
+
+
+def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    """The versioned record of a completed run, validated: suite, backend and its settings, run
+    settings (`run`: RunInfo's fields but seed and project), environment, analytic costs, measured
+    costs and, where the shipped calibration matches the settings, predicted ones. Any failure is a
+    `RecordNotBuilt` that carries the measurement."""
+    what = f"the record of suite '{suite.name}'"
+    try:
+        record = _assemble(suite, measured, run)
+    except Exception as err:  # whatever went wrong, the measurement goes with the error
+        data = {"kind": "pibench.unsaved", "suite": suite.name, "measured": list(measured), "run": run}
+        raise RecordNotBuilt(f"{what} could not be made: {type(err).__name__}: {err}", data) from err
+    try:
+        return validate_record(record, what)
+    except PibenchError as err:
+        raise RecordNotBuilt(str(err), record) from None
+
+
+def _assemble(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    backend = BACKENDS.get(suite.backend)
+    costs = suite_costs(suite)
+    predicted = predictions_for(suite.backend, suite.settings_dict, [c.tally for c in costs], suite.project)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "pibench.run",
+        "created": now(),
+        "suite": {
+            "name": suite.name,
+            "path": suite.path,
+            "description": suite.description,
+            "dims": suite.dims,
+            "source": suite.source,
+            "digest": suite.digest,
+        },
+        "backend": {
+            "name": backend.name,
+            "label": backend.label,
+            "protocol": backend.protocol,
+            "version": package_version(backend.package),
+            "settings": suite.settings_dict,
+        },
+        "run": {"seed": suite.seed, "project": [p.name for p in suite.project], **run},
+        "environment": environment() | {"fingerprint": fingerprint(suite.settings_dict)},
+        "units": UNITS,
+        "variants": [
+            {
+                "name": e.name,
+                "variant": e.variant.name,
+                "label": e.label,
+                "config": e.config.as_dict(),
+                "analytic": c.to_json(),
+                "measured": m,
+                "predicted": p,
+            }
+            for e, c, m, p in zip(suite.entries, costs, measured, predicted, strict=True)
+        ],
+    }
+
+
+def validate_record(record: Any, what: str) -> dict[str, Any]:
+    """`record` checked against the schema (and returned), or a one-line `PibenchError`."""
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if version != SCHEMA_VERSION:
+        why = (
+            HISTORY.get(version, f"schema_version {shorten(version)}")
+            if isinstance(version, int)
+            else "no schema_version"
+        )
+        raise PibenchError(
+            f"{what} is not a record this pibench reads: {why}; it reads version {SCHEMA_VERSION}; rerun the suite"
+        )
+    try:
+        Record.model_validate(record)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PibenchError(
+            f"{what} is not a valid record: {where}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
+    return record
+
+
+def default_record_path(suite_name: str, results_dir: str | Path = "results") -> Path:
+    """results/SUITE-TIME.json (`write_record(..., exclusive=True)` adds -2, -3 where it exists)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path(results_dir) / f"{suite_name}-{stamp}.json"
+
+
+def check_folder(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a folder that cannot be made or written: the path must be a folder or
+    not exist, and its nearest existing ancestor a writable folder. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PibenchError(f"{what} '{path}' is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise PibenchError(f"{what} '{path}': '{existing}' is not a writable folder")
+
+
+def check_writable(path: str | Path, force: bool = True) -> None:
+    """Refuse, before a run, a record path that cannot be written or must not be: its nearest existing
+    folder must be a writable folder; the path itself not a folder, device, FIFO or socket (records go
+    only to regular files), and, unless `force`, nothing yet (a symbolic link there is replaced by the
+    record, its target left as it is). Creates nothing."""
+    path = Path(path)
+    if len(path.name.encode()) > 255 or len(str(path).encode()) > 4000:
+        raise PibenchError(f"cannot write result record '{shorten(str(path))}': the name is too long")
+    if path.is_dir():
+        raise PibenchError(f"cannot write result record '{path}': it is a folder")
+    _not_special(path)
+    if not force and (path.exists() or path.is_symlink()):
+        raise PibenchError(f"result record '{path}' exists; --force replaces it (or name another)")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PibenchError(f"cannot write result record '{path}': '{parent}' is not a writable folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PibenchError(f"cannot write result record '{path}': permission denied")
+
+
+def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = False) -> Path:
+    """Write `record` to `path` atomically, creating its folder. With `exclusive`, an existing file is
+    never replaced: the record goes to PATH-2.json, PATH-3.json, ... instead. Returns the path written;
+    any failure is a `RecordNotWritten` and leaves no file behind."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise RecordNotWritten(f"cannot write result record '{path}': {err.strerror or err}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a record is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+        return _place(Path(tmp), path, exclusive)
+    except OSError as err:
+        raise RecordNotWritten(f"cannot write result record '{path}': {err.strerror or err}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def keep_elsewhere(path: str | Path, data: dict[str, Any], why: str) -> str:
+    """Save `data` (a measurement whose record could not go to `path`) where it can live, never over
+    another file: beside `path` as PATH.WHY.json, else in the temporary folder, else on stdout (after
+    whatever stdout holds). Returns where, for the error message."""
+    path, data = Path(path), _plain(data)
+    stem = path.name.removesuffix(".json") or "record"
+    for place in (path.with_name(f"{stem}.{why}.json"), Path(tempfile.gettempdir()) / f"pibench-{stem}.{why}.json"):
+        try:
+            return str(write_record(place, data, exclusive=True))
+        except RecordNotWritten:
+            continue
+    sys.stdout.flush()
+    print(json.dumps(data, ensure_ascii=False, allow_nan=False), flush=True)
+    return "stdout (the last line)"
+
+
+def _plain(value: Any) -> Any:
+    """`value` as strict JSON can hold it: non-finite numbers as None, other objects as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    return value if value is None or isinstance(value, str | int | bool) else str(value)
+
+
+def _not_special(path: Path) -> None:
+    """Refuse a path that is a device, FIFO or socket: a rename would replace it (as root, /dev/full)."""
+    try:
+        mode = path.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there yet (or a file above: said elsewhere)
+        return
+    except OSError as err:
+        raise RecordNotWritten(f"cannot write result record '{path}': {err.strerror or err}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise RecordNotWritten(
+            f"cannot write result record '{path}': it is not a regular file (a device, FIFO or socket); "
+            "records go only to regular files"
+        )
+
+
+def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
+    if not exclusive:
+        _not_special(path)  # checked before the run too; again here, at the last moment
+        os.replace(tmp, path)
+        return path
+    for n in range(1, 1000):
+        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.link(tmp, target)  # fails if target exists: no run overwrites another's record
+            return target
+        except FileExistsError:
+            continue
+    raise PibenchError(f"cannot write result record '{path}': 999 records of that name exist")
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Load and validate a run record; a missing, unreadable or damaged file, or a file of another kind
+    (`pibench.util.files`), is a one-line `PibenchError`."""
+    data = read_json(path)
+    expect(data, path, RUN)
+    return validate_record(data, f"record '{path}'")
+
+
+def read_json(path: str | Path) -> Any:
+    """A record file's JSON, not yet validated (its `kind` says which schema applies); a missing,
+    unreadable or oversized file, or one that is not JSON, is a one-line `PibenchError`."""
+    return read_pibench_json(path, "record", MAX_RECORD_BYTES)
+
+
+def flat_settings(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys: {"functions": {"exp_iterations": 8}} -> {"functions.exp_iterations": 8}."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        out |= flat_settings(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def _changes(a: Any, b: Any) -> list[str]:
+    fa, fb = flat_settings(a), flat_settings(b)
+    keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    return [f"{k} {fa.get(k, '-')} vs {fb.get(k, '-')}".strip() for k in keys]
+
+
+def record_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What differs between two run records, as sentences (A's value first): backend and its settings,
+    the run's own settings, the machine, and the code (commit and package versions); one sentence saying
+    so when nothing does."""
+    ea, eb = a["environment"], b["environment"]
+    git_a, git_b = ea.get("git") or {}, eb.get("git") or {}
+    parts = {
+        "Backends differ": _changes(a["backend"]["name"], b["backend"]["name"]),
+        "Backend settings differ": _changes(a["backend"]["settings"], b["backend"]["settings"]),
+        "Run settings differ": _changes(
+            {k: a["run"][k] for k in ("mode", "full", "network", "seed")} | {"repeats": _repeats(a)},
+            {k: b["run"][k] for k in ("mode", "full", "network", "seed")} | {"repeats": _repeats(b)},
+        ),
+        "Machines differ": _changes(
+            ea["fingerprint"] | {"hostname": ea["hostname"]}, eb["fingerprint"] | {"hostname": eb["hostname"]}
+        ),
+        "Code differs": _changes(
+            {"commit": git_a.get("commit", "none")[:10], "dirty": git_a.get("dirty"), **ea["packages"]},
+            {"commit": git_b.get("commit", "none")[:10], "dirty": git_b.get("dirty"), **eb["packages"]},
+        ),
+    }
+    out = [f"{what} (A vs B): {'; '.join(changes)}." for what, changes in parts.items() if changes]
+    return out or ["A and B were made with the same backend settings, run settings, machine and code."]
+
+
+def _repeats(record: dict[str, Any]) -> int:
+    return max(v["measured"]["repeats"] for v in record["variants"])

@@ -1,0 +1,2 @@
+"""Suites: the YAML files under `suites/` (a model size, the variants, backend settings, a `train:`
+section) validated into frozen, typed objects, with errors naming file, line and key."""
