@@ -169,36 +169,37 @@ def main() -> int:
         record_path = str(Path(tempfile.mkdtemp()) / "pibench_full.json")
         cmd = ["pibench", "run", str(HERE / "suites" / "crypten_direct.yaml"), "--full", "--out", record_path]
         subprocess.run(cmd, check=True)
-    record = json.loads(Path(record_path).read_text())
-    if not record["run"]["full"]:
+    from pibench.results.records import read_record  # the record as pibench reads it (typed)
+
+    record = read_record(record_path)
+    if not record.run.full:
         sys.exit(f"{record_path} is not a --full record")
     ok = True
     print(f"{'variant':<11} {'metric':<22} {'pibench':>14} {'CrypTen direct':>15} {'ratio':>8}")
-    softmax = record["backend"]["settings"]["softmax"]
-    products = record["backend"]["settings"]["local_products"]
-    for v in record["variants"]:
-        direct = measure(v["name"], softmax)
+    softmax = record.backend.settings["softmax"]
+    products = record.backend.settings["local_products"]
+    for v in record.variants:
+        direct = measure(v.name, softmax)
         for rank, d in enumerate(direct):
-            mine = v["measured"]["parties"][rank]
+            mine = v.measured.parties[rank]
             pairs = [
-                (f"party {rank} bytes", mine["sent"] + mine["received"], d["bytes"], 0.01),
-                (f"party {rank} rounds", mine["rounds"], d["rounds"], 0.01),
+                (f"party {rank} bytes", mine.sent + mine.received, d["bytes"], 0.01),
+                (f"party {rank} rounds", mine.rounds, d["rounds"], 0.01),
             ]
             for metric, a, b, tol in pairs:
                 ok &= abs(a / b - 1) <= tol
-                print(f"{v['name']:<11} {metric:<22} {a:>14} {b:>15} {a / b:>8.4f}")
-        a, b = v["measured"]["wall_s"], max(d["wall_s"] for d in direct)
-        chosen = {c for p in v["measured"]["parties"] for c in p.get("choices", {}).values()}
+                print(f"{v.name:<11} {metric:<22} {a:>14} {b:>15} {a / b:>8.4f}")
+        a, b = v.measured.wall_s, max(d["wall_s"] for d in direct)
+        chosen = {c for p in v.measured.parties for c in p.choices.values()}
         stock = products == "int64" or (products == "auto" and chosen <= {"int64"})
         if stock:  # the same int64 products as CrypTen: the same time, within 10%
             ok &= abs(a / b - 1) <= 0.10
         print(
-            f"{v['name']:<11} {'forward seconds':<22} {a:>14.1f} {b:>15.1f} {a / b:>8.4f}"
-            f"  (pibench {b / a:.2f}x as fast)"
+            f"{v.name:<11} {'forward seconds':<22} {a:>14.1f} {b:>15.1f} {a / b:>8.4f}  (pibench {b / a:.2f}x as fast)"
         )
         products_s = max(d["int64_s"] for d in direct)  # the busier party's (rank 0 also makes the triples)
         print(
-            f"{v['name']:<11} {'stock int64 matmul s':<22} {'':>14} {products_s:>15.1f} {products_s / b:>8.4f}"
+            f"{v.name:<11} {'stock int64 matmul s':<22} {'':>14} {products_s:>15.1f} {products_s / b:>8.4f}"
             f"  (local products can make it at most {b / (b - products_s):.2f}x as fast here)"
         )
     print(f"CPU: {record['environment']['fingerprint']['cpu_model']}; pibench's local products: {products}")

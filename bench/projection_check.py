@@ -12,21 +12,22 @@ checked by the arithmetic tests. Exits 1 if any projection is off by more than 1
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from pibench.counting.network import parse_profile, project_variant
+from pibench.counting.network import parse_profile
+from pibench.results.records import Record, read_record
+from pibench.results.report import projected_s
 
 HERE = Path(__file__).resolve().parent
 
 
-def run(suite: str, out: Path, *extra: str) -> dict:
+def run(suite: str, out: Path, *extra: str) -> Record:
     cmd = ["pibench", "run", suite, "--out", str(out), "--no-progress", "--full", *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+    return read_record(out)
 
 
 def main() -> int:
@@ -42,14 +43,14 @@ def main() -> int:
     for bw in args.bandwidths:
         profile = parse_profile(f"{bw},0ms")
         emu = run(args.suite, tmp / f"{bw}.json", "--emulate", profile.name)
-        for lv, ev in zip(loop["variants"], emu["variants"], strict=True):
-            predicted = project_variant(lv["measured"], profile)
-            measured = ev["measured"]["wall_s"]
+        for lv, ev in zip(loop.variants, emu.variants, strict=True):
+            predicted = projected_s(lv.measured, profile)
+            measured = ev.measured.wall_s
             ratio = predicted / measured
             ok &= abs(ratio - 1) <= 0.15
-            sent = max(p["sent"] for p in lv["measured"]["parties"]) / 1e6
-            cells = (f"{sent:.1f}", f"{lv['measured']['wall_s']:.2f}", f"{measured:.2f}", f"{predicted:.2f}")
-            print(f"{lv['name']:<12} {bw:<10} " + " ".join(f"{c:>13}" for c in (*cells, f"{ratio:.3f}")))
+            sent = max(p.sent for p in lv.measured.parties) / 1e6
+            cells = (f"{sent:.1f}", f"{lv.measured.wall_s:.2f}", f"{measured:.2f}", f"{predicted:.2f}")
+            print(f"{lv.name:<12} {bw:<10} " + " ".join(f"{c:>13}" for c in (*cells, f"{ratio:.3f}")))
     print("projection within 15% of every emulated run" if ok else "projection OFF by more than 15%")
     return 0 if ok else 1
 

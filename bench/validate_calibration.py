@@ -27,22 +27,22 @@ def main() -> int:
     ap.add_argument("--tolerance", type=float, default=0.02)
     args = ap.parse_args()
     record = read_record(args.record)
-    backend = record["backend"]["name"]
+    backend = record.backend.name
     cal = load_calibration(args.calibration) if args.calibration else shipped_calibration(backend)
-    cal.check_settings(backend, record["backend"]["settings"], f"record '{args.record}'")
+    cal.check_settings(backend, record.backend.settings, f"record '{args.record}'")
     worst = {"bytes": 0.0, "rounds": 0.0, "wall_s": 0.0}
     print(f"{'variant':<26} {'layer':>5} {'bytes measured':>15} {'predicted':>15} {'ratio':>7}", end="")
     print(f" {'rounds':>7} {'s meas.':>8} {'s pred.':>8}")
-    for v in record["variants"]:
-        cfg = ModelConfig(**v["config"])
-        parties = v["measured"]["parties"]
-        for i, step in enumerate(parties[0]["steps"]):
-            if not step["step"].startswith("layer "):
+    for v in record.variants:
+        cfg = ModelConfig(**v.config)
+        parties = v.measured.parties
+        for i, step in enumerate(parties[0].steps):
+            if not step.step.startswith("layer "):
                 continue
-            index = int(step["step"].split()[1])
-            measured = sum(p["steps"][i]["sent"] for p in parties)
-            rounds = max(p["steps"][i]["rounds"] for p in parties)
-            wall = max(p["steps"][i]["wall_s"] for p in parties)
+            index = int(step.step.split()[1])
+            measured = sum(p.steps[i].sent for p in parties)
+            rounds = max(p.steps[i].rounds for p in parties)
+            wall = max(p.steps[i].wall_s for p in parties)
             predicted = cal.predict(trace_layer(cfg, index))
             ratios = {
                 "bytes": predicted["bytes"] / measured,
@@ -52,7 +52,7 @@ def main() -> int:
             for key, r in ratios.items():
                 worst[key] = max(worst[key], abs(r - 1))
             print(
-                f"{v['name']:<26} {index:>5} {measured:>15,} {predicted['bytes']:>15,} {ratios['bytes']:>7.4f} "
+                f"{v.name:<26} {index:>5} {measured:>15,} {predicted['bytes']:>15,} {ratios['bytes']:>7.4f} "
                 f"{ratios['rounds']:>7.3f} {wall:>8.1f} {predicted['wall_s']:>8.1f}"
             )
     print(" ".join(f"largest |predicted/measured - 1| of {k}: {w:.2%}" for k, w in worst.items()))

@@ -67,7 +67,14 @@ def party_processes(run_pid: int) -> dict[int, psutil.Process]:
     return found
 
 
-def fake_measured(
+def fake_measured(gb: float, seconds: float, **options):
+    """`fake_measured_data(gb, seconds, **options)` as the `Measured` a run would record."""
+    from pibench.measuring.measured import Measured
+
+    return Measured.model_validate(fake_measured_data(gb, seconds, **options))
+
+
+def fake_measured_data(
     gb: float,
     seconds: float,
     *,
@@ -76,7 +83,7 @@ def fake_measured(
     spread: tuple[float, float] | None = None,
     repeats: int = 3,
 ) -> dict:
-    """A valid measured entry with round numbers, as a run would record it (all traffic in 'linear');
+    """A valid measurement with round numbers, as the JSON a record holds it (all traffic in 'linear');
     `spread`: the fastest and slowest passes' seconds (default: both `seconds`)."""
     from pibench.models.opkinds import KINDS
 
@@ -118,21 +125,27 @@ def fake_measured(
     }
 
 
-def fake_run(**changes: object) -> dict:
-    """The `run` section `build_record` takes, for a local loopback run."""
-    return {
-        "mode": "local",
-        "full": False,
-        "rendezvous": "tcp://127.0.0.1:1",
-        "network": "loopback",
-        "emulated": None,
-        "timeout_s": 45.0,
-        "elapsed_s": 1.0,
-        "ranks": {"0": "server", "1": "client"},
-        "dealer": None,
-        "accepted_unusable": False,
-        **changes,
-    }
+def fake_run(**changes: object):
+    """The `RunInfo` `build_record` takes, for a local loopback run."""
+    from pibench.measuring.measured import RunInfo
+
+    return RunInfo.model_validate(
+        {
+            "seed": 0,
+            "project": ["lan", "paper-wan"],
+            "mode": "local",
+            "full": False,
+            "rendezvous": "tcp://127.0.0.1:1",
+            "network": "loopback",
+            "emulated": None,
+            "timeout_s": 45.0,
+            "elapsed_s": 1.0,
+            "ranks": {"0": "server", "1": "client"},
+            "dealer": None,
+            "accepted_unusable": False,
+            **changes,
+        }
+    )
 
 
 def run_parties(

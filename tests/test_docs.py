@@ -35,10 +35,60 @@ def test_settings_tables_state_the_defaults_the_code_has():
 
 
 def test_the_gate_table_states_the_tolerances_the_code_applies():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "gate.md").read_text(encoding="utf-8")
     for name in ("wall_s", "time_savings", "max_abs_error"):
         row = next(
             ln for ln in text.splitlines() if ln.startswith(f"| `{name}`") and re.search(r"\| (lower|higher) \|", ln)
         )
         m = METRICS[name]
         assert f"{'+' if m.lower_is_better else '-'}{m.tolerance:.0%}" in row, row
+
+
+def _command_lines() -> list[tuple[str, str]]:
+    """Every `pibench ...` command line of README and docs: in code blocks (prompts and comments
+    stripped) and in inline code, with the page it is on."""
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
+        lines = [(ln, True) for block in blocks for ln in block.splitlines()]
+        # in prose, `pibench cost --predict` names a feature: its command and options must exist
+        lines += [(ln, False) for ln in re.findall(r"`(pibench [^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
+        for line, whole in lines:
+            line = re.sub(r"^\s*(\S+\$\s+)?", "", line).split("  #")[0].split(" # ")[0].strip()
+            if line.startswith("pibench ") and not line.startswith("pibench: "):
+                found.append((page.name, line if whole else f"[{line}]"))
+    return found
+
+
+def test_every_command_shown_in_readme_and_docs_parses():
+    """Each command line a page shows is one pibench parses (options, choices, values), and its
+    `--help` prints; a synopsis line (with [OPTIONS]) names only options its subcommand has."""
+    import contextlib
+    import io
+    import shlex
+
+    import pytest
+
+    from pibench.cli import SUBCOMMANDS, build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    lines = _command_lines()
+    assert len(lines) > 20 and {p for p, _ in lines} >= {"README.md", "running.md", "reports.md"}
+    for page, line in lines:
+        words = shlex.split(line.strip("[]"))[1:]
+        if "[" in line or "]" in line or "|" in line:  # a synopsis, or a mention in prose
+            command = next((w for w in words if w in SUBCOMMANDS), None)
+            assert command in SUBCOMMANDS or all(w.startswith("-") for w in words), (page, line)
+            where = subparsers[command] if command else parser
+            known = {o for a in where._actions for o in a.option_strings}
+            named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))
+            assert named <= known | {"--include"}, (page, line, named - known)
+            continue
+        for argv in (words, [*words, "--help"]):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+                build_parser().parse_args(argv)
+                raise SystemExit(0)  # parsed: the command line is one pibench takes
+            assert exit_.value.code == 0, (page, line, err.getvalue()[-300:])

@@ -131,3 +131,24 @@ def test_no_two_modules_share_a_name_and_every_folder_says_its_job():
         assert init.exists(), folder
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.split(".")[0]) > 20, f"{init} says nothing of its folder's job"
+
+
+def test_records_are_read_by_attribute_not_by_string_key():
+    """Records are typed from the party to the file (`pibench.measuring.measured`, `pibench.results.records`):
+    no module looks up a record's fields by string key (`rec["measured"]["wall_s"]` once appeared about
+    60 times across reports, gate and CLI)."""
+    import re
+
+    fields = ("measured", "variants", "analytic", "parties", "by_kind", "environment", "quality", "predicted")
+    # not records: a suite's raw YAML before validation, messages between processes, JSON being built
+    # for stdout, the calibration's running sums of a prediction
+    not_records = ("data", "event", "obj", "out", "totals")
+    pattern = re.compile(r"""(\w+)\[["'](""" + "|".join(fields) + r""")["']\]""")
+    found = [
+        f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
+        for path in PACKAGE.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for m in pattern.finditer(line)
+        if m.group(1) not in not_records
+    ]
+    assert found == []

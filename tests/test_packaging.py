@@ -23,6 +23,29 @@ def IGNORE(folder: str, names: list[str]) -> set[str]:
     return set(_ANYWHERE(folder, names)) | (top & set(names))
 
 
+PLUGIN = """
+from pibench.models.config import ModelConfig
+from pibench.models.variants import variant
+
+
+@variant("{name}", "{name}", note="ReLU in the first {blocks} FFNs")
+def _(c: ModelConfig) -> ModelConfig:
+    return c.replace(activation="relu", activation_blocks={blocks})
+"""
+PLUGIN_PROJECT = """
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "pibench-example-plugin"
+version = "0.0.1"
+
+[project.entry-points."pibench.variants"]
+example = "pibench_example_plugin"
+"""
+
+
 def test_wheel_installs_and_predicts(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
@@ -70,3 +93,30 @@ def test_wheel_installs_and_predicts(tmp_path):
     source = json.loads(run_cli("cost", suite, "--predict", "--format", "json").stdout)
     assert [v["predicted"]["bytes"] for v in installed] == [v["predicted"]["bytes"] for v in source]
     assert all(v["predicted"]["bytes"] > 0 for v in installed)
+
+    # architectures of the user's own: a file given with --include, and an installed package's entry point
+    mine = tmp_path / "my_variants.py"
+    mine.write_text(PLUGIN.format(name="sm_ln_r_half", blocks="c.L // 2"))
+    plugin = tmp_path / "plugin"
+    (plugin / "pibench_example_plugin").mkdir(parents=True)
+    (plugin / "pibench_example_plugin" / "__init__.py").write_text(PLUGIN.format(name="sm_ln_r_one", blocks="1"))
+    (plugin / "pyproject.toml").write_text(PLUGIN_PROJECT)
+    proc = subprocess.run([*build[:-1], str(plugin)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (plugin_wheel,) = wheels.glob("pibench_example_plugin-*.whl")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(plugin_wheel)]
+    assert subprocess.run(install, capture_output=True, text=True, timeout=300).returncode == 0
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("model: {L: 4, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g, sm_ln_r_half, sm_ln_r_one]\n")
+    proc = subprocess.run(
+        [str(python), "-c", code, "--include", str(mine), "cost", str(suite), "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    relu = {v["variant"]: v["nonlinear"].get("relu", {}).get("count") for v in json.loads(proc.stdout)}
+    assert relu == {"sm_ln_g": None, "sm_ln_r_half": 2, "sm_ln_r_one": 1}  # ReLU in 2 of 4 FFNs, and in 1
+    listed = subprocess.run([str(python), "-c", code, "list"], capture_output=True, text=True, timeout=120)
+    assert "from package pibench-example-plugin (pibench_example_plugin)" in listed.stdout

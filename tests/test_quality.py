@@ -76,18 +76,18 @@ def test_learning_rate_warms_up_then_decays():
 def test_training_is_deterministic_and_learns(corpus):
     cfg = VARIANTS.get("sm_ln_g").config(TINY)
     a, b = (train_variant(cfg, False, corpus, QUICK) for _ in range(2))
-    assert a["train_curve"] == b["train_curve"] and a["val_loss"] == b["val_loss"]
-    assert a["diverged"] is None and a["steps"] == 6 and a["nan_count"] == 0
-    assert a["train_curve"][-1][1] < a["train_curve"][0][1] < math.log(VOCAB) + 0.1  # it learns from ln 256
-    assert len(a["entropy"]["per_head_fraction"]) == 1 and len(a["entropy"]["per_head_fraction"][0]) == 2
+    assert a.train_curve == b.train_curve and a.val_loss == b.val_loss
+    assert a.diverged is None and a.steps == 6 and a.nan_count == 0
+    assert a.train_curve[-1][1] < a.train_curve[0][1] < math.log(VOCAB) + 0.1  # it learns from ln 256
+    assert a.entropy is not None and len(a.entropy.per_head_fraction) == 1 and len(a.entropy.per_head_fraction[0]) == 2
 
 
 def test_divergence_is_reported(corpus):
     cfg = VARIANTS.get("sm").config(TINY)
     wild = TrainSettings(tokens=16 * 4 * 30, batch=4, eval_batches=1, lr=1.0, clip=1e6, blowup=1.5, warmup=0.0)
     out = train_variant(cfg, False, corpus, wild)
-    assert out["diverged"] is not None and out["val_ppl"] is None and out["entropy"] is None
-    assert out["diverged"]["step"] < 30
+    assert out.diverged is not None and out.val_ppl is None and out.entropy is None
+    assert out.diverged.step < 30
 
 
 def test_corpus_is_split_by_file():

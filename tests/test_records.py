@@ -58,23 +58,27 @@ def test_parties_whose_kinds_differ_merge_into_a_valid_record(tmp_path):
     (total 15); party 1: softmax 7, linear 9 (total 16). The busier party per kind: 10 + 9 = 19 rounds,
     which is the total, so the kinds add up; the larger party's total (16) did not, and the record of a
     finished run was refused."""
+    from pibench.measuring.measured import PartyResult
     from pibench.results.records import build_record
 
     parties = [_party(0, {"softmax": (100, 10), "linear": (40, 5)}), _party(1, {"softmax": (70, 7), "linear": (60, 9)})]
-    merged = merge_parties(parties, full=False, L=1, roles={0: "server", 1: "client"})
-    assert merged["rounds"] == 19
-    assert (merged["by_kind"]["softmax"]["rounds"], merged["by_kind"]["linear"]["rounds"]) == (10, 9)
+    merged = merge_parties(
+        [PartyResult.model_validate(p) for p in parties], full=False, L=1, roles={0: "server", 1: "client"}
+    )
+    assert merged.rounds == 19
+    assert (merged.by_kind["softmax"].rounds, merged.by_kind["linear"].rounds) == (10, 9)
     # bytes: sent by both, each byte once: softmax 100 + 70, linear 40 + 60
-    assert merged["bytes"] == 270 and merged["by_kind"]["softmax"]["bytes"] == 170
-    assert [p["rounds"] for p in merged["parties"]] == [15, 16]  # each party's own total stays its own
+    assert merged.bytes == 270 and merged.by_kind["softmax"].bytes == 170
+    assert [p.rounds for p in merged.parties] == [15, 16]  # each party's own total stays its own
     suite = load_suite(write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g]\n"))
     record = build_record(suite, [merged], fake_run())
-    assert record["variants"][0]["measured"]["rounds"] == 19
+    assert record.variants[0].measured.rounds == 19
 
 
 def _args(out, **changes) -> argparse.Namespace:
     options = {"out": str(out), "accept_unusable": False, "format": "table", "columns": None, "baseline": None}
     options |= {"plot": None, "network": None, "predict": False, "backends": None}
+    options |= {"force": False}
     return argparse.Namespace(**(options | changes))
 
 
@@ -84,8 +88,9 @@ def test_a_measurement_whose_record_is_invalid_is_saved_beside(tmp_path, capsys)
     from pibench.cli.common import finish
 
     suite = load_suite(write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g]\n"))
-    measured = fake_measured(1.0, 10.0)
-    measured["rounds"] += 1  # 101 rounds in all, 100 in the kinds
+    good = fake_measured(1.0, 10.0)
+    # 101 rounds in all, 100 in the kinds: as a measurement that reached the record unchecked
+    measured = type(good).model_construct(**(dict(good) | {"rounds": 101}))
     out = tmp_path / "results" / "r.json"
     with pytest.raises(PibenchError) as err:
         finish(suite, [measured], fake_run(), _args(out))
@@ -124,7 +129,7 @@ def test_a_record_that_cannot_be_written_is_kept_and_the_table_still_printed(tmp
     )
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert "SM + LN + R" in capsys.readouterr().out  # the table was printed all the same
-    assert [v["name"] for v in read_record(kept)["variants"]] == ["sm_ln_g", "sm_ln_r"]
+    assert [v.name for v in read_record(kept).variants] == ["sm_ln_g", "sm_ln_r"]
 
 
 def test_with_nowhere_to_write_the_record_goes_to_stdout(tmp_path, capsys, monkeypatch):
@@ -309,7 +314,7 @@ def test_a_full_disk_keeps_the_measurement(tmp_path, capsys):
             finish(suite, [fake_measured(1.0, 10.0), fake_measured(0.5, 6.0)], fake_run(), _args(out))
         assert "No space left on device" in str(err.value) and "\n" not in str(err.value)
         kept = str(err.value).rsplit("the record is saved in ", 1)[1]
-        assert [v["name"] for v in read_record(kept)["variants"]] == ["sm_ln_g", "sm_ln_r"]
+        assert [v.name for v in read_record(kept).variants] == ["sm_ln_g", "sm_ln_r"]
         assert "SM + LN + R" in capsys.readouterr().out
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
         os.unlink(kept)

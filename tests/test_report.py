@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -12,11 +11,12 @@ import subprocess
 import pandas as pd
 import pytest
 
-from pibench.results.records import build_record, write_record
+from pibench.results.records import build_record, validate_record, write_record
 from pibench.results.report import build_report
 from pibench.results.tables import columns, render
 from pibench.suites.loader import load_suite
 from pibench.util.errors import PibenchError
+from pibench.util.machine import Git
 from tests.conftest import ROOT, fake_measured, fake_run, run_cli
 
 
@@ -213,7 +213,7 @@ def test_plots_say_what_they_show():
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "attn_matmul: attention's T×T products (Q Kᵀ, softmax·V)" in legend and not any("other" in t for t in legend)
     totals = [t.get_text() for t in ax.texts]  # the total above each bar, in MB
-    assert totals == [f"{v['measured']['bytes'] / 1e6:.2f}" for v in tiny["variants"]]
+    assert totals == [f"{v.measured.bytes / 1e6:.2f}" for v in tiny.variants]
     savings = _savings(plt, rep)
     labels = [t.get_text() for t in savings.legends[0].get_texts()]
     # no published row: no marker
@@ -226,11 +226,11 @@ def test_plots_say_what_they_show():
     from matplotlib.container import ErrorbarContainer
 
     whiskers = next(c for c in savings.axes[1].containers if isinstance(c, ErrorbarContainer))
-    base, relu = (v["measured"] for v in tiny["variants"][:2])
+    base, relu = (v.measured for v in tiny.variants[:2])
     (x, low), (_, high) = whiskers.lines[2][0].get_segments()[1]
     assert x == 1 and (low, high) == (
-        pytest.approx(base["wall_s_min"] / relu["wall_s_max"]),
-        pytest.approx(base["wall_s_max"] / relu["wall_s_min"]),
+        pytest.approx(base.wall_s_min / relu.wall_s_max),
+        pytest.approx(base.wall_s_max / relu.wall_s_min),
     )
     assert [t.get_text() for t in savings.axes[0].get_xticklabels()] == [
         "SM + LN + G",
@@ -238,7 +238,7 @@ def test_plots_say_what_they_show():
         "SM + LN + R (half)",
     ]
     # without the baseline there are no savings: nothing is drawn, rather than bars of height zero
-    without = {**tiny, "variants": [v for v in tiny["variants"] if v["name"] != "sm_ln_g"]}
+    without = tiny.model_copy(update={"variants": [v for v in tiny.variants if v.name != "sm_ln_g"]})
     empty = _savings(plt, build_report(without))
     assert [len(ax.patches) for ax in empty.axes] == [0, 0] and not empty.legends
     plt.close("all")
@@ -280,8 +280,9 @@ def test_plots_show_every_backend_the_table_shows(t128_record, tmp_path):
 
 def test_rows_never_share_a_label(t128_record):
     _, record = t128_record
-    twins = json.loads(json.dumps(record))
-    twins["variants"][1]["label"] = twins["variants"][0]["label"]  # a record made before suites told them apart
+    data = record.model_dump(mode="json")
+    data["variants"][1]["label"] = data["variants"][0]["label"]  # a record made before suites told them apart
+    twins = validate_record(data, "twins")
     arch = [r.arch for r in build_report(twins).rows]
     assert arch[:2] == ["SM + LN + G (sm_ln_g)", "SM + LN + G (sm_ln_r)"] and len(set(arch)) == len(arch)
 
@@ -375,7 +376,9 @@ def test_projection_profiles_and_emulated_records(t128_record):
     rep = build_report(record, networks=["wan", "10mbit,1s"])
     keys = [c.key for c in columns(rep)]
     assert "proj_lat_min_wan" in keys and "proj_lat_savings_10mbit_1s" in keys
-    emulated = {**record, "run": {**record["run"], "network": "paper-wan (100 Mbit/s, 80 ms RTT), emulated"}}
+    emulated = record.model_copy(
+        update={"run": record.run.model_copy(update={"network": "paper-wan (100 Mbit/s, 80 ms RTT), emulated"})}
+    )
     rep = build_report(emulated)
     assert all(v is None for r in rep.rows for v in r.projected_lat_min.values())
     assert "this run was not one" in rep.projected_by
@@ -384,7 +387,7 @@ def test_projection_profiles_and_emulated_records(t128_record):
 
 def test_no_baseline_and_unknown_format(t128_record):
     _, record = t128_record
-    without = {**record, "variants": [v for v in record["variants"] if v["name"] != "sm_ln_g"]}
+    without = record.model_copy(update={"variants": [v for v in record.variants if v.name != "sm_ln_g"]})
     rep = build_report(without)  # no sm_ln_g in the record: no savings, no error
     assert rep.baseline is None and rep.rows[0].save_comm is None
     with pytest.raises(
@@ -398,22 +401,22 @@ def test_no_baseline_and_unknown_format(t128_record):
 
 def test_old_record_is_refused_with_advice(tmp_path, t128_record):
     _, record = t128_record
-    old = write_record(tmp_path / "old.json", {**record, "schema_version": 0})
+    old = write_record(tmp_path / "old.json", record.model_dump(mode="json") | {"schema_version": 0})
     proc = run_cli("report", str(old))
     assert proc.returncode == 2
     assert proc.stderr == (
         f"pibench: error: record '{old}' is not a record this pibench reads: schema_version 0; "
         "it reads version 2; rerun the suite\n"
     )
-    v1 = write_record(tmp_path / "v1.json", {**record, "schema_version": 1})
+    v1 = write_record(tmp_path / "v1.json", record.model_dump(mode="json") | {"schema_version": 1})
     assert "version 1 (before pibench's backend interface" in run_cli("report", str(v1)).stderr
 
 
 def test_predicted_beside_measured(t128_record):
     path, record = t128_record
-    base = next(v for v in record["variants"] if v["name"] == "sm_ln_g")
+    base = record.variant("sm_ln_g")
     # the record holds the calibrated prediction next to the (here invented) measurement
-    assert base["predicted"]["bytes"] == 7_622_295_552 and base["predicted"]["rounds"] == 2052
+    assert base.predicted.bytes == 7_622_295_552 and base.predicted.rounds == 2052
     out = run_cli("report", str(path), "--predict", "--columns", "comm,predicted").stdout
     assert cells_of(out, "SM + LN + G")[:3] == ["SM + LN + G", "10.000", "7.622"]  # measured (invented), predicted
     assert "CrypTen, pred." in out and "[CrypTen, pred.]: the calibrated cost model" in out
@@ -428,7 +431,7 @@ def _smoke_record(tmp_path, name="smoke.json", **settings):
     record = build_record(suite, measured, fake_run())
     for key, value in settings.items():
         *path, last = key.split("__")
-        target = record["backend"]["settings"]
+        target = record.backend.settings
         for part in path:
             target = target[part]
         target[last] = value
@@ -459,15 +462,15 @@ def test_small_suites_show_their_units_scaled(tmp_path):
 def test_compare_names_every_difference_of_settings_machine_and_code(tmp_path):
     _, rec_a = _smoke_record(tmp_path, "a.json")
     _, rec_b = _smoke_record(tmp_path, "b.json", gelu="erf", functions__exp_iterations=4)
-    rec_a["environment"]["git"] = {"commit": "fedcba9876543210", "dirty": False}
-    rec_b["environment"]["git"] = {"commit": "0123456789abcdef", "dirty": True}
-    rec_b["environment"]["fingerprint"]["cpu_count"] = 4
-    rec_b["environment"]["packages"]["torch"] = "2.14.1"
+    rec_a.environment.git = Git(commit="fedcba9876543210", dirty=False)
+    rec_b.environment.git = Git(commit="0123456789abcdef", dirty=True)
+    rec_b.environment.fingerprint["cpu_count"] = 4
+    rec_b.environment.packages["torch"] = "2.14.1"
     a, b = write_record(tmp_path / "a.json", rec_a), write_record(tmp_path / "b.json", rec_b)
     about = " ".join(run_cli("compare", str(a), str(b)).stdout.split())
     assert "Backend settings differ (A vs B): functions.exp_iterations 8 vs 4; gelu tanh vs erf." in about
     assert "Machines differ (A vs B): cpu_count 2 vs 4." in about
-    torch = rec_a["environment"]["packages"]["torch"]
+    torch = rec_a.environment.packages["torch"]
     assert (
         f"Code differs (A vs B): commit fedcba9876 vs 0123456789; dirty False vs True; torch {torch} vs 2.14.1."
         in about

@@ -186,11 +186,12 @@ def test_settings_reach_crypten(tmp_path, all_variants):
 
 
 def test_records_of_another_schema_version_are_refused(tmp_path, all_variants):
-    from pibench.results.records import read_record, write_record
+    from pibench.results.records import read_record, validate_record, write_record
     from pibench.util.errors import PibenchError
 
     _, rec = all_variants
-    assert read_record(write_record(tmp_path / "ok.json", rec))["variants"] == rec["variants"]
+    # what the file holds reads back as the same typed record
+    assert read_record(write_record(tmp_path / "ok.json", rec)).model_dump() == validate_record(rec, "x").model_dump()
     old = write_record(tmp_path / "old.json", {**rec, "schema_version": 0})
     with pytest.raises(PibenchError, match="schema_version 0; it reads version 2; rerun the suite"):
         read_record(old)
@@ -239,8 +240,8 @@ def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
     """Three passes over three steps run as s0 s1 s2, s0 s1 s2, s0 s1 s2; later passes see the input each
     step had in the first pass; the walk goes on from the first pass's output; each step keeps its
     median pass with the fastest and slowest beside it."""
-    from pibench.measuring import party as measure
     from pibench.backends.base import StepCounts
+    from pibench.measuring import party as measure
 
     monkeypatch.setattr(measure, "_run", lambda ops, w, h, cfg, index: f"{h}>{index}")
     seconds = iter([3.0, 1.0, 5.0, 1.0, 2.0, 6.0, 2.0, 3.0, 4.0])  # pass by pass: s0 s1 s2, ...

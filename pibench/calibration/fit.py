@@ -25,17 +25,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from pibench.backends import BACKENDS
 from pibench.counting.network import NetworkProfile, project
+from pibench.measuring.measured import Count, Seconds, Strict
 from pibench.models.opkinds import CALLS
 from pibench.models.symbolic import Tally
-from pibench.util.errors import PibenchError
+from pibench.util.errors import PibenchError, validated
 from pibench.util.files import CALIBRATION, expect, read_json
-from pibench.util.machine import TIME_SETTINGS, fingerprint, same_machine
+from pibench.util.machine import TIME_SETTINGS, Machine, fingerprint, same_machine
 
 SCHEMA_VERSION = 2
+
+
+class PredictedKind(Strict):
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+
+
+class Predicted(Strict):
+    """What the calibrated model predicts for one variant (a record keeps it beside the measurement)."""
+
+    bytes: Count
+    gb: Annotated[float, Field(ge=0)]
+    rounds: Count
+    wall_s: Seconds
+    minutes: dict[str, Seconds]
+    by_kind: dict[str, PredictedKind]
+    calibration: str
+    time_model: str  # "this machine", or which other machine the seconds were fitted on
+
+
 MAX_FILE_BYTES = 16 * 2**20
 
 
@@ -44,25 +68,62 @@ def time_features(call: str, sig: tuple[int, ...], byts: float, rounds: float) -
     return [1.0, byts, rounds, float(CALLS[call].size(sig))]
 
 
+class CallModel(Strict):
+    """The fitted cost of one call kind: bytes and rounds exact (integer coefficients of
+    `Call.byte_features`; softmax tabulated per row length in `per_row_bytes` and `rounds`) or fitted
+    (`fit: nnls`, coefficients of `Call.fitted_features`); seconds always fitted (`time_features`)."""
+
+    fit: Literal["exact", "nnls"] = "exact"
+    bytes: list[int] | list[float] | None = None
+    rounds: int | list[int] | list[float]
+    per_row_bytes: list[int] | None = None
+    wall_s: list[float]
+    comm_s: list[float]
+
+
+class CalibrationFile(Strict):
+    """A calibration as `pibench calibrate` writes it."""
+
+    schema_version: Literal[2]
+    kind: Literal["pibench.calibration"]
+    backend: str
+    created: str
+    settings: dict[str, Any]
+    environment: Machine
+    fingerprint: dict[str, Any]
+    quick: bool
+    max_row_length: Annotated[int, Field(ge=1)]
+    models: dict[str, CallModel]
+    units: dict[str, str]
+
+
 @dataclass
 class Calibration:
-    """A fitted cost model; `data` is the JSON file's content."""
+    """A fitted cost model: the file's content, typed, and where it was read from."""
 
-    data: dict[str, Any]
+    file: CalibrationFile
     path: str = ""
 
     @property
     def backend(self) -> str:
-        return self.data["backend"]
+        return self.file.backend
+
+    def describe(self, impl: Any) -> str:
+        """Which backend and settings, measured when and on what: for footers of predicted columns."""
+        env = self.file.environment
+        return (
+            f"{impl.describe(self.file.settings, env.packages.get(impl.package))}, calibration '{self.path}' "
+            f"(measured {self.file.created} on {env.cpu_count} cores of {env.cpu_model})"
+        )
 
     def time_model(self, settings: dict[str, Any]) -> str:
         """Where its seconds were fitted, for a run under `settings`: "this machine", or what differs
         (another machine, or this one computing another way), with the remedy."""
         remedy = "seconds may be far off here; `pibench calibrate --quick [--suite SUITE]` refits them on this machine"
-        recorded = self.data.get("fingerprint")
+        recorded = self.file.fingerprint
         if not same_machine(recorded):
-            env = self.data.get("environment", {})
-            cpu = f"{env.get('cpu_model', 'an unnamed CPU')}, {env.get('cpu_count', '?')} cores"
+            env = self.file.environment
+            cpu = f"{env.cpu_model}, {env.cpu_count} cores"
             return f"another machine ({cpu}): {remedy}"
         here = fingerprint(settings)
         differ = [f"{k} {recorded.get(k)} there, {here[k]} here" for k in TIME_SETTINGS if recorded.get(k) != here[k]]
@@ -73,7 +134,7 @@ class Calibration:
         seconds, which `time_model` reports)."""
         if backend != self.backend:
             raise PibenchError(f"calibration '{self.path}' is of backend {self.backend}, not {backend} as {what}")
-        ours = self.data["settings"]
+        ours = self.file.settings
         diff = sorted(
             k for k in settings.keys() | ours.keys() if ours.get(k) != settings.get(k) and k not in TIME_SETTINGS
         )
@@ -85,14 +146,14 @@ class Calibration:
 
     def op(self, call: str, sig: tuple[int, ...]) -> tuple[int, int, float, float]:
         """(bytes, rounds, wall seconds, comm seconds) of one call."""
-        models = self.data["models"]
+        models = self.file.models
         if call not in models:
             raise PibenchError(f"calibration '{self.path}' has no model for '{call}'; recalibrate")
         m = models[call]
         byts, rounds = _bytes_rounds(m, call, sig, self.path)
         feats = time_features(call, sig, byts, rounds)
-        wall = sum(c * f for c, f in zip(m["wall_s"], feats, strict=True))
-        comm = sum(c * f for c, f in zip(m["comm_s"], feats, strict=True))
+        wall = sum(c * f for c, f in zip(m.wall_s, feats, strict=True))
+        comm = sum(c * f for c, f in zip(m.comm_s, feats, strict=True))
         return byts, rounds, wall, min(comm, wall)
 
     def predict(self, tally: Tally) -> dict[str, Any]:
@@ -109,37 +170,40 @@ class Calibration:
         return out
 
 
-def _bytes_rounds(m: dict[str, Any], call: str, sig: tuple[int, ...], path: str) -> tuple[int, int]:
+def _bytes_rounds(m: CallModel, call: str, sig: tuple[int, ...], path: str) -> tuple[int, int]:
     """Bytes and rounds of one call: exact models (integer coefficients, softmax tabulated), or fitted
-    ones (`"fit": "nnls"`, for backends whose traffic varies between identical runs)."""
-    if m.get("fit") == "nnls":
+    ones (`fit: nnls`, for backends whose traffic varies between identical runs)."""
+    if m.fit == "nnls":
         feats = CALLS[call].fitted_features(sig)
-        byts = sum(c * f for c, f in zip(m["bytes"], feats, strict=True))
-        return round(byts), round(sum(c * f for c, f in zip(m["rounds"], feats, strict=True)))
+        byts = sum(c * f for c, f in zip(m.bytes or [], feats, strict=True))
+        rounds = m.rounds if isinstance(m.rounds, list) else [m.rounds]
+        return round(byts), round(sum(c * f for c, f in zip(rounds, feats, strict=True)))
     features = CALLS[call].byte_features
     if features is None:  # tabulated per row length
-        n, table = sig[1], m["per_row_bytes"]
+        n, table = sig[1], m.per_row_bytes or []
         if n > len(table):
             raise PibenchError(
                 f"softmax rows of length {n} exceed the {len(table)} calibrated in '{path}'; "
                 f"run `pibench calibrate --max-row-length {n}`"
             )
-        return sig[0] * table[n - 1], m["rounds"][n - 1]
-    return sum(c * f for c, f in zip(m["bytes"], features(sig), strict=True)), m["rounds"]
+        assert isinstance(m.rounds, list)
+        return sig[0] * table[n - 1], int(m.rounds[n - 1])
+    assert isinstance(m.rounds, int)
+    return int(sum(c * f for c, f in zip(m.bytes or [], features(sig), strict=True))), m.rounds
 
 
 def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     data = read_json(path, "calibration", MAX_FILE_BYTES, f"; `pibench calibrate --out {path}` makes one")
     expect(data, path, CALIBRATION)
-    if (
-        not isinstance(data, dict)
-        or data.get("schema_version") != SCHEMA_VERSION
-        or not isinstance(data.get("backend"), str)
-        or data["backend"] not in BACKENDS
-    ):
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise PibenchError(f"calibration '{path}' is not a pibench calibration of schema {SCHEMA_VERSION}; recalibrate")
-    return Calibration(data, str(path))
+    file = validated(CalibrationFile, data, f"calibration '{path}' is not a valid calibration")
+    if file.backend not in BACKENDS:
+        raise PibenchError(
+            f"calibration '{path}' is of backend '{file.backend[:40]}', which this pibench does not have"
+        )
+    return Calibration(file, str(path))
 
 
 def shipped_calibration(backend: str) -> Calibration:
@@ -178,28 +242,33 @@ def nnls_fit(rows: list[tuple[list[float], float]]) -> list[float]:
 
 def predict_cost(
     cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = (), settings: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> Predicted:
     """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles`
     (the two parties send equal halves of the bytes)."""
-    p = cal.predict(tally)
-    minutes = {"loopback": p["wall_s"] / 60}
+    totals = cal.predict(tally)
+    minutes = {"loopback": totals["wall_s"] / 60}
     for prof in profiles:
-        minutes[prof.name] = project(p["wall_s"], p["comm_s"], p["rounds"], p["bytes"] // 2, prof) / 60
-    return {
-        "bytes": p["bytes"],
-        "gb": p["bytes"] / 1e9,
-        "rounds": p["rounds"],
-        "wall_s": p["wall_s"],
-        "minutes": minutes,
-        "by_kind": p["by_kind"],
-        "calibration": cal.path,
-        "time_model": cal.time_model(cal.data["settings"] if settings is None else settings),
-    }
+        minutes[prof.name] = (
+            project(totals["wall_s"], totals["comm_s"], totals["rounds"], totals["bytes"] // 2, prof) / 60
+        )
+    return Predicted(
+        bytes=int(totals["bytes"]),
+        gb=totals["bytes"] / 1e9,
+        rounds=int(totals["rounds"]),
+        wall_s=totals["wall_s"],
+        minutes=minutes,
+        by_kind={
+            k: PredictedKind(bytes=int(v["bytes"]), rounds=int(v["rounds"]), wall_s=v["wall_s"])
+            for k, v in totals["by_kind"].items()
+        },
+        calibration=cal.path,
+        time_model=cal.time_model(cal.file.settings if settings is None else settings),
+    )
 
 
 def predictions_for(
     backend: str, settings: dict[str, Any], tallies: Sequence[Tally], profiles: Sequence[NetworkProfile]
-) -> list[dict[str, Any] | None]:
+) -> list[Predicted | None]:
     """The shipped calibration's predictions for a run's record, where its settings match; None
     elsewhere (the record then holds no prediction, and reports show '-')."""
     try:

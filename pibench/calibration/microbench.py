@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.calibration.fit import SCHEMA_VERSION, exact_fit, nnls_fit, time_features
+from pibench.calibration.fit import SCHEMA_VERSION, CalibrationFile, exact_fit, nnls_fit, time_features
 from pibench.models.opkinds import CALLS
 from pibench.util.errors import PibenchError
 from pibench.util.files import CALIBRATION
@@ -97,11 +97,12 @@ def _exact_models(pair: OpPair, progress: Callable[[str], None]) -> dict[str, An
     for name, call in CALLS.items():
         if call.byte_features is None:
             continue
-        rows, rounds = [], set()
+        rows: list[tuple[list[int], int]] = []
+        rounds: set[int] = set()
         for sample in call.samples:
             r = pair.run(name, sample)
-            rows.append((call.byte_features(call.signature(sample)), r["bytes"]))
-            rounds.add(r["rounds"])
+            rows.append((call.byte_features(call.signature(sample)), int(r["bytes"])))
+            rounds.add(int(r["rounds"]))
         if len(rounds) != 1:
             raise PibenchError(f"the rounds of {name} vary with its shape ({sorted(rounds)}); not modelled")
         models[name] = {"bytes": exact_fit(name, rows), "rounds": rounds.pop()}
@@ -165,15 +166,15 @@ def calibrate(
     settings: Any,
     max_row_length: int = 1024,
     progress: Callable[[str], None] = print,
-    quick_from: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    quick_from: CalibrationFile | None = None,
+) -> CalibrationFile:
     """Measure and fit; returns the calibration file's content. `quick_from` (a calibration of the same
     backend and settings): keep its byte and round models and refit only the seconds on this machine."""
     pair = OpPair(backend, settings)
     try:
         if quick_from is not None:
-            models = json.loads(json.dumps(quick_from["models"]))
-            max_row_length = quick_from["max_row_length"]
+            models = {name: m.model_dump(mode="json") for name, m in quick_from.models.items()}
+            max_row_length = quick_from.max_row_length
             fitted = _fitted_models(pair, backend, progress) if BACKENDS.get(backend).count_tolerance else None
             if fitted:
                 for name, model in fitted.items():
@@ -188,16 +189,18 @@ def calibrate(
             _time_models(pair, backend, models, progress)
     finally:
         pair.close()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": CALIBRATION,
-        "backend": backend,
-        "created": now(),
-        "settings": settings_dict(settings),
-        "environment": environment(),
-        "fingerprint": fingerprint(settings_dict(settings)),
-        "quick": quick_from is not None,  # seconds refitted here over another calibration's bytes and rounds
-        "max_row_length": max_row_length,
-        "models": models,
-        "units": {"bytes": "sent by both parties", "wall_s": "seconds", "comm_s": "seconds in exchanges"},
-    }
+    return CalibrationFile.model_validate(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "kind": CALIBRATION,
+            "backend": backend,
+            "created": now(),
+            "settings": settings_dict(settings),
+            "environment": environment(),
+            "fingerprint": fingerprint(settings_dict(settings)),
+            "quick": quick_from is not None,  # seconds refitted here over another calibration's bytes and rounds
+            "max_row_length": max_row_length,
+            "models": models,
+            "units": {"bytes": "sent by both parties", "wall_s": "seconds", "comm_s": "seconds in exchanges"},
+        }
+    )

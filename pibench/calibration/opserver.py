@@ -28,7 +28,7 @@ def serve(backend_name: str, rank: int, rendezvous: Rendezvous, settings_json: s
     import torch
 
     backend = BACKENDS.get(backend_name)
-    settings = TypeAdapter(backend.settings_type).validate_python(json.loads(settings_json))
+    settings: Any = TypeAdapter(backend.settings_type).validate_python(json.loads(settings_json))
     if rank not in (0, 1):
         backend.serve_dealer(rank, rendezvous, settings, timeout_s, lambda event: None)
         return

@@ -17,6 +17,7 @@ QUICK_START = """\
 quick start:
   pibench list                                   variants and their papers' labels
   pibench cost suites/gpt2_t128.yaml             nonlinear ops and FLOPs of every variant (instant)
+  pibench --include my_variants.py cost my.yaml  the same for architectures of your own file
   pibench cost suites/gpt2_t128.yaml --format json --flops exact
   pibench cost suites/gpt2_t512.yaml --predict   predicted CrypTen bytes, rounds, minutes (instant)
   pibench run suites/gpt2_t128.yaml              the main job: every variant under CrypTen 2PC
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"pibench {__version__}")
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="register the variants of a .py file, or of every .py file of a folder (repeatable)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"pibench.cli.{name}_cmd")
@@ -73,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
+        from pibench.models.plugins import include, load_entry_points
+
+        load_entry_points()  # installed packages' variants (`pibench.variants`)
+        args.include = [str(p) for p in include(args.include)]  # and the user's own files
         return int(args.handler(args) or 0)
     except PibenchError as err:
         if debug:

@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     from pibench.calibration.microbench import calibrate
 
     progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    data = calibrate(backend, settings, args.max_row_length, progress, base.data if base else None)
+    data = calibrate(backend, settings, args.max_row_length, progress, base.file if base else None)
     path = write_record(args.out, data)
-    print(json.dumps({"calibration": str(path), "backend": backend, "settings": data["settings"]}, indent=1))
+    print(json.dumps({"calibration": str(path), "backend": backend, "settings": data.settings}, indent=1))
     return 0

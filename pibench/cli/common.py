@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from pibench.cli.report_cmd import emit_report
+from pibench.measuring.measured import Measured, RunInfo
 from pibench.results.records import (
     RecordNotBuilt,
     RecordNotWritten,
@@ -17,6 +20,7 @@ from pibench.results.records import (
     keep_elsewhere,
     write_record,
 )
+from pibench.suites.loader import Suite
 from pibench.util.errors import PibenchError, did_you_mean
 
 MAX_TIMEOUT_S = 86_400.0
@@ -96,7 +100,7 @@ def say_record(path: Path) -> None:
     print(f"record: {path}", file=sys.stderr)
 
 
-def write_or_keep(path: Path, record: dict[str, Any], unique: bool) -> tuple[Path, str | None]:
+def write_or_keep(path: Path, record: BaseModel, unique: bool) -> tuple[Path, str | None]:
     """Write `record` to `path`; where that fails, keep it elsewhere (`keep_elsewhere`) and return, with
     the path asked for, the one-line error that says where it went (to raise after the table)."""
     try:
@@ -105,7 +109,7 @@ def write_or_keep(path: Path, record: dict[str, Any], unique: bool) -> tuple[Pat
         return path, f"{err}; the record is saved in {keep_elsewhere(path, record, 'unsaved')}"
 
 
-def finish(suite: Any, measured: list[dict[str, Any]], run: dict[str, Any], args: argparse.Namespace) -> int:
+def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.Namespace) -> int:
     """Make and write the run's record, print its report, and say (exit UNUSABLE_EXIT) which outputs
     are unusable. A measurement whose record cannot be made or written is kept elsewhere
     (`keep_elsewhere`), the table is still printed where the record is valid, and the one-line error
@@ -121,12 +125,10 @@ def finish(suite: Any, measured: list[dict[str, Any]], run: dict[str, Any], args
     if lost:
         raise PibenchError(lost)
     say_record(path)
-    bad = [v for v in record["variants"] if not v["measured"]["usable"]]
+    bad = [v for v in record.variants if not v.measured.usable]
     if bad and not args.accept_unusable:
         names = ", ".join(
-            f"{v['name']} (max error {v['measured']['max_abs_error']:.3g})"
-            if v["measured"]["max_abs_error"] is not None
-            else v["name"]
+            f"{v.name} (max error {v.measured.max_abs_error:.3g})" if v.measured.max_abs_error is not None else v.name
             for v in bad
         )
         print(

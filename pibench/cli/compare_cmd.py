@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pibench.results.records import read_record, record_differences
+from pibench.results.records import Record, read_record, record_differences
 from pibench.results.report import build_report
 from pibench.results.tables import compare_frame, render_compare
 from pibench.util.errors import PibenchError
@@ -26,33 +26,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table", help="output format")
 
 
-def _about(tag: str, path: str, record: dict) -> str:
-    env, git = record["environment"], record["environment"].get("git") or {}
-    commit = git.get("commit", "")[:10] or "no git commit"
-    speed = ", ".join(
-        f"{k} {record['backend']['settings'][k]}" for k in TIME_SETTINGS if k in record["backend"]["settings"]
-    )
+def _about(tag: str, path: str, record: Record) -> str:
+    env, settings = record.environment, record.backend.settings
+    commit = env.git.commit[:10] if env.git else "no git commit"
+    speed = ", ".join(f"{k} {settings[k]}" for k in TIME_SETTINGS if k in settings)
     return (
-        f"{tag}: {path}: {record['backend']['label']} ({speed or 'CPU'}) on {env['cpu_count']} cores of "
-        f"{env.get('cpu_model', 'an unnamed CPU')}, {commit}, network {record['run']['network']}, "
-        f"{'every layer' if record['run']['full'] else 'layers sampled'}, created {record['created']}."
+        f"{tag}: {path}: {record.backend.label} ({speed or 'CPU'}) on {env.cpu_count} cores of "
+        f"{env.cpu_model}, {commit}, network {record.run.network}, "
+        f"{'every layer' if record.run.full else 'layers sampled'}, created {record.created}."
     )
 
 
-def _suite(record: dict) -> str:
-    return f"{record['suite']['name']} ({', '.join(f'{k}={v}' for k, v in record['suite']['dims'].items())})"
+def _suite(record: Record) -> str:
+    return f"{record.suite.name} ({', '.join(f'{k}={v}' for k, v in record.suite.dims.items())})"
 
 
 def main(args: argparse.Namespace) -> int:
     a, b = read_record(args.a), read_record(args.b)
-    if (a["suite"]["name"], a["suite"]["dims"]) != (b["suite"]["name"], b["suite"]["dims"]):
+    if not a.same_suite(b):
         raise PibenchError(
             f"'{args.a}' is of suite {_suite(a)}, '{args.b}' of {_suite(b)}: compare records of one suite"
         )
     ra, rb = build_report(a, args.a, args.baseline), build_report(b, args.b, args.baseline)
     about = [_about("A", args.a, a), _about("B", args.b, b), *record_differences(a, b)]
-    va, vb = ({v["name"]: v for v in r["variants"]} for r in (a, b))
-    differ = [n for n in va if n in vb and va[n]["config"] != vb[n]["config"]]
+    va, vb = ({v.name: v for v in r.variants} for r in (a, b))
+    differ = [n for n in va if n in vb and va[n].config != vb[n].config]
     if differ:
         about.append(f"Configurations differ between A and B for: {', '.join(differ)}.")
     for tag, mine, theirs in (("A", va, vb), ("B", vb, va)):

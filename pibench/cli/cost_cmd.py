@@ -7,12 +7,12 @@ import argparse
 import json
 import re
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from pibench.cli.common import add_backend_option
-from pibench.counting.cost import FLOP_CONVENTIONS
+from pibench.counting.cost import FLOP_CONVENTIONS, VariantCost
 from pibench.counting.notation import BYTE_UNITS, COST_COLUMNS, TIME_UNITS, cost_rows, nonlinear_notation, unit_for
 from pibench.models.opkinds import NONLINEAR
 from pibench.suites.analytic import suite_costs
@@ -21,6 +21,8 @@ from pibench.util.errors import PibenchError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from pibench.calibration.fit import Predicted
 
 HELP = "count nonlinear operations and FLOPs of a suite's variants (analytic, instant)"
 EPILOG = """\
@@ -49,7 +51,7 @@ def suite_header(suite: Suite) -> str:
     return f"{suite.name} ({dims})" + (f": {suite.description}" if suite.description else "")
 
 
-def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[list[dict], str]:
+def _predictions(suite: Suite, costs: list[VariantCost], args: argparse.Namespace) -> tuple[list[Predicted], str]:
     from pibench.backends import BACKENDS
     from pibench.calibration.fit import load_calibration, predict_cost, shipped_calibration
     from pibench.counting.network import parse_profile
@@ -57,32 +59,35 @@ def _predictions(suite: Suite, costs: list, args: argparse.Namespace) -> tuple[l
     profiles = [parse_profile(n) for n in args.network or []]
     cal = load_calibration(args.calibration) if args.calibration else shipped_calibration(suite.backend)
     cal.check_settings(suite.backend, suite.settings_dict, f"suite '{suite.path}'")
-    env, backend = cal.data["environment"], BACKENDS.get(suite.backend)
     about = (
-        f"predicted for {backend.describe(cal.data['settings'], env['packages'].get(backend.package))} from "
-        f"calibration '{cal.path}' (measured {cal.data['created']} on {env['cpu_count']} cores of "
-        f"{env.get('cpu_model', 'an unnamed CPU')}); bytes sent by both parties; "
+        f"predicted for {cal.describe(BACKENDS.get(suite.backend))}; bytes sent by both parties; "
         f"time model from {cal.time_model(suite.settings_dict)}"
     )
     return [predict_cost(cal, c.tally, profiles, suite.settings_dict) for c in costs], about
 
 
-def cost_frame(suite: Suite, costs: list, preds: list[dict]) -> pd.DataFrame:
+def cost_frame(suite: Suite, costs: list[VariantCost], preds: list[Predicted]) -> pd.DataFrame:
     """One row per variant, numbers as numbers, units in the names (as `pibench report --format csv`):
     operations and elements per nonlinear kind, FLOPs, and with predictions GB, rounds and minutes."""
     import pandas as pd
 
     rows = []
-    for c, p in zip(costs, preds or [None] * len(costs), strict=True):
+    predicted: list[Predicted | None] = [*preds] if preds else [None] * len(costs)
+    for c, p in zip(costs, predicted, strict=True):
         nonlinear = c.to_json()["nonlinear"]
-        row = {"suite": suite.name, "variant": c.variant, "label": c.label, "nonlinear": nonlinear_notation(c)}
+        row: dict[str, Any] = {
+            "suite": suite.name,
+            "variant": c.variant,
+            "label": c.label,
+            "nonlinear": nonlinear_notation(c),
+        }
         for kind in NONLINEAR:
             row[f"{kind}_ops"] = nonlinear.get(kind, {}).get("count", 0)
             row[f"{kind}_elements"] = nonlinear.get(kind, {}).get("elements", 0)
         row |= {"flops_ffn": c.flops_ffn, "flops_attn": c.flops_attn, "flops_convention": c.convention}
         if p:
-            row |= {"pred_comm_gb": p["gb"], "pred_rounds": p["rounds"]}
-            row |= {f"pred_lat_min_{_slug(net)}": m for net, m in p["minutes"].items()}
+            row |= {"pred_comm_gb": p.gb, "pred_rounds": p.rounds}
+            row |= {f"pred_lat_min_{_slug(net)}": m for net, m in p.minutes.items()}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -100,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     if args.format == "json":
         out = [c.to_json() for c in costs]
         for obj, p in zip(out, preds, strict=False):  # no predictions: nothing to add
-            obj["predicted"] = p
+            obj["predicted"] = p.model_dump(mode="json")
         json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return 0
@@ -109,15 +114,15 @@ def main(args: argparse.Namespace) -> int:
         return 0
     columns, rows = list(COST_COLUMNS), cost_rows(costs)
     if preds:
-        comm = unit_for((p["bytes"] for p in preds), BYTE_UNITS)
-        lat = unit_for((m * 60 for p in preds for m in p["minutes"].values()), TIME_UNITS)
+        comm = unit_for((p.bytes for p in preds), BYTE_UNITS)
+        lat = unit_for((m * 60 for p in preds for m in p.minutes.values()), TIME_UNITS)
         columns += [
             f"pred. comm ({comm.name})",
             "pred. rounds",
-            *(f"pred. lat. ({lat.name}) {n}" for n in preds[0]["minutes"]),
+            *(f"pred. lat. ({lat.name}) {n}" for n in preds[0].minutes),
         ]
         for row, p in zip(rows, preds, strict=True):
-            row += [comm.show(p["bytes"]), f"{p['rounds']:,}", *(lat.show(m * 60) for m in p["minutes"].values())]
+            row += [comm.show(p.bytes), f"{p.rounds:,}", *(lat.show(m * 60) for m in p.minutes.values())]
     print(suite_header(suite))
     print(tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True))
     print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")

@@ -20,6 +20,9 @@ def main(args: argparse.Namespace) -> int:
     for entry in VARIANTS:
         v = entry.value
         note = v.note + (" (the baseline of savings)" if v.name == BASELINE else "")
-        rows.append([v.name, v.label, note])
-    print(tabulate(rows, headers=["variant", "label", "note"], tablefmt="simple"))
+        rows.append([v.name, v.label, note, "" if v.origin.source == "built-in" else v.origin.describe()])
+    headers = ["variant", "label", "note", "from"]
+    if not any(r[3] for r in rows):  # built-in variants only
+        rows, headers = [r[:3] for r in rows], headers[:3]
+    print(tabulate(rows, headers=headers, tablefmt="simple"))
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 
 from pibench.cli.common import add_run_options, finish, refuse_late_failures
 from pibench.cli.report_cmd import add_report_options
+from pibench.measuring.measured import RunInfo
 from pibench.measuring.peers import SECRET_ENV, check_listen_host, load_secret
 from pibench.suites.loader import Suite, load_suite
 from pibench.util.errors import PibenchError
@@ -66,8 +67,12 @@ def _suite(args: argparse.Namespace) -> Suite:
         path, text, digest = given["path"], given["text"], given["digest"]
         backend, device, repeats = given["backend"], given["device"], given["repeats"]
         args.secret = str(given["secret"]).encode()
+        include = [str(p) for p in given.get("include", [])]
     except (ValueError, TypeError, KeyError):
         raise PibenchError("suite '-': stdin holds no suite as `pibench run` sends it; give a suite file") from None
+    from pibench.models.plugins import include as load_include
+
+    load_include(include)  # the user's variants, as `pibench run` loaded them
     suite = load_suite(path, text=text, backend=backend, device=device, repeats=repeats)
     if suite.digest != digest:
         raise PibenchError("the suite sent by pibench run does not match its digest")
@@ -110,7 +115,7 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
             f"--rank {args.rank}: backend {backend.name} with these settings has ranks "
             f"{', '.join(f'{r} ({role})' for r, role in roles.items())}"
         )
-    listens = [m.group(1).strip("[]") for r, m in enumerate(matches) if r == args.rank]
+    listens = [m.group(1).strip("[]") for r, m in enumerate(matches) if r == args.rank and m]
     for host in listens:  # this rank's own address: refused at once rather than after start-up
         check_listen_host(host, args.listen_on_all_interfaces)
     if args.suite != "-":
@@ -122,20 +127,22 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
     return suite, backend, roles
 
 
-def _run_info(args: argparse.Namespace, roles: dict[int, str], elapsed_s: float) -> dict[str, Any]:
+def _run_info(args: argparse.Namespace, suite: Suite, roles: dict[int, str], elapsed_s: float) -> RunInfo:
     """The record's `run` section of a party-mode run."""
-    return {
-        "mode": "party",
-        "full": args.full,
-        "rendezvous": args.rendezvous,
-        "network": "as given by --rendezvous",
-        "emulated": None,
-        "timeout_s": args.timeout,
-        "elapsed_s": round(elapsed_s, 3),
-        "ranks": {str(r): role for r, role in roles.items()},
-        "dealer": None,
-        "accepted_unusable": args.accept_unusable,
-    }
+    return RunInfo(
+        mode="party",
+        full=args.full,
+        seed=suite.seed,
+        project=[p.name for p in suite.project],
+        rendezvous=args.rendezvous,
+        network="as given by --rendezvous",
+        emulated=None,
+        timeout_s=args.timeout,
+        elapsed_s=round(elapsed_s, 3),
+        ranks={str(r): role for r, role in roles.items()},
+        dealer=None,
+        accepted_unusable=args.accept_unusable,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -144,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     suite, backend, roles = _checked(args)
     if not getattr(args, "debug", False):  # torch.distributed's C++ logs would bury our one-line errors
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
-    state = {"variant": "(start-up)", "start": time.monotonic()}
+    state: dict[str, Any] = {"variant": "(start-up)", "start": time.monotonic()}
     emit = _emitter(args, state)
     rendezvous = Rendezvous(args.rendezvous, args.listen_fd)
     from pibench.measuring.party import PartyOptions, describe_run, join_run, run_party
@@ -176,4 +183,4 @@ def main(args: argparse.Namespace) -> int:
         ) from None
     if args.events or args.rank != 0:
         return 0
-    return finish(suite, measured, _run_info(args, roles, time.monotonic() - state["start"]), args)
+    return finish(suite, measured, _run_info(args, suite, roles, time.monotonic() - float(state["start"])), args)

@@ -7,14 +7,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pibench.models.variants import BASELINE
 from pibench.quality.summary import plot_quality, render_quality
 from pibench.quality.training_record import KIND as QUALITY_KIND
-from pibench.quality.training_record import measured_ppl, validate_quality_record
+from pibench.quality.training_record import QualityRecord, measured_ppl, validate_quality_record
 from pibench.results.plots import plot
-from pibench.results.records import check_folder, read_json, validate_record
+from pibench.results.records import Record, check_folder, read_json, validate_record
 from pibench.results.records import flat_settings as _flat
 from pibench.results.report import MeasuredPpl, Report, build_report, merge_reports
 from pibench.results.tables import FORMATS, GROUPS, parse_columns, render
@@ -71,16 +70,16 @@ class _Table:
     join the table, `merge_reports`)."""
 
     name: str
-    record: dict[str, Any]
-    others: list[dict[str, Any]] = field(default_factory=list)
-    alike: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    record: Record
+    others: list[Record] = field(default_factory=list)
+    alike: list[tuple[str, Record]] = field(default_factory=list)
 
 
-def _same_suite(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["suite"]["name"] == b["suite"]["name"] and a["suite"]["dims"] == b["suite"]["dims"]
+def _same_suite(a: Record, b: Record) -> bool:
+    return a.same_suite(b)
 
 
-def _tables(records: list[tuple[str, dict[str, Any]]]) -> list[_Table]:
+def _tables(records: list[tuple[str, Record]]) -> list[_Table]:
     """Records of one suite make one table (the first given leads): under one backend with different
     settings, a row per (record, variant); under different backends, columns side by side. The rest
     one table each."""
@@ -91,11 +90,9 @@ def _tables(records: list[tuple[str, dict[str, Any]]]) -> list[_Table]:
             continue
         used.add(i)
         mates = [j for j, (_, r) in enumerate(records) if j not in used and _same_suite(rec, r)]
-        backend, settings = rec["backend"]["name"], rec["backend"]["settings"]
+        backend, settings = rec.backend.name, rec.backend.settings
         alike = [
-            j
-            for j in mates
-            if records[j][1]["backend"]["name"] == backend and records[j][1]["backend"]["settings"] != settings
+            j for j in mates if records[j][1].backend.name == backend and records[j][1].backend.settings != settings
         ]
         if alike:  # rows of several records; other backends' columns would not say whose rows they stand by
             tables.append(_Table(name, rec, alike=[records[j] for j in alike]))
@@ -103,22 +100,22 @@ def _tables(records: list[tuple[str, dict[str, Any]]]) -> list[_Table]:
             continue
         others: dict[str, int] = {}
         for j in mates:
-            others.setdefault(records[j][1]["backend"]["name"], j)
+            others.setdefault(records[j][1].backend.name, j)
         others.pop(backend, None)
         tables.append(_Table(name, rec, others=[records[j][1] for j in others.values()]))
         used |= set(others.values())
     return tables
 
 
-def _setting_tags(records: Sequence[dict[str, Any]]) -> list[str]:
+def _setting_tags(records: Sequence[Record]) -> list[str]:
     """Per record, its values of the backend settings that differ between `records` ("gelu erf")."""
-    flat = [_flat(r["backend"]["settings"]) for r in records]
+    flat = [_flat(r.backend.settings) for r in records]
     keys = sorted(k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1)
     return [", ".join(f"{k} {f.get(k, '-')}" for k in keys) for f in flat]
 
 
 def _report(table: _Table, args: argparse.Namespace, trained: MeasuredPpl | None) -> Report:
-    backends = args.backends.split(",") if args.backends else [o["backend"]["name"] for o in table.others]
+    backends = args.backends.split(",") if args.backends else [o.backend.name for o in table.others]
     lead = build_report(
         table.record, table.name, args.baseline, args.network, args.predict, table.others, backends, trained
     )
@@ -129,7 +126,7 @@ def _report(table: _Table, args: argparse.Namespace, trained: MeasuredPpl | None
 
 
 def emit_report(
-    records: list[tuple[str, dict]], args: argparse.Namespace, quality: Sequence[tuple[str, dict]] = ()
+    records: list[tuple[str, Record]], args: argparse.Namespace, quality: Sequence[tuple[str, QualityRecord]] = ()
 ) -> None:
     """Print the report of `records` ((name, record) pairs), joined with `quality` records (measured
     perplexity), and write plots, as the options say."""

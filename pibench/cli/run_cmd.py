@@ -65,5 +65,6 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             link=link,
             accept_unusable=args.accept_unusable,
+            include=args.include,
         )
     return finish(suite, measured, run, args)

@@ -60,9 +60,9 @@ def main(args: argparse.Namespace) -> int:
         bar.close()
         r = results[-1]
         said = (
-            f"diverged at step {r['diverged']['step']}: {r['diverged']['reason']}"
-            if r["diverged"]
-            else (f"val ppl {r['val_ppl']:.3f} per byte, {r['wall_s']:.0f} s")
+            f"diverged at step {r.diverged.step}: {r.diverged.reason}"
+            if r.diverged
+            else (f"val ppl {r.val_ppl:.3f} per byte, {r.wall_s:.0f} s")
         )
         print(f"{entry.name}: {said}", file=sys.stderr, flush=True)
     record = build_quality_record(suite, corpus, results)

@@ -94,10 +94,3 @@ def project(wall_s: float, comm_s: float, rounds: int, max_sent_bytes: int, prof
         return wall_s
     wire = max_sent_bytes * 8 * WIRE_OVERHEAD / profile.bandwidth_bps
     return (wall_s - comm_s) + max(comm_s, wire) + rounds * profile.rtt_s
-
-
-def project_variant(measured: dict, profile: NetworkProfile, rtt: bool = True) -> float:
-    """`project` for one variant of a loopback record; `rtt` false leaves out the rounds x RTT term
-    (for a backend whose rounds are not round trips)."""
-    max_sent = max(p["sent"] for p in measured["parties"])
-    return project(measured["wall_s"], measured["comm_s"], measured["rounds"] if rtt else 0, max_sent, profile)

@@ -4,7 +4,7 @@ a small suite shows "12.3 MB", not "0.012 GB". Machine-readable formats keep fix
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +21,13 @@ def nonlinear_notation(cost: VariantCost) -> str:
     return " ".join(_term(n.kind, n.count, n.shape) for n in cost.nonlinear) or "-"
 
 
-def nonlinear_notation_json(nonlinear: dict[str, Any]) -> str:
-    """The same notation from a record's `nonlinear` object (`VariantCost.to_json`)."""
+def nonlinear_notation_json(nonlinear: Mapping[str, Any]) -> str:
+    """The same notation from a record's `nonlinear` entries (kind -> an entry with `count`, `shape` and,
+    where a kind comes in several shapes, `groups` of count and shape)."""
     terms = []
     for kind, entry in nonlinear.items():
-        for group in entry.get("groups") or [entry]:
-            terms.append(_term(kind, group["count"], group["shape"]))
+        for group in entry.groups or [entry]:
+            terms.append(_term(kind, group.count, group.shape))
     return " ".join(terms) or "-"
 
 

@@ -89,6 +89,7 @@ class EmulatedLink:
             proc = _ip(*step, check=False)
             if proc.returncode:
                 raise PibenchError(f"could not set up the emulated link: ip {' '.join(step)}: {proc.stderr.strip()}")
+        assert self.profile.bandwidth_bps is not None  # an emulated profile has a bandwidth (`parse_profile`)
         rate = int(self.profile.bandwidth_bps)
         burst = max(32 * 1024, rate // 8 // 100)  # 10 ms worth of data, at least 32 KiB
         self.delay = self.profile.rtt_s > 0 and all(self._netem(rank) for rank in (0, 1))

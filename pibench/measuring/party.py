@@ -13,24 +13,35 @@ output's scale marks the variant unusable. Progress goes to `emit` as events.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import psutil
 import torch
 
-from pibench.backends.base import SPREAD, Backend, Emit, Rendezvous, Session, StepCounts
+from pibench.backends.base import SPREAD, Backend, Counts, Emit, Rendezvous, Session, StepCounts
 from pibench.counting.sampling import layer_sample
+from pibench.measuring.measured import (
+    DealerTotals,
+    KindTotals,
+    Measured,
+    PartyCounts,
+    PartyRecord,
+    PartyResult,
+    StepRecord,
+)
 from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
 from pibench.models.definition import input_stage, layer, layer_weight_specs
 from pibench.models.opkinds import KINDS
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.suites.loader import Suite, SuiteEntry
-from pibench.util.errors import PibenchError
+from pibench.util.errors import PibenchError, validated
 from pibench.util.procs import listening_socket
 
 # An output whose largest error exceeds this fraction of its largest magnitude is unusable: the run's
@@ -142,7 +153,7 @@ def _timed_walk(
         for i, (label, _, index) in enumerate(steps):
             if n == 0:
                 inputs.append(out)
-            y, counts = session.measure(lambda ops, w, h, index=index: _run(ops, w, h, cfg, index), weights, inputs[i])
+            y, counts = session.measure(functools.partial(_run, cfg=cfg, index=index), weights, inputs[i])
             passes[i].append(counts)
             if n == 0:
                 out = y
@@ -171,7 +182,28 @@ def error_scope(sample: dict[int, int], L: int, full: bool) -> str:
     return f"the input stage and {which} (one per layer kind) applied in turn, not all {L} layers"
 
 
-def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emit: Emit) -> dict[str, Any]:
+class _Traffic(TypedDict):
+    """Bytes sent and received (B), rounds, and seconds inside exchanges (s): record fields."""
+
+    sent: int
+    received: int
+    rounds: int
+    comm_s: float
+
+
+def _traffic(c: Counts) -> _Traffic:
+    return {"sent": c.sent, "received": c.received, "rounds": c.rounds, "comm_s": c.comm_s}
+
+
+def _counts(c: Counts) -> PartyCounts:
+    return PartyCounts(**_traffic(c), wall_s=c.wall_s)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emit: Emit) -> PartyResult:
     """This party's counts for one variant, extrapolated to the whole stack."""
     cfg, rank, seed = entry.config, opts.rank, opts.suite.seed
     sample = {i: 1 for i in range(cfg.L)} if opts.full else layer_sample(cfg)
@@ -190,83 +222,83 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         for (label, times, _), counts in zip(steps, medians, strict=True):
             total.add(counts, times)
             step_log.append(
-                {
-                    "step": label,
-                    "stands_for": times,
-                    **counts.total().to_json(),
-                    "wall_s": counts.wall_s,
-                    "passes": opts.repeats,
-                }
+                StepRecord(
+                    step=label, stands_for=times, passes=opts.repeats, **_traffic(counts.total()), wall_s=counts.wall_s
+                )
             )
         out = session.reveal(x)
     error = reference = None
-    if rank == 0:  # the reference needs the client's input: synthetic, so recomputed from its seed
+    if rank == 0 and plain_w is not None:  # the reference needs the client's input: synthetic, from its seed
         ref = _reference(entry, seed, plain_w, layers, opts.gelu)
-        error, reference = (out - ref).abs().max().item(), ref.abs().max().item()
-    return {
-        "rank": rank,
-        **total.total().to_json(),
-        "wall_s": total.wall_s,
+        error, reference = _finite((out - ref).abs().max().item()), _finite(ref.abs().max().item())
+    return PartyResult(
+        rank=rank,
+        **_traffic(total.total()),
+        wall_s=total.wall_s,
         **total.spread,
-        "by_kind": {k: c.to_json() for k, c in total.by_kind.items()},
-        "dealer": total.dealer.to_json(),
-        "counters": total.own,
-        "peak_rss_bytes": rss.peak,
-        "max_abs_error": error,
-        "max_abs_reference": reference,
-        "layers_measured": {str(i): sample[i] for i in layers},
-        "steps": step_log,
-        "choices": session.choices,
-    }
+        by_kind={k: _counts(c) for k, c in total.by_kind.items()},
+        dealer=_counts(total.dealer),
+        counters=total.own,
+        peak_rss_bytes=rss.peak,
+        max_abs_error=error,
+        max_abs_reference=reference,
+        layers_measured={str(i): sample[i] for i in layers},
+        steps=step_log,
+        choices=session.choices,
+    )
 
 
-def _merged(counts: list[dict[str, Any]]) -> dict[str, Any]:
+def _merged(counts: Sequence[PartyCounts]) -> KindTotals:
     """Both parties' counts of one operation kind as one: bytes = sent by both (each byte once, both
     directions); rounds and seconds = the larger party's (they run in lockstep)."""
-    keys = ("rounds", "wall_s", "comm_s", *(k for k in SPREAD if k in counts[0]))
-    return {"bytes": sum(c["sent"] for c in counts), **{key: max(c[key] for c in counts) for key in keys}}
+    return KindTotals(
+        bytes=sum(c.sent for c in counts),
+        rounds=max(c.rounds for c in counts),
+        wall_s=max(c.wall_s for c in counts),
+        comm_s=max(c.comm_s for c in counts),
+    )
 
 
-def _merged_totals(parties: list[dict[str, Any]], by_kind: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Both parties' totals, consistent with the merged kinds by construction: bytes are the sum of
-    the kinds' (the bytes both sent), rounds the sum of the kinds' (each kind's busier party: under SPU
-    the parties' receive counts differ kind by kind, so the busier party's total would be less than
-    what its kinds add up to); seconds the larger party's."""
-    totals = _merged(parties)
-    totals["bytes"] = sum(k["bytes"] for k in by_kind.values())
-    totals["rounds"] = sum(k["rounds"] for k in by_kind.values())
-    return totals
+PARTY_ONLY = {"layers_measured", "max_abs_error", "max_abs_reference"}  # sent by a party, merged into Measured
 
 
-def merge_parties(parties: list[dict[str, Any]], full: bool, L: int, roles: dict[int, str]) -> dict[str, Any]:
-    """One variant's measurement from both parties' results."""
-    parties = sorted(parties, key=lambda p: p["rank"])
+def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dict[int, str]) -> Measured:
+    """One variant's measurement from both parties' results. Totals are consistent with the merged kinds
+    by construction: bytes the sum of the kinds' (the bytes both sent), rounds the sum of the kinds'
+    (each kind's busier party: under SPU the parties' receive counts differ kind by kind, so the busier
+    party's total would be less than what its kinds add up to); seconds the larger party's."""
+    parties = sorted(parties, key=lambda p: p.rank)
     first = parties[0]
-    error, reference = first["max_abs_error"], first["max_abs_reference"]
-    usable = error is not None and error == error and error <= USABLE_RELATIVE_ERROR * max(reference, 1e-12)
-    dealer = [p["dealer"] for p in parties]
-    by_kind = {kind: _merged([p["by_kind"][kind] for p in parties]) for kind in KINDS}
-    return {
-        "sampled": not full,
-        "repeats": first["steps"][0]["passes"],
-        "layers_measured": first["layers_measured"],
-        **_merged_totals(parties, by_kind),
-        "max_abs_error": error if error == error and error not in (float("inf"),) else None,
-        "max_abs_reference": reference,
-        "error_scope": error_scope({int(k): v for k, v in first["layers_measured"].items()}, L, full),
-        "usable": usable,
-        "by_kind": by_kind,
-        "dealer": {"bytes": sum(d["sent"] + d["received"] for d in dealer), "rounds": max(d["rounds"] for d in dealer)}
-        if any(d["rounds"] for d in dealer)
+    error, reference = first.max_abs_error, first.max_abs_reference
+    usable = error is not None and reference is not None and error <= USABLE_RELATIVE_ERROR * max(reference, 1e-12)
+    by_kind = {kind: _merged([p.by_kind[kind] for p in parties]) for kind in KINDS}
+    dealt = any(p.dealer.rounds for p in parties)
+    return Measured(
+        sampled=not full,
+        repeats=first.steps[0].passes,
+        layers_measured=first.layers_measured,
+        bytes=sum(k.bytes for k in by_kind.values()),
+        rounds=sum(k.rounds for k in by_kind.values()),
+        wall_s=max(p.wall_s for p in parties),
+        comm_s=max(p.comm_s for p in parties),
+        **{key: max(getattr(p, key) for p in parties) for key in SPREAD},
+        max_abs_error=error,
+        max_abs_reference=reference,
+        error_scope=error_scope({int(k): v for k, v in first.layers_measured.items()}, L, full),
+        usable=usable,
+        by_kind=by_kind,
+        dealer=DealerTotals(
+            bytes=sum(p.dealer.sent + p.dealer.received for p in parties), rounds=max(p.dealer.rounds for p in parties)
+        )
+        if dealt
         else None,
-        "parties": [
-            {
-                "role": roles[p["rank"]],
-                **{k: v for k, v in p.items() if k not in ("layers_measured", "max_abs_error", "max_abs_reference")},
-            }
+        parties=[
+            PartyRecord(
+                role=roles[p.rank], **p.model_dump(exclude={"layers_measured", "max_abs_error", "max_abs_reference"})
+            )
             for p in parties
         ],
-    }
+    )
 
 
 def _ticker(emit: Emit, every_s: float = 2.0) -> Callable[[], None]:
@@ -328,11 +360,11 @@ def join_run(backend: Backend, opts: PartyOptions, describe: dict[str, Any]) -> 
     if listed:
         check_listen_host(listed[0], opts.allow_wildcard)
     try:
-        address, listener = backend.announce(rank, own, listed)
+        address, transport_listener = backend.announce(rank, own, listed)
     except OSError as err:
         raise PibenchError(f"party {rank} ({roles[rank]}) cannot listen on {own}: {err.strerror or err}") from None
     announced = peers.exchange(address, among=tuple(sorted(roles)))
-    return peers, backend.transport(announced, listener)
+    return peers, backend.transport(announced, transport_listener)
 
 
 def _doing(event: dict[str, Any]) -> str | None:
@@ -347,7 +379,12 @@ def _doing(event: dict[str, Any]) -> str | None:
     return None
 
 
-def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str, Any]]:
+def _party_result(obj: Any, rank: int, peers: Peers) -> PartyResult:
+    """A party's results as the other sent them: validated, or a one-line error naming it."""
+    return validated(PartyResult, obj, f"{peers.name(rank)} sent results that are not valid")
+
+
+def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[Measured]:
     """Run every variant of the suite as party `opts.rank`; returns the merged measurements."""
     settings = opts.suite.settings
     opts = dataclasses.replace(
@@ -359,11 +396,13 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str
     backend.load()
     peers, transport = join_run(backend, opts, describe_run(opts.suite, opts.full, opts.repeats))
     peers.doing = "joining the backend"
-    inner = emit
+    report = emit
 
-    def emit(event: dict[str, Any]) -> None:
+    def emit_and_note(event: dict[str, Any]) -> None:  # what a party reports, its heartbeats say too
         peers.doing = _doing(event) or peers.doing
-        inner(event)
+        report(event)
+
+    emit = emit_and_note
 
     try:
         session = backend.session(
@@ -383,9 +422,12 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[dict[str
             warm = backend.warm_up == "variant" or n == 0
             mine = measure_variant(session, dataclasses.replace(opts, warm_up=warm), entry, emit)
             peers.doing = f"exchanging the results of variant '{entry.name}'"
-            merged = merge_parties(peers.exchange(mine), opts.full, entry.config.L, roles)
+            theirs = [
+                _party_result(obj, r, peers) for r, obj in enumerate(peers.exchange(mine.model_dump(mode="json")))
+            ]
+            merged = merge_parties(theirs, opts.full, entry.config.L, roles)
             measured.append(merged)
-            emit({"event": "result", "variant": entry.name, "measured": merged})
+            emit({"event": "result", "variant": entry.name, "measured": merged.model_dump(mode="json")})
         peers.doing = "finishing"
     finally:
         stop.set()

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +31,11 @@ import psutil
 from pibench.backends import BACKENDS
 from pibench.counting.sampling import layer_sample
 from pibench.measuring.emulate import EmulatedLink
+from pibench.measuring.measured import DealerCheck, Measured, RunInfo
 from pibench.measuring.peers import STARTUP_GRACE_S, new_secret
 from pibench.models.definition import layer_weight_specs
 from pibench.suites.loader import Suite
-from pibench.util.errors import PibenchError
+from pibench.util.errors import PibenchError, validated
 from pibench.util.procs import die_with_parent, kill_tree, listening_socket
 from pibench.util.progress import Progress
 
@@ -106,8 +108,11 @@ def _read_stderr(party: _Party) -> None:
 class _Parties:
     """The running party processes of one run."""
 
-    def __init__(self, suite: Suite, full: bool, timeout_s: float, link: EmulatedLink | None) -> None:
+    def __init__(
+        self, suite: Suite, full: bool, timeout_s: float, link: EmulatedLink | None, include: Sequence[str] = ()
+    ) -> None:
         self.suite, self.full, self.timeout_s, self.link = suite, full, timeout_s, link
+        self.include = list(include)  # files of the user's own variants, which the parties load too
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.parties: dict[int, _Party] = {}
         self.threads: list[threading.Thread] = []
@@ -131,6 +136,7 @@ class _Parties:
                 "device": getattr(suite.settings, "device", None),
                 "repeats": suite.repeats,
                 "secret": new_secret().decode(),  # this run's, on the parties' stdin only
+                "include": self.include,
             }
         )
         try:
@@ -227,7 +233,7 @@ class _Progress:
         total = passes * sum(1 + (e.config.L if full else len(layer_sample(e.config))) for e in suite.entries)
         self.bar = Progress(total, "step", show)
         self.parties, self.current = parties, "(start-up)"
-        self.measured: dict[str, dict[str, Any]] = {}
+        self.measured: dict[str, Measured] = {}
         self.dealer: dict[str, dict[str, int]] = {}
 
     def handle(self, rank: int, event: dict[str, Any]) -> None:
@@ -244,20 +250,25 @@ class _Progress:
         elif kind == "step" and rank == 0:
             self.bar.advance(1)
         elif kind == "result" and rank == 0:
-            self.measured[event["variant"]] = event["measured"]
+            self.measured[event["variant"]] = _measured(event["measured"])
         elif kind in ("dealer", "dealer_lifetime"):
             self.dealer[kind] = event["counts"]
 
-    def dealer_check(self) -> dict[str, int] | None:
+    def dealer_check(self) -> DealerCheck | None:
         if not self.dealer:
             return None
         mine, theirs = self.dealer.get("dealer_lifetime", {}), self.dealer.get("dealer", {})
-        return {
-            "dealer_sent": theirs.get("sent", 0),
-            "dealer_received": theirs.get("received", 0),
-            "party0_received": mine.get("received", 0),
-            "party0_sent": mine.get("sent", 0),
-        }
+        return DealerCheck(
+            dealer_sent=theirs.get("sent", 0),
+            dealer_received=theirs.get("received", 0),
+            party0_received=mine.get("received", 0),
+            party0_sent=mine.get("sent", 0),
+        )
+
+
+def _measured(data: Any) -> Measured:
+    """A variant's measurement as rank 0 reported it (JSON), typed; one line if it is not one."""
+    return validated(Measured, data, "party 0 reported a measurement that is not valid")
 
 
 def _follow(parties: _Parties, progress: _Progress) -> None:
@@ -283,13 +294,14 @@ def run_local(
     progress: bool = True,
     link: EmulatedLink | None = None,
     accept_unusable: bool = False,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    include: Sequence[str] = (),
+) -> tuple[list[Measured], RunInfo]:
     """Run `suite` with every party on this machine (loopback, or the two namespaces of an emulated
     `link`); returns each variant's merged measurement and the run's settings (the record's `run`),
     from which `pibench.results.records.build_record` makes the record."""
     BACKENDS.get(suite.backend).check(suite.settings, emulated=link is not None)
     started = time.monotonic()
-    parties = _Parties(suite, full, timeout_s, link)
+    parties = _Parties(suite, full, timeout_s, link, include)
     watch = _Progress(suite, full, progress, parties)
     try:
         rendezvous = parties.start()
@@ -300,18 +312,17 @@ def run_local(
     missing = [e.name for e in suite.entries if e.name not in watch.measured]
     if missing:
         raise PibenchError(f"the parties ended without measuring {', '.join(missing)}; no record written")
-    return (
-        [watch.measured[e.name] for e in suite.entries],
-        {
-            "mode": "local",
-            "full": full,
-            "rendezvous": rendezvous,
-            "network": link.describe() if link else "loopback",
-            "emulated": link.profile.name if link else None,
-            "timeout_s": timeout_s,
-            "elapsed_s": round(time.monotonic() - started, 3),
-            "ranks": {str(r): p.role for r, p in parties.parties.items()},
-            "dealer": watch.dealer_check(),
-            "accepted_unusable": accept_unusable,
-        },
+    return [watch.measured[e.name] for e in suite.entries], RunInfo(
+        mode="local",
+        full=full,
+        seed=suite.seed,
+        project=[p.name for p in suite.project],
+        rendezvous=rendezvous,
+        network=link.describe() if link else "loopback",
+        emulated=link.profile.name if link else None,
+        timeout_s=timeout_s,
+        elapsed_s=round(time.monotonic() - started, 3),
+        ranks={str(r): p.role for r, p in parties.parties.items()},
+        dealer=watch.dealer_check(),
+        accepted_unusable=accept_unusable,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.dataclasses import dataclass
@@ -45,16 +45,16 @@ class ModelConfig:
     bias:       linear layers carry a bias vector, as in GPT-2.
     """
 
-    L: int = Field(12, ge=1)
-    H: int = Field(12, ge=1)
-    d: int = Field(768, ge=1)
-    T: int = Field(128, ge=1)
+    L: int = Field(default=12, ge=1)
+    H: int = Field(default=12, ge=1)
+    d: int = Field(default=768, ge=1)
+    T: int = Field(default=128, ge=1)
     attention: Attention = "softmax"
     norm: Norm = "pre_ln"
     activation: Activation = "gelu"
     ffn: FFNForm = "standard"
-    ffn_blocks_kept: int | None = Field(None, ge=0)
-    activation_blocks: int | None = Field(None, ge=0)
+    ffn_blocks_kept: int | None = Field(default=None, ge=0)
+    activation_blocks: int | None = Field(default=None, ge=0)
     ffn_weight_param: WeightParam = "none"
     bias: bool = True
 
@@ -102,7 +102,7 @@ class ModelConfig:
         kept = self.L if self.activation_blocks is None else self.activation_blocks
         return self.activation if layer < kept else "identity"
 
-    def replace(self, **changes: object) -> ModelConfig:
+    def replace(self, **changes: Any) -> ModelConfig:
         """A copy with `changes` applied and validated."""
         return dataclasses.replace(self, **changes)
 

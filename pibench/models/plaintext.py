@@ -122,7 +122,7 @@ class TorchModel(nn.Module):
                     value /= math.sqrt(2 * cfg.L)
             else:
                 value = (torch.ones if spec.init == "ones" else torch.zeros)(spec.shape)
-            holder = _Weight(value)
+            holder: nn.Module = _Weight(value)
             if ".ffn." in name and name.endswith(".w") and cfg.ffn_weight_param != "none":
                 if cfg.ffn_weight_param == "weight_norm":
                     holder = parametrizations.weight_norm(holder, dim=1)  # g per output column
@@ -132,7 +132,7 @@ class TorchModel(nn.Module):
 
     def effective_weights(self) -> dict[str, Tensor]:
         """Plain weight tensors by name, reparametrisations applied (what inference uses)."""
-        return {name: holder.weight for name, holder in zip(self.names, self.weights, strict=True)}
+        return {name: holder.weight for name, holder in zip(self.names, self.weights, strict=True)}  # type: ignore[misc]
 
     def forward(self, x: Tensor) -> Tensor:
         return forward(self.ops, self.effective_weights(), x, self.cfg)

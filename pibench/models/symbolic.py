@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from pibench.models.opkinds import CALLS, NONLINEAR, broadcast, matmul_kind
 from pibench.models.ops import MATMUL_ROLES, Ops
@@ -48,12 +49,13 @@ class Tally:
 
     def add(self, other: Tally, times: int = 1) -> None:
         """Add `times` copies of `other` (a layer kind standing for `times` layers)."""
-        for mine, theirs in (
+        pairs: tuple[tuple[Counter[Any], Counter[Any]], ...] = (
             (self.macs, other.macs),
             (self.nonlinear, other.nonlinear),
             (self.elementwise, other.elementwise),
             (self.calls, other.calls),
-        ):
+        )
+        for mine, theirs in pairs:
             for key, n in theirs.items():
                 mine[key] += n * times
 

@@ -1,7 +1,9 @@
 """The registry of model variants: every architecture of the papers and the seed's ablations.
 
 A variant is a function from a suite's dimensions (a `ModelConfig` with only L, H, d, T set) to the
-variant's full config. To add your own, add one decorated block here:
+variant's full config. To add your own, write one decorated block in a file of your own and give it to
+pibench with `pibench --include FILE ...` (or ship it in a package's `pibench.variants` entry point;
+`pibench.models.plugins`):
 
     @variant("sm_ln_r_half", "SM + LN + R/-", note="ReLU in the first half of the FFNs, none after")
     def _(c: ModelConfig) -> ModelConfig:
@@ -13,16 +15,54 @@ that describe this variant.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
-from pibench.models.config import DIMENSIONS, ModelConfig
+from pibench.models.config import ModelConfig
 from pibench.models.registry import Registry
 from pibench.util.errors import PibenchError
 
 Build = Callable[[ModelConfig], ModelConfig]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a variant's code comes from: pibench itself, a file given with --include (with its
+    SHA-256), or an installed package's entry point."""
+
+    source: str  # "built-in", "include" or "entry point"
+    module: str
+    file: str | None = None
+    sha256: str | None = None
+    distribution: str | None = None
+
+    def describe(self) -> str:
+        if self.source == "include":
+            return f"from {self.file}"
+        if self.source == "entry point":
+            return f"from package {self.distribution} ({self.module})"
+        return "built into pibench"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+BUILT_IN = Origin("built-in", __name__)
+_loading = [BUILT_IN]  # the origin of variants registered now (`loading_from`)
+
+
+@contextlib.contextmanager
+def loading_from(origin: Origin) -> Iterator[None]:
+    """While inside, `@variant` records `origin` as the variants' source."""
+    _loading.append(origin)
+    try:
+        yield
+    finally:
+        _loading.pop()
 
 
 @dataclass(frozen=True)
@@ -33,14 +73,17 @@ class Variant:
     paper_labels: tuple[str, ...] = ()
     note: str = ""
     ereg: bool = False  # trained with the entropy regulariser (`pibench.quality.ereg`); no inference cost
+    origin: Origin = BUILT_IN
 
     def config(self, dims: Mapping[str, int], overrides: Mapping[str, object] | None = None) -> ModelConfig:
         """This variant at `dims` {L, H, d, T}, with suite `overrides` of architecture fields."""
-        cfg = self.build(ModelConfig(**{k: dims[k] for k in DIMENSIONS}))
+        cfg = self.build(ModelConfig(L=dims["L"], H=dims["H"], d=dims["d"], T=dims["T"]))
         return cfg.replace(**overrides) if overrides else cfg
 
 
-VARIANTS: Registry[Variant] = Registry("variant", listing="`pibench list` shows the variants")
+VARIANTS: Registry[Variant] = Registry(
+    "variant", listing="`pibench list` shows the variants; one of your own file: `pibench --include FILE ...`"
+)
 BASELINE = "sm_ln_g"
 
 
@@ -51,7 +94,14 @@ def variant(
     with the entropy regulariser)."""
 
     def deco(build: Build) -> Build:
-        VARIANTS.add(name, Variant(name, label, build, paper_labels, note, ereg))
+        origin = _loading[-1]
+        if name in VARIANTS:
+            there = VARIANTS.get(name).origin
+            mine = "" if origin.source == "built-in" else f" {origin.describe()}"
+            raise PibenchError(
+                f"variant '{name}'{mine} clashes with the variant of that name {there.describe()}; choose another name"
+            )
+        VARIANTS.add(name, Variant(name, label, build, paper_labels, note, ereg, origin))
         return build
 
     return deco

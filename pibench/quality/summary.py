@@ -18,37 +18,38 @@ import pandas as pd
 from tabulate import tabulate
 
 from pibench.quality import QUARTERS
-from pibench.quality.training_record import dims_text
+from pibench.quality.training_record import QualityRecord
 from pibench.results.latex import escape
 from pibench.results.plots import save_figure
+from pibench.results.report import Report
 
 # the tidy frame's columns of the shares of heads in each quarter (`QUARTERS`) of the maximum entropy
 QUARTER_KEYS = tuple(f"heads_share_q{i + 1}" for i in range(len(QUARTERS)))
 HEADERS = ("Network Arch.", "PPL (per byte)", "overload", "collapse", "heads by quarter of max entropy", "train s")
 
 
-def quality_frame(records: Sequence[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+def quality_frame(records: Sequence[tuple[str, QualityRecord]]) -> pd.DataFrame:
     """One row per (quality record, variant), numbers only, units in the names: perplexity per byte,
     validation loss (nats per byte), the step a variant diverged at (NaN: it did not), the shares of
     heads overloaded and collapsed and in each quarter of the maximum entropy, training seconds."""
     rows = []
     for name, record in records:
-        for v in record["variants"]:
-            q, e = v["quality"], v["quality"]["entropy"]
-            shares = list(e["quarter_shares"].values()) if e else [None] * len(QUARTERS)
+        for v in record.variants:
+            q, e = v.quality, v.quality.entropy
+            shares: list[float | None] = list(e.quarter_shares.values()) if e else [None] * len(QUARTERS)
             rows.append(
                 {
-                    "suite": record["suite"]["name"],
+                    "suite": record.suite.name,
                     "record": name,
-                    "variant": v["name"],
-                    "label": v["label"],
-                    "val_ppl": q["val_ppl"],
-                    "val_loss_nats": q["val_loss"],
-                    "diverged_at_step": q["diverged"]["step"] if q["diverged"] else None,
-                    "overload_share": e["overload"] if e else None,
-                    "collapse_share": e["collapse"] if e else None,
+                    "variant": v.name,
+                    "label": v.label,
+                    "val_ppl": q.val_ppl,
+                    "val_loss_nats": q.val_loss,
+                    "diverged_at_step": q.diverged.step if q.diverged else None,
+                    "overload_share": e.overload if e else None,
+                    "collapse_share": e.collapse if e else None,
                     **dict(zip(QUARTER_KEYS, shares, strict=True)),
-                    "train_s": q["wall_s"],
+                    "train_s": q.wall_s,
                 }
             )
     out = pd.DataFrame(rows)
@@ -68,16 +69,16 @@ def _cells(row: Any) -> list[str]:
     return [row.label, ppl, overload, collapse, shares, f"{row.train_s:.0f}"]
 
 
-def _notes(record: dict[str, Any]) -> str:
+def _notes(record: QualityRecord) -> str:
     return (
-        f"{record['suite']['name']} ({dims_text(record)}): {record['train']['tokens']:,} training bytes per variant "
-        f"from the Python standard library ({record['corpus']['train_bytes']:,} bytes in train, "
-        f"{record['corpus']['validation_bytes']:,} in validation); quarters {', '.join(QUARTERS)} of each head's "
+        f"{record.suite.name} ({record.dims_text}): {record.train.tokens:,} training bytes per variant "
+        f"from the Python standard library ({record.corpus.train_bytes:,} bytes in train, "
+        f"{record.corpus.validation_bytes:,} in validation); quarters {', '.join(QUARTERS)} of each head's "
         "entropy as a share of its maximum; overload: the top quarter; collapse: the bottom quarter."
     )
 
 
-def render_quality(records: Sequence[tuple[str, dict[str, Any]]], fmt: str) -> str:
+def render_quality(records: Sequence[tuple[str, QualityRecord]], fmt: str) -> str:
     """Quality records in `fmt` (table, markdown, latex, csv, json; `pibench.results.tables.FORMATS`): one table
     per record for display formats, one tidy frame for csv and json."""
     df = quality_frame(records)
@@ -100,7 +101,7 @@ def render_quality(records: Sequence[tuple[str, dict[str, Any]]], fmt: str) -> s
     return "\n\n".join(out)
 
 
-def _latex(record: dict[str, Any], rows: list[list[str]]) -> str:
+def _latex(record: QualityRecord, rows: list[list[str]]) -> str:
     spec = "l" + "r" * (len(HEADERS) - 1)
     lines = [
         r"\begin{table}[t]",
@@ -113,18 +114,18 @@ def _latex(record: dict[str, Any], rows: list[list[str]]) -> str:
         r"\bottomrule",
         r"\end{tabular}",
         rf"\caption{{{escape(_notes(record))}}}",
-        rf"\label{{tab:{escape(record['suite']['name'])}-quality}}",
+        rf"\label{{tab:{escape(record.suite.name)}-quality}}",
         r"\end{table}",
     ]
     return "\n".join(lines)
 
 
-def quality_table(record: dict[str, Any]) -> str:
+def quality_table(record: QualityRecord) -> str:
     """The quality record as a terminal table: perplexity per byte, overload, collapse, heads by quarter."""
     return render_quality([("", record)], "table")
 
 
-def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: Any = None) -> list[Path]:
+def plot_quality(record: QualityRecord, out_dir: str | Path, stem: str, run: Report | None = None) -> list[Path]:
     """Entropy heatmaps per variant, heads by quarter side by side, training curves and, with `run` (a
     run record's `Report` joined to this record), perplexity against communication. PNG and SVG each."""
     import matplotlib
@@ -134,8 +135,8 @@ def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: An
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    title = f"{record['suite']['name']} ({dims_text(record)})"
-    trained = [v for v in record["variants"] if v["quality"]["entropy"]]
+    title = f"{record.suite.name} ({record.dims_text})"
+    trained = [(v, v.quality.entropy) for v in record.variants if v.quality.entropy]
     figures = []
 
     cols = min(3, max(1, len(trained)))
@@ -144,10 +145,10 @@ def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: An
         rows_n, cols, figsize=(3.4 * cols, 2.8 * rows_n + 0.8), squeeze=False, layout="constrained"
     )
     image = None
-    for ax, v in zip(axes.flat, trained, strict=False):
-        frac = v["quality"]["entropy"]["per_head_fraction"]
+    for ax, (v, e) in zip(axes.flat, trained, strict=False):
+        frac = e.per_head_fraction
         image = ax.imshow(frac, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_title(v["label"], fontsize=8)
+        ax.set_title(v.label, fontsize=8)
         ax.set_xlabel("head", fontsize=7)
         ax.set_ylabel("layer", fontsize=7)
         ax.set_xticks(range(len(frac[0])))
@@ -162,9 +163,9 @@ def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: An
 
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(trained) + 3), 4.2))
     width = 0.8 / max(1, len(trained))
-    for k, v in enumerate(trained):
-        shares = list(v["quality"]["entropy"]["quarter_shares"].values())
-        ax.bar([q + (k - (len(trained) - 1) / 2) * width for q in range(4)], shares, width, label=v["label"])
+    for k, (v, e) in enumerate(trained):
+        shares = list(e.quarter_shares.values())
+        ax.bar([q + (k - (len(trained) - 1) / 2) * width for q in range(4)], shares, width, label=v.label)
     ax.set_xticks(range(4), [f"{q}\nof max entropy" for q in QUARTERS], fontsize=7)
     ax.set_ylabel("share of heads")
     ax.set_ylim(0, 1.05)
@@ -173,12 +174,12 @@ def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: An
     figures.append(("entropy_quarters", fig))
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for v in record["variants"]:
-        q = v["quality"]
-        curve = q["train_curve"]
+    for v in record.variants:
+        q = v.quality
+        curve = q.train_curve
         if curve:
-            label = v["label"] + (" (diverged)" if q["diverged"] else "")
-            ax.plot([step * q["tokens_per_step"] / 1e6 for step, _ in curve], [loss for _, loss in curve], label=label)
+            label = v.label + (" (diverged)" if q.diverged else "")
+            ax.plot([step * q.tokens_per_step / 1e6 for step, _ in curve], [loss for _, loss in curve], label=label)
     ax.set_xlabel("training bytes (millions)")
     ax.set_ylabel("cross-entropy of the step's batch (nats per byte)")
     ax.set_title(f"Training curves — {title}", fontsize=9)
@@ -206,7 +207,7 @@ def plot_quality(record: dict[str, Any], out_dir: str | Path, stem: str, run: An
                 ax.step(xs, ys, where="post", linestyle="--", color="grey", linewidth=0.8, label="Pareto frontier")
                 ax.legend(fontsize=7, loc="upper right", frameon=False)
             ax.set_xlabel(f"communication (GB, both parties; {run.label}, {run.suite})")
-            ax.set_ylabel(f"validation perplexity per byte ({dims_text(record)})")
+            ax.set_ylabel(f"validation perplexity per byte ({record.dims_text})")
             ax.margins(x=0.08, y=0.12)
             ax.set_title("Perplexity against communication (lower left is better)", fontsize=9)
             figures.append(("ppl_vs_comm", fig))

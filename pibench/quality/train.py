@@ -28,6 +28,7 @@ from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.quality import entropy
 from pibench.quality.corpus import VOCAB, Corpus, batch
 from pibench.quality.ereg import THRESHOLD_INIT, ereg_penalty
+from pibench.quality.training_record import Quality
 from pibench.suites.train_section import TrainSettings
 
 CURVE_POINTS = 50  # training-loss samples kept per variant
@@ -76,7 +77,8 @@ class LanguageModel(nn.Module):
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, rest = [], []
+    decay: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (decay if p.dim() >= 2 and "thresholds" not in name and "inv_temp" not in name else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
@@ -102,8 +104,8 @@ def train_variant(
     s: TrainSettings,
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
-) -> dict[str, Any]:
-    """Train and evaluate one variant on `device`; the record's `quality` entry (numbers only, JSON-ready)."""
+) -> Quality:
+    """Train and evaluate one variant on `device`; the record's `quality` entry."""
     torch.manual_seed(s.seed)
     model = LanguageModel(cfg, s.seed, ereg).to(device)
     opt = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=s.lr, betas=(0.9, 0.95))
@@ -118,7 +120,10 @@ def train_variant(
         window = batch(corpus.train, cfg.T, s.batch, gen).to(device)
         logits, probs = model(window[:, :-1])
         ce = _cross_entropy(logits, window[:, 1:])
-        loss = ce + (ereg_penalty(probs, model.thresholds, s.ereg_coefficient, s.ereg_margin) if ereg else 0.0)
+        loss = ce
+        if ereg:
+            assert model.thresholds is not None  # a model trained with EReg has its thresholds
+            loss = ce + ereg_penalty(probs, model.thresholds, s.ereg_coefficient, s.ereg_margin)
         first = first if first is not None else ce.item()
         if not torch.isfinite(loss):
             nan_count += 1
@@ -150,8 +155,8 @@ def train_variant(
         "wall_s": wall,
     }
     if diverged:
-        return out | {"val_loss": None, "val_ppl": None, "entropy": None}
-    return out | evaluate(model, corpus, s, device)
+        return Quality.model_validate(out | {"val_loss": None, "val_ppl": None, "entropy": None})
+    return Quality.model_validate(out | evaluate(model, corpus, s, device))
 
 
 @torch.no_grad()

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, types
 
+from pibench.measuring.measured import Strict
 from pibench.models.config import DIMENSIONS
+from pibench.results.records import Analytic, Environment
 from pibench.results.report import MeasuredPpl
 from pibench.suites.analytic import suite_costs
 from pibench.suites.loader import Suite
-from pibench.util.errors import PibenchError
+from pibench.suites.train_section import TrainSettings
+from pibench.util.errors import PibenchError, validated
 from pibench.util.files import QUALITY
 from pibench.util.machine import environment, fingerprint, now
 
@@ -32,11 +35,15 @@ UNITS = {
 }
 
 
-def build_quality_record(suite: Suite, corpus: Any, results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def build_quality_record(suite: Suite, corpus: Any, results: Sequence[Quality]) -> QualityRecord:
     """`corpus`: the `pibench.quality.corpus.Corpus` trained on; `results`: `train_variant`'s, per entry."""
     from pibench.quality.corpus import VALIDATION_SHARE
 
     costs = {c.variant: c for c in suite_costs(suite)}
+    return validate_quality_record(_assemble(suite, corpus, results, costs, VALIDATION_SHARE), "the quality record")
+
+
+def _assemble(suite: Suite, corpus: Any, results: Any, costs: Any, share: float) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": KIND,
@@ -48,7 +55,7 @@ def build_quality_record(suite: Suite, corpus: Any, results: Sequence[dict[str, 
             "train_bytes": len(corpus.train),
             "validation_bytes": len(corpus.validation),
             "files": {"train": corpus.files[0], "validation": corpus.files[1]},
-            "split": f"by file: SHA-1 of the path below the root, first byte < {VALIDATION_SHARE} x 256 -> validation",
+            "split": f"by file: SHA-1 of the path below the root, first byte < {share} x 256 -> validation",
             "tokens": "bytes (vocabulary 256); perplexity is per byte",
         },
         "environment": environment() | {"fingerprint": fingerprint()},
@@ -62,69 +69,94 @@ def build_quality_record(suite: Suite, corpus: Any, results: Sequence[dict[str, 
                 "config": e.config.as_dict(),
                 "analytic": costs[e.name].to_json(),
                 "train": dataclasses.asdict(e.train) if e.train else None,  # where it differs from the suite's
-                "quality": r,
+                "quality": r.model_dump(mode="json"),
             }
             for e, r in zip(suite.entries, results, strict=True)
         ],
     }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-
-
-class _Entropy(_Strict):
+class Entropy(Strict):
     per_head_nats: list[list[float]]
     per_head_fraction: list[list[float]]
     quarter_shares: dict[str, float]
     overload: float = Field(ge=0, le=1)
     collapse: float = Field(ge=0, le=1)
+    max_nats: float | None = None  # ln T: the most a row's entropy can be
 
 
-class _Quality(_Strict):
+class Divergence(Strict):
+    step: int = Field(ge=0)
+    reason: str
+
+
+class Quality(Strict):
+    """What training one variant gave (`pibench.quality.train.train_variant`)."""
+
     steps: int = Field(ge=1)
     steps_done: int = Field(ge=0)
     tokens_per_step: int = Field(ge=1)
-    train_curve: list[tuple[int, float]]
+    train_curve: list[Annotated[tuple[int, float], types.Strict(False)]]  # [step, loss] (JSON arrays)
     nan_count: int = Field(ge=0)
-    diverged: dict[str, Any] | None
+    diverged: Divergence | None
     wall_s: float = Field(ge=0)
     val_loss: float | None
-    val_ppl: float | None = Field(None, ge=1)
-    entropy: _Entropy | None
+    val_ppl: float | None = Field(default=None, ge=1)
+    entropy: Entropy | None
 
 
-class _Variant(_Strict):
+class TrainedVariant(Strict):
     name: str
     variant: str
     label: str
     ereg: bool
     config: dict[str, Any]
-    quality: _Quality
+    analytic: Analytic
+    train: dict[str, Any] | None  # the entry's own training settings, where they differ from the suite's
+    quality: Quality
 
 
-class _QualityRecord(_Strict):
-    schema_version: int
-    kind: str
-    suite: dict[str, Any]
-    train: dict[str, Any]
-    corpus: dict[str, Any]
-    variants: list[_Variant] = Field(min_length=1)
+class QualitySuite(Strict):
+    name: str
+    path: str
+    description: str
+    dims: dict[str, int]
 
 
-def validate_quality_record(record: Any, what: str) -> dict[str, Any]:
-    """A `pibench train` record checked against its schema (and returned), or a one-line error."""
+class Corpus(Strict):
+    root: str
+    train_bytes: int = Field(ge=0)
+    validation_bytes: int = Field(ge=0)
+    files: dict[str, int]
+    split: str
+    tokens: str
+
+
+class QualityRecord(Strict):
+    """The versioned record of `pibench train`."""
+
+    schema_version: Literal[1]
+    kind: Literal["pibench.quality"]
+    created: str
+    suite: QualitySuite
+    train: TrainSettings
+    corpus: Corpus
+    environment: Environment
+    units: dict[str, str]
+    variants: list[TrainedVariant] = Field(min_length=1)
+
+    @property
+    def dims_text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.suite.dims.items())
+
+
+def validate_quality_record(record: Any, what: str) -> QualityRecord:
+    """A `pibench train` record checked against its schema, typed, or a one-line error."""
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise PibenchError(f"{what} is not a quality record (kind {KIND})")
     if record.get("schema_version") != SCHEMA_VERSION:
         raise PibenchError(f"{what} is a quality record of another version; this pibench reads {SCHEMA_VERSION}")
-    try:
-        _QualityRecord.model_validate(record)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise PibenchError(f"{what} is not a valid record: {where}: {first['msg']}") from None
-    return record
+    return validated(QualityRecord, record, f"{what} is not a valid record")
 
 
 # --- measured perplexity, matched to a run record's variants --------------------------------------
@@ -134,17 +166,13 @@ def _arch(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in config.items() if k not in DIMENSIONS))
 
 
-def dims_text(record: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in record["suite"]["dims"].items())
-
-
-def measured_ppl(quality: Sequence[dict[str, Any]]) -> MeasuredPpl:
+def measured_ppl(quality: Sequence[QualityRecord]) -> MeasuredPpl:
     """The quality records' validation perplexities per byte, by variant name and architecture (every
     field but the dimensions: the quality suite trains small, the run measures GPT-2 size); None where
     a variant diverged."""
     index = {}
     for record in quality:
-        for v in record["variants"]:
-            index[(v["name"], _arch(v["config"]))] = v["quality"]["val_ppl"]
-    suites = sorted({q["suite"]["name"] for q in quality})
+        for v in record.variants:
+            index[(v.name, _arch(v.config))] = v.quality.val_ppl
+    suites = sorted({q.suite.name for q in quality})
     return MeasuredPpl(lambda name, config: index.get((name, _arch(config))), suites)

@@ -8,13 +8,13 @@ and always say which. Savings are each backend's own, against the same baseline 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pibench.backends import BACKENDS
 from pibench.counting.cost import trace
 from pibench.models.config import ModelConfig
+from pibench.results.records import Record
 from pibench.util.errors import PibenchError
 
 
@@ -36,28 +36,29 @@ def _savings(values: dict[str, float | None], base: str | None) -> dict[str, flo
     return {n: (b / v if b and v else None) for n, v in values.items()}
 
 
-def _same_suite(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["suite"]["name"] == b["suite"]["name"] and a["suite"]["dims"] == b["suite"]["dims"]
+def _same_suite(a: Record, b: Record) -> bool:
+    return a.same_suite(b)
 
 
-def measured_columns(main: dict[str, Any], other: dict[str, Any], base: str | None, about: str) -> BackendColumns:
+def measured_columns(main: Record, other: Record, base: str | None, about: str) -> BackendColumns:
     """The columns of `other` (a record of another backend), matched to `main`'s variants by name and
     configuration."""
-    theirs = {v["name"]: v for v in other["variants"]}
+    theirs = {v.name: v for v in other.variants}
     comm: dict[str, float | None] = {}
     lat: dict[str, float | None] = {}
     kinds: dict[str, dict[str, int] | None] = {}
-    for v in main["variants"]:
-        t = theirs.get(v["name"])
-        same = t is not None and t["config"] == v["config"]
-        comm[v["name"]] = t["measured"]["bytes"] / 1e9 if same else None
-        lat[v["name"]] = t["measured"]["wall_s"] / 60 if same else None
-        kinds[v["name"]] = {k: c["bytes"] for k, c in t["measured"]["by_kind"].items()} if same else None
-    label = other["backend"]["label"]
+    for v in main.variants:
+        t = theirs.get(v.name)
+        if t is not None and t.config == v.config:
+            comm[v.name], lat[v.name] = t.measured.bytes / 1e9, t.measured.wall_s / 60
+            kinds[v.name] = {k: c.bytes for k, c in t.measured.by_kind.items()}
+        else:
+            comm[v.name] = lat[v.name] = kinds[v.name] = None
+    label = other.backend.label
     return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base), kinds)
 
 
-def predicted_columns(main: dict[str, Any], backend: str, base: str | None) -> BackendColumns:
+def predicted_columns(main: Record, backend: str, base: str | None) -> BackendColumns:
     """`backend`'s shipped calibration applied to each variant of `main` (its default settings)."""
     from pibench.calibration.fit import predict_cost, shipped_calibration
 
@@ -67,34 +68,29 @@ def predicted_columns(main: dict[str, Any], backend: str, base: str | None) -> B
     comm: dict[str, float | None] = {}
     lat: dict[str, float | None] = {}
     kinds: dict[str, dict[str, int] | None] = {}
-    for v in main["variants"]:
+    for v in main.variants:
         try:
-            p = predict_cost(cal, trace(ModelConfig(**v["config"])))
-            comm[v["name"]], lat[v["name"]] = p["gb"], p["minutes"]["loopback"]
-            kinds[v["name"]] = {k: c["bytes"] for k, c in p["by_kind"].items()}
+            p = predict_cost(cal, trace(ModelConfig(**v.config)))
+            comm[v.name], lat[v.name] = p.gb, p.minutes["loopback"]
+            kinds[v.name] = {k: c.bytes for k, c in p.by_kind.items()}
         except PibenchError:  # a shape outside the calibration
-            comm[v["name"]] = lat[v["name"]] = kinds[v["name"]] = None
-    env = cal.data["environment"]
-    about = (
-        f"predicted, not measured: {impl.describe(cal.data['settings'], env['packages'].get(impl.package))}, "
-        f"calibration '{cal.path}' (measured {cal.data['created']} on {env['cpu_count']} cores of "
-        f"{env.get('cpu_model', 'an unnamed CPU')})"
-    )
+            comm[v.name] = lat[v.name] = kinds[v.name] = None
+    about = f"predicted, not measured: {cal.describe(impl)}"
     label = f"{impl.label} pred."
     return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base), kinds)
 
 
 def other_backends(
-    main: dict[str, Any], others: Sequence[dict[str, Any]], backends: Sequence[str], base: str | None, about: Any
+    main: Record, others: Sequence[Record], backends: Sequence[str], base: str | None, about: Callable[[Record], str]
 ) -> list[BackendColumns]:
     """Columns for each backend in `backends` other than `main`'s: measured from a record in `others`
     of the same suite, else predicted. `about(record)` describes a measured record."""
     out = []
     for name in dict.fromkeys(backends):
-        if name == main["backend"]["name"]:
+        if name == main.backend.name:
             continue
         BACKENDS.get(name)  # an unknown name is an error with "did you mean"
-        record = next((r for r in others if r["backend"]["name"] == name and _same_suite(main, r)), None)
+        record = next((r for r in others if r.backend.name == name and _same_suite(main, r)), None)
         if record:
             out.append(measured_columns(main, record, base, about(record)))
         else:

@@ -25,6 +25,7 @@ from typing import Any
 from pibench.backends import BACKENDS
 from pibench.models.opkinds import KINDS, NONLINEAR
 from pibench.models.variants import BASELINE
+from pibench.results.records import Record, VariantRecord
 from pibench.util.errors import PibenchError
 from pibench.util.machine import TIME_SETTINGS
 
@@ -67,26 +68,26 @@ def _metrics() -> dict[str, Metric]:
 METRICS = _metrics()
 
 
-def values(variant: dict[str, Any], base: dict[str, Any] | None) -> Iterator[tuple[str, float]]:
+def values(variant: VariantRecord, base: VariantRecord | None) -> Iterator[tuple[str, float]]:
     """Every metric of one variant of a record (`base`: the record's baseline variant)."""
-    m, a = variant["measured"], variant["analytic"]
-    yield "bytes", m["bytes"]
-    yield "rounds", m["rounds"]
-    yield "wall_s", m["wall_s"]
-    yield "comm_s", m["comm_s"]
-    yield "unusable", 0.0 if m["usable"] else 1.0
-    if m.get("max_abs_error") is not None:
-        yield "max_abs_error", m["max_abs_error"]
+    m, a = variant.measured, variant.analytic
+    yield "bytes", m.bytes
+    yield "rounds", m.rounds
+    yield "wall_s", m.wall_s
+    yield "comm_s", m.comm_s
+    yield "unusable", 0.0 if m.usable else 1.0
+    if m.max_abs_error is not None:
+        yield "max_abs_error", m.max_abs_error
     for kind in KINDS:
-        yield f"bytes.{kind}", m["by_kind"][kind]["bytes"]
-        yield f"rounds.{kind}", m["by_kind"][kind]["rounds"]
+        yield f"bytes.{kind}", m.by_kind[kind].bytes
+        yield f"rounds.{kind}", m.by_kind[kind].rounds
     for kind in NONLINEAR:
-        yield f"nonlinear.{kind}", a["nonlinear"].get(kind, {}).get("elements", 0)
-    yield "flops.ffn", a["flops"]["ffn"]
-    yield "flops.attn", a["flops"]["attn"]
+        yield f"nonlinear.{kind}", a.nonlinear[kind].elements if kind in a.nonlinear else 0
+    yield "flops.ffn", a.flops.ffn
+    yield "flops.attn", a.flops.attn
     if base is not None:
-        yield "comm_savings", base["measured"]["bytes"] / m["bytes"]
-        yield "time_savings", base["measured"]["wall_s"] / m["wall_s"]
+        yield "comm_savings", base.measured.bytes / m.bytes
+        yield "time_savings", base.measured.wall_s / m.wall_s
 
 
 def parse_fail_on(specs: Sequence[str]) -> dict[str, float]:
@@ -153,13 +154,13 @@ class Outcome:
         }
 
 
-def _baseline_variant(record: dict[str, Any]) -> dict[str, Any] | None:
-    return next((v for v in record["variants"] if v["variant"] == BASELINE), None)
+def _baseline_variant(record: Record) -> VariantRecord | None:
+    return next((v for v in record.variants if v.variant == BASELINE), None)
 
 
-def _backend_tolerances(record: dict[str, Any]) -> dict[str, float]:
+def _backend_tolerances(record: Record) -> dict[str, float]:
     """The spread of identical runs a backend declares (`Backend.count_tolerance`), as tolerances."""
-    name = record["backend"]["name"]
+    name = record.backend.name
     declared = BACKENDS.get(name).count_tolerance if name in BACKENDS else {}
     return {m: t for pattern, t in declared.items() for m in fnmatch.filter(METRICS, pattern)}
 
@@ -168,59 +169,59 @@ def _differ(a: dict[str, Any], b: dict[str, Any], skip: tuple[str, ...] = ()) ->
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in skip)
 
 
-def _time_not_comparable(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+def _time_not_comparable(old: Record, new: Record) -> str | None:
     """Why the two records' seconds say nothing about each other, if they do not: another network,
     another machine, or settings that change only how fast a party computes (`TIME_SETTINGS`)."""
-    if old["run"]["network"] != new["run"]["network"]:
-        return f"networks differ ({old['run']['network']} vs {new['run']['network']})"
-    if diff := _differ(old["environment"]["fingerprint"], new["environment"]["fingerprint"]):
+    if old.run.network != new.run.network:
+        return f"networks differ ({old.run.network} vs {new.run.network})"
+    if diff := _differ(old.environment.fingerprint, new.environment.fingerprint):
         return f"machines differ ({', '.join(diff)})"
     return None
 
 
-def _not_comparable(old: dict[str, Any], new: dict[str, Any], common: list[str]) -> list[str]:
+def _not_comparable(old: Record, new: Record, common: list[str]) -> list[str]:
     reasons = []
-    ob, nb = old["backend"], new["backend"]
-    if ob["name"] != nb["name"]:
-        reasons.append(f"backends differ ({ob['name']} vs {nb['name']})")
-    elif diff := _differ(ob["settings"], nb["settings"], skip=TIME_SETTINGS):
+    ob, nb = old.backend, new.backend
+    if ob.name != nb.name:
+        reasons.append(f"backends differ ({ob.name} vs {nb.name})")
+    elif diff := _differ(ob.settings, nb.settings, skip=TIME_SETTINGS):
         reasons.append(f"backend settings differ ({', '.join(diff)})")
-    old_v = {v["name"]: v for v in old["variants"]}
-    new_v = {v["name"]: v for v in new["variants"]}
+    old_v = {v.name: v for v in old.variants}
+    new_v = {v.name: v for v in new.variants}
     if not common:
         reasons.append("no variant in common")
     for name in common:
-        if old_v[name]["config"] != new_v[name]["config"]:
-            fields = [k for k in old_v[name]["config"] if old_v[name]["config"][k] != new_v[name]["config"].get(k)]
+        if old_v[name].config != new_v[name].config:
+            fields = [k for k in old_v[name].config if old_v[name].config[k] != new_v[name].config.get(k)]
             reasons.append(f"variant '{name}' has another configuration ({', '.join(fields)})")
     return reasons
 
 
 def _compared(
     metric: str,
-    old: dict[str, Any],
-    new: dict[str, Any],
-    old_base: dict[str, Any] | None,
-    new_base: dict[str, Any] | None,
+    old: VariantRecord,
+    new: VariantRecord,
+    old_base: VariantRecord | None,
+    new_base: VariantRecord | None,
 ) -> tuple[float, float, str] | None:
     """For a timed metric, (baseline figure, candidate figure, what they are): the candidate at its most
     favourable against the baseline at its least, over the repeated passes' spread; None for others."""
-    mo, mn = old["measured"], new["measured"]
+    mo, mn = old.measured, new.measured
     if metric in SPREAD_METRICS:  # lower is better: the candidate's fastest against the baseline's slowest
-        return mo[f"{metric}_max"], mn[f"{metric}_min"], "slowest pass vs fastest"
+        return getattr(mo, f"{metric}_max"), getattr(mn, f"{metric}_min"), "slowest pass vs fastest"
     if metric == "time_savings" and old_base and new_base:  # higher is better: the ratio's low vs high end
-        low = old_base["measured"]["wall_s_min"] / mo["wall_s_max"]
-        high = new_base["measured"]["wall_s_max"] / mn["wall_s_min"]
+        low = old_base.measured.wall_s_min / mo.wall_s_max
+        high = new_base.measured.wall_s_max / mn.wall_s_min
         return low, high, "low end vs high end"
     return None
 
 
 def compare(
-    old: dict[str, Any], new: dict[str, Any], tolerances: dict[str, float] | None = None, counted_only: bool = False
+    old: Record, new: Record, tolerances: dict[str, float] | None = None, counted_only: bool = False
 ) -> Outcome:
     """Gate `new` against `old` (both validated records)."""
-    old_v = {v["name"]: v for v in old["variants"]}
-    new_v = {v["name"]: v for v in new["variants"]}
+    old_v = {v.name: v for v in old.variants}
+    new_v = {v.name: v for v in new.variants}
     common = [n for n in old_v if n in new_v]
     missing, added = [n for n in old_v if n not in new_v], [n for n in new_v if n not in old_v]
     reasons = _not_comparable(old, new, common)

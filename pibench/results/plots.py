@@ -105,31 +105,35 @@ def _savings(plt: Any, rep: Report) -> Any:
             ax.bar_label(bars, fmt="%.2f×", fontsize=6 if len(series) == 1 else 5, label_type="center", color="white")
             figures += [v for _, v in shown]
             if n == 0 and what == "Latency":  # the repeated passes' range of the record's own latency
-                spread = [(i + offset, r) for i, r in zip(x, rep.rows, strict=True) if r.save_lat_low and r.save_lat]
+                spread = [
+                    (i + offset, r.save_lat, r.save_lat_low, r.save_lat_high)
+                    for i, r in zip(x, rep.rows, strict=True)
+                    if r.save_lat and r.save_lat_low and r.save_lat_high
+                ]
                 if spread:
                     ax.errorbar(
-                        [i for i, _ in spread],
-                        [r.save_lat for _, r in spread],
-                        yerr=[
-                            [r.save_lat - r.save_lat_low for _, r in spread],
-                            [r.save_lat_high - r.save_lat for _, r in spread],
-                        ],
+                        [i for i, *_ in spread],
+                        [mid for _, mid, _, _ in spread],
+                        yerr=[[mid - low for _, mid, low, _ in spread], [high - mid for _, mid, _, high in spread]],
                         fmt="none",
                         ecolor="black",
                         elinewidth=0.8,
                         capsize=2,
                         label="range over the repeated passes",
                     )
-                    figures += [r.save_lat_high for _, r in spread]
-        published = [(i, getattr(r, pub)) for i, r in zip(x, rep.rows, strict=True) if getattr(r, pub) is not None]
+                    figures += [high for *_, high in spread]
+        published: list[tuple[int, float]] = [
+            (i, getattr(r, pub)) for i, r in zip(x, rep.rows, strict=True) if getattr(r, pub) is not None
+        ]
         if published:
             ax.plot([i + 0.38 for i, _ in published], [v for _, v in published], "D", color="black", markersize=4,
                     label="published (SecretFlow SPU, papers' WAN)")  # fmt: skip
             figures += [v for _, v in published]
         if what == "Latency" and rep.projections:  # what the papers' WAN latency compares with
             net = rep.projections[-1]
-            proj = [(i, r.projected_save_lat.get(net)) for i, r in zip(x, rep.rows, strict=True)]
-            proj = [(i, v) for i, v in proj if v is not None]
+            proj = [
+                (i, v) for i, r in zip(x, rep.rows, strict=True) if (v := r.projected_save_lat.get(net)) is not None
+            ]
             if proj:
                 ax.plot([i - 0.38 for i, _ in proj], [v for _, v in proj], "o", color="crimson", markersize=4,
                         label=f"measured ({rep.label}), projected onto {net}")  # fmt: skip

@@ -23,20 +23,20 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pibench.backends import BACKENDS
-from pibench.calibration.fit import predictions_for
+from pibench.calibration.fit import Predicted, predictions_for
+from pibench.measuring.measured import Count, Measured, Positive, RunInfo, Strict
 from pibench.models.config import FIELDS, ModelConfig
-from pibench.models.opkinds import KINDS
 from pibench.suites.analytic import suite_costs
 from pibench.suites.loader import Suite
-from pibench.util.errors import PibenchError, did_you_mean, shorten
+from pibench.util.errors import PibenchError, did_you_mean, shorten, validated
 from pibench.util.files import RUN, expect
 from pibench.util.files import read_json as read_pibench_json
-from pibench.util.machine import environment, fingerprint, now, package_version
+from pibench.util.machine import Environment, environment, fingerprint, now, package_version
 
 SCHEMA_VERSION = 2
 HISTORY = {
@@ -58,124 +58,27 @@ UNITS = {
 }
 
 MAX_RECORD_BYTES = 64 * 2**20
-Count = Annotated[int, Field(ge=0)]
-Positive = Annotated[int, Field(ge=1)]
-Seconds = Annotated[float, Field(ge=0)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class KindTotals(_Strict):
-    bytes: Count
-    rounds: Count
-    wall_s: Seconds
-    comm_s: Seconds
-
-
-class PartyCounts(_Strict):
-    sent: Count
-    received: Count
-    rounds: Count
-    comm_s: Seconds
-    wall_s: Seconds
-
-
-class StepRecord(PartyCounts):
-    step: str
-    stands_for: Positive
-    passes: Positive  # runs of the step; its seconds are the median pass's
-
-
-class Spread(_Strict):
-    """The fastest and slowest of a step's repeated passes, summed over the stack like the median."""
-
-    wall_s_min: Seconds
-    wall_s_max: Seconds
-    comm_s_min: Seconds
-    comm_s_max: Seconds
-
-
-class PartyRecord(PartyCounts, Spread):
-    rank: Count
-    role: str
-    by_kind: dict[str, PartyCounts]
-    dealer: PartyCounts
-    counters: dict[str, Count]
-    peak_rss_bytes: Count
-    steps: list[StepRecord]
-    choices: dict[str, str] = Field(default_factory=dict)  # the backend's own choices (local products per shape)
-
-
-class DealerTotals(_Strict):
-    bytes: Count
-    rounds: Count
-
-
-class Measured(Spread):
-    sampled: bool
-    repeats: Positive  # runs of each step: seconds are medians, with the spread beside
-    layers_measured: dict[str, Positive]
-    bytes: Positive
-    rounds: Positive
-    wall_s: Annotated[float, Field(gt=0)]
-    comm_s: Seconds
-    max_abs_error: Seconds | None
-    max_abs_reference: Seconds | None
-    error_scope: str
-    usable: bool
-    by_kind: dict[str, KindTotals]
-    dealer: DealerTotals | None
-    parties: list[PartyRecord] = Field(min_length=2)
-
-    @model_validator(mode="after")
-    def _adds_up(self) -> Measured:
-        if set(self.by_kind) != set(KINDS):
-            raise ValueError(f"by_kind must have the kinds {', '.join(KINDS)}")
-        if sum(k.bytes for k in self.by_kind.values()) != self.bytes:
-            raise ValueError("the bytes of the kinds do not add up to bytes")
-        if sum(k.rounds for k in self.by_kind.values()) != self.rounds:
-            raise ValueError("the rounds of the kinds do not add up to rounds")
-        return self
-
-
-class PredictedKind(_Strict):
-    bytes: Count
-    rounds: Count
-    wall_s: Seconds
-
-
-class Predicted(_Strict):
-    bytes: Count
-    gb: Annotated[float, Field(ge=0)]
-    rounds: Count
-    wall_s: Seconds
-    minutes: dict[str, Seconds]
-    by_kind: dict[str, PredictedKind]
-    calibration: str
-    time_model: str  # "this machine", or which other machine the seconds were fitted on
-
-
-class NonlinearGroup(_Strict):
+class NonlinearGroup(Strict):
     count: Positive
     shape: list[Positive] = Field(min_length=2, max_length=2)
 
 
-class NonlinearEntry(_Strict):
+class NonlinearEntry(Strict):
     count: Positive
     shape: list[Positive] | None
     elements: Positive
     groups: list[NonlinearGroup] | None = None
 
 
-class Flops(_Strict):
+class Flops(Strict):
     ffn: Count
     attn: Count
     convention: str
 
 
-class Analytic(_Strict):
+class Analytic(Strict):
     variant: str
     label: str
     config: dict[str, Any]
@@ -185,7 +88,7 @@ class Analytic(_Strict):
     elementwise: dict[str, Count]
 
 
-class VariantRecord(_Strict):
+class VariantRecord(Strict):
     name: str
     variant: str
     label: str
@@ -193,6 +96,8 @@ class VariantRecord(_Strict):
     analytic: Analytic
     measured: Measured
     predicted: Predicted | None
+    # where the variant's code came from (`pibench.models.variants.Origin`); records made before it: None
+    origin: dict[str, str] | None = None
 
     @field_validator("config")
     @classmethod
@@ -212,7 +117,7 @@ class VariantRecord(_Strict):
         return value
 
 
-class SuiteInfo(_Strict):
+class SuiteInfo(Strict):
     name: str
     path: str
     description: str
@@ -221,7 +126,7 @@ class SuiteInfo(_Strict):
     digest: str
 
 
-class BackendInfo(_Strict):
+class BackendInfo(Strict):
     name: str
     label: str
     protocol: str
@@ -229,48 +134,7 @@ class BackendInfo(_Strict):
     settings: dict[str, Any]
 
 
-class DealerCheck(_Strict):
-    """Whole-run traffic of the dealer as each side counted it (equal when nothing is lost)."""
-
-    dealer_sent: Count
-    dealer_received: Count
-    party0_received: Count
-    party0_sent: Count
-
-
-class RunInfo(_Strict):
-    mode: Literal["local", "party"]
-    full: bool
-    seed: Count
-    ranks: dict[str, str]
-    rendezvous: str
-    network: str
-    emulated: str | None
-    project: list[str]
-    timeout_s: Annotated[float, Field(gt=0)]
-    elapsed_s: Seconds
-    accepted_unusable: bool
-    dealer: DealerCheck | None
-
-
-class Git(_Strict):
-    commit: str
-    dirty: bool
-
-
-class Environment(_Strict):
-    hostname: str
-    platform: str
-    machine: str
-    cpu_model: str
-    cpu_count: Positive
-    python: str
-    packages: dict[str, str | None]
-    git: Git | None
-    fingerprint: dict[str, Any]  # what a time model holds for (`pibench.util.machine.fingerprint`)
-
-
-class Record(_Strict):
+class Record(Strict):
     schema_version: Literal[2]
     kind: Literal["pibench.run"]
     created: str
@@ -288,6 +152,18 @@ class Record(_Strict):
             raise ValueError("two variants have the same name")
         return self
 
+    @property
+    def repeats(self) -> int:
+        """How many times the record's steps were timed (one run: the same for every variant)."""
+        return max(v.measured.repeats for v in self.variants)
+
+    def variant(self, name: str) -> VariantRecord | None:
+        """The variant of that name (or registry name), if the record has it."""
+        return next((v for v in self.variants if name in (v.name, v.variant)), None)
+
+    def same_suite(self, other: Record) -> bool:
+        return (self.suite.name, self.suite.dims) == (other.suite.name, other.suite.dims)
+
 
 class RecordNotBuilt(PibenchError):
     """A completed run whose record could not be made or is not valid; `data` is what was measured
@@ -302,16 +178,20 @@ class RecordNotWritten(PibenchError):
     """A record that could not be written where asked (a full disk, a vanished folder, ...)."""
 
 
-def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
-    """The versioned record of a completed run, validated: suite, backend and its settings, run
-    settings (`run`: RunInfo's fields but seed and project), environment, analytic costs, measured
-    costs and, where the shipped calibration matches the settings, predicted ones. Any failure is a
-    `RecordNotBuilt` that carries the measurement."""
+def build_record(suite: Suite, measured: Sequence[Measured], run: RunInfo) -> Record:
+    """The versioned record of a completed run, validated: suite, backend and its settings, the run's
+    settings, environment, analytic costs, measured costs and, where the shipped calibration matches
+    the settings, predicted ones. Any failure is a `RecordNotBuilt` that carries the measurement."""
     what = f"the record of suite '{suite.name}'"
     try:
         record = _assemble(suite, measured, run)
     except Exception as err:  # whatever went wrong, the measurement goes with the error
-        data = {"kind": "pibench.unsaved", "suite": suite.name, "measured": list(measured), "run": run}
+        data = {
+            "kind": "pibench.unsaved",
+            "suite": suite.name,
+            "measured": [m.model_dump(mode="json") for m in measured],
+            "run": run.model_dump(mode="json"),
+        }
         raise RecordNotBuilt(f"{what} could not be made: {type(err).__name__}: {err}", data) from err
     try:
         return validate_record(record, what)
@@ -319,7 +199,7 @@ def build_record(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str
         raise RecordNotBuilt(str(err), record) from None
 
 
-def _assemble(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+def _assemble(suite: Suite, measured: Sequence[Measured], run: RunInfo) -> dict[str, Any]:
     backend = BACKENDS.get(suite.backend)
     costs = suite_costs(suite)
     predicted = predictions_for(suite.backend, suite.settings_dict, [c.tally for c in costs], suite.project)
@@ -342,7 +222,7 @@ def _assemble(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, A
             "version": package_version(backend.package),
             "settings": suite.settings_dict,
         },
-        "run": {"seed": suite.seed, "project": [p.name for p in suite.project], **run},
+        "run": run.model_dump(mode="json"),
         "environment": environment() | {"fingerprint": fingerprint(suite.settings_dict)},
         "units": UNITS,
         "variants": [
@@ -352,16 +232,18 @@ def _assemble(suite: Suite, measured: Sequence[dict[str, Any]], run: dict[str, A
                 "label": e.label,
                 "config": e.config.as_dict(),
                 "analytic": c.to_json(),
-                "measured": m,
-                "predicted": p,
+                "measured": m.model_dump(mode="json"),
+                "predicted": p.model_dump(mode="json") if p else None,
+                "origin": e.variant.origin.to_json(),
             }
             for e, c, m, p in zip(suite.entries, costs, measured, predicted, strict=True)
         ],
     }
 
 
-def validate_record(record: Any, what: str) -> dict[str, Any]:
-    """`record` checked against the schema (and returned), or a one-line `PibenchError`."""
+def validate_record(record: Any, what: str) -> Record:
+    """`record` (a record file's JSON) checked against the schema, as the typed `Record`, or a one-line
+    `PibenchError`."""
     version = record.get("schema_version") if isinstance(record, dict) else None
     if version != SCHEMA_VERSION:
         why = (
@@ -372,15 +254,7 @@ def validate_record(record: Any, what: str) -> dict[str, Any]:
         raise PibenchError(
             f"{what} is not a record this pibench reads: {why}; it reads version {SCHEMA_VERSION}; rerun the suite"
         )
-    try:
-        Record.model_validate(record)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise PibenchError(
-            f"{what} is not a valid record: {where}: {first['msg'].removeprefix('Value error, ')}"
-        ) from None
-    return record
+    return validated(Record, record, f"{what} is not a valid record")
 
 
 def default_record_path(suite_name: str, results_dir: str | Path = "results") -> Path:
@@ -424,10 +298,11 @@ def check_writable(path: str | Path, force: bool = True) -> None:
         raise PibenchError(f"cannot write result record '{path}': permission denied")
 
 
-def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = False) -> Path:
-    """Write `record` to `path` atomically, creating its folder. With `exclusive`, an existing file is
-    never replaced: the record goes to PATH-2.json, PATH-3.json, ... instead. Returns the path written;
-    any failure is a `RecordNotWritten` and leaves no file behind."""
+def write_record(path: str | Path, record: BaseModel | dict[str, Any], exclusive: bool = False) -> Path:
+    """Write `record` (a typed record, or a calibration's content) to `path` atomically, creating its
+    folder. With `exclusive`, an existing file is never replaced: the record goes to PATH-2.json,
+    PATH-3.json, ... instead. Returns the path written; any failure is a `RecordNotWritten` and leaves
+    no file behind."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -438,8 +313,9 @@ def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = Fal
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a record is an ordinary file
+        data = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, ensure_ascii=False, allow_nan=False)
+            json.dump(data, f, indent=1, ensure_ascii=False, allow_nan=False)
             f.write("\n")
         return _place(Path(tmp), path, exclusive)
     except OSError as err:
@@ -448,11 +324,12 @@ def write_record(path: str | Path, record: dict[str, Any], exclusive: bool = Fal
         Path(tmp).unlink(missing_ok=True)
 
 
-def keep_elsewhere(path: str | Path, data: dict[str, Any], why: str) -> str:
+def keep_elsewhere(path: str | Path, data: BaseModel | dict[str, Any], why: str) -> str:
     """Save `data` (a measurement whose record could not go to `path`) where it can live, never over
     another file: beside `path` as PATH.WHY.json, else in the temporary folder, else on stdout (after
     whatever stdout holds). Returns where, for the error message."""
-    path, data = Path(path), _plain(data)
+    path = Path(path)
+    data = _plain(data.model_dump(mode="json") if isinstance(data, BaseModel) else data)
     stem = path.name.removesuffix(".json") or "record"
     for place in (path.with_name(f"{stem}.{why}.json"), Path(tempfile.gettempdir()) / f"pibench-{stem}.{why}.json"):
         try:
@@ -505,7 +382,7 @@ def _place(tmp: Path, path: Path, exclusive: bool) -> Path:
     raise PibenchError(f"cannot write result record '{path}': 999 records of that name exist")
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
+def read_record(path: str | Path) -> Record:
     """Load and validate a run record; a missing, unreadable or damaged file, or a file of another kind
     (`pibench.util.files`), is a one-line `PibenchError`."""
     data = read_json(path)
@@ -535,30 +412,30 @@ def _changes(a: Any, b: Any) -> list[str]:
     return [f"{k} {fa.get(k, '-')} vs {fb.get(k, '-')}".strip() for k in keys]
 
 
-def record_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def record_differences(a: Record, b: Record) -> list[str]:
     """What differs between two run records, as sentences (A's value first): backend and its settings,
     the run's own settings, the machine, and the code (commit and package versions); one sentence saying
     so when nothing does."""
-    ea, eb = a["environment"], b["environment"]
-    git_a, git_b = ea.get("git") or {}, eb.get("git") or {}
+
+    def run(r: Record) -> dict[str, Any]:
+        return {"mode": r.run.mode, "full": r.run.full, "network": r.run.network, "seed": r.run.seed} | {
+            "repeats": r.repeats
+        }
+
+    def machine(r: Record) -> dict[str, Any]:
+        return r.environment.fingerprint | {"hostname": r.environment.hostname}
+
+    def code(r: Record) -> dict[str, Any]:
+        git = r.environment.git
+        commit = {"commit": git.commit[:10] if git else "none", "dirty": git.dirty if git else None}
+        return commit | r.environment.packages
+
     parts = {
-        "Backends differ": _changes(a["backend"]["name"], b["backend"]["name"]),
-        "Backend settings differ": _changes(a["backend"]["settings"], b["backend"]["settings"]),
-        "Run settings differ": _changes(
-            {k: a["run"][k] for k in ("mode", "full", "network", "seed")} | {"repeats": _repeats(a)},
-            {k: b["run"][k] for k in ("mode", "full", "network", "seed")} | {"repeats": _repeats(b)},
-        ),
-        "Machines differ": _changes(
-            ea["fingerprint"] | {"hostname": ea["hostname"]}, eb["fingerprint"] | {"hostname": eb["hostname"]}
-        ),
-        "Code differs": _changes(
-            {"commit": git_a.get("commit", "none")[:10], "dirty": git_a.get("dirty"), **ea["packages"]},
-            {"commit": git_b.get("commit", "none")[:10], "dirty": git_b.get("dirty"), **eb["packages"]},
-        ),
+        "Backends differ": _changes(a.backend.name, b.backend.name),
+        "Backend settings differ": _changes(a.backend.settings, b.backend.settings),
+        "Run settings differ": _changes(run(a), run(b)),
+        "Machines differ": _changes(machine(a), machine(b)),
+        "Code differs": _changes(code(a), code(b)),
     }
     out = [f"{what} (A vs B): {'; '.join(changes)}." for what, changes in parts.items() if changes]
     return out or ["A and B were made with the same backend settings, run settings, machine and code."]
-
-
-def _repeats(record: dict[str, Any]) -> int:
-    return max(v["measured"]["repeats"] for v in record["variants"])

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.counting.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project_variant
+from pibench.counting.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project
 from pibench.counting.notation import nonlinear_notation_json
+from pibench.measuring.measured import Measured
 from pibench.models.config import ModelConfig
 from pibench.models.variants import BASELINE
 from pibench.results.backend_columns import BackendColumns, other_backends
 from pibench.results.published import PublishedRow, cite, published_rows
+from pibench.results.records import Record, VariantRecord
 from pibench.util.errors import PibenchError, did_you_mean
 
 PUBLISHED_SETUP = (
@@ -56,7 +58,7 @@ class Row:
     projected_save_lat: dict[str, float | None] = field(default_factory=dict)  # against the baseline's, per profile
     usable: bool = True  # the MPC output was within the usable error (`pibench.measuring.party`)
     rounds: int = 0
-    max_abs_error: float = 0.0
+    max_abs_error: float | None = 0.0
     peak_rss_gb: float = 0.0  # the larger party's peak resident memory, 1 GB = 1e9 B
     ppl_measured: float | None = None  # validation perplexity per byte from a quality record (`pibench train`)
     pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
@@ -110,43 +112,38 @@ def _published_index() -> dict[ModelConfig, PublishedRow]:
     return {row.config(): row for row in reversed(published_rows())}  # first row wins
 
 
-def timed_passes(record: dict[str, Any]) -> int:
-    """How many times the record's steps were timed (one run: the same for every variant)."""
-    return max(v["measured"]["repeats"] for v in record["variants"])
-
-
-def measured_by(record: dict[str, Any]) -> str:
+def measured_by(record: Record) -> str:
     """Which backend, settings and network produced a record's measured columns."""
-    b, run = record["backend"], record["run"]
-    impl = BACKENDS.get(b["name"]) if b["name"] in BACKENDS else None
+    b, run = record.backend, record.run
+    impl = BACKENDS.get(b.name) if b.name in BACKENDS else None
     exactly = "exactly" if impl is None or not impl.count_tolerance else "(counts vary a little between identical runs)"
-    how = "every layer measured" if run["full"] else f"layers sampled, bytes and rounds extrapolated {exactly}"
-    backend = impl.describe(b["settings"], b["version"]) if impl else b["protocol"]
-    chosen = [c for v in record["variants"] for p in v["measured"]["parties"] for c in p.get("choices", {}).values()]
+    how = "every layer measured" if run.full else f"layers sampled, bytes and rounds extrapolated {exactly}"
+    backend = impl.describe(b.settings, b.version) if impl else b.protocol
+    chosen = [c for v in record.variants for p in v.measured.parties for c in p.choices.values()]
     if chosen:
         tally = ", ".join(f"{k} {chosen.count(k)}" for k in sorted(set(chosen)))
         backend += f" (chosen per product shape: {tally})"
-    repeats = timed_passes(record)
+    repeats = record.repeats
     median = f", median of {repeats} passes per measured step" if repeats > 1 else ", one pass per measured step"
     return (
-        f"{backend}, network {run['network']}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
-        f"Lat. = forward-pass wall time on {record['environment']['cpu_count']} cores{median}"
+        f"{backend}, network {run.network}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
+        f"Lat. = forward-pass wall time on {record.environment.cpu_count} cores{median}"
     )
 
 
-def measured_under(record: dict[str, Any]) -> str:
+def measured_under(record: Record) -> str:
     """The backend with its settings, the machine and the network: what a caption names."""
-    b, env = record["backend"], record["environment"]
-    impl = BACKENDS.get(b["name"]) if b["name"] in BACKENDS else None
-    backend = impl.describe(b["settings"], b["version"]) if impl else b["protocol"]
-    return f"{backend} on {env['cpu_count']} cores of {env['cpu_model']}, network {record['run']['network']}"
+    b, env = record.backend, record.environment
+    impl = BACKENDS.get(b.name) if b.name in BACKENDS else None
+    backend = impl.describe(b.settings, b.version) if impl else b.protocol
+    return f"{backend} on {env.cpu_count} cores of {env.cpu_model}, network {record.run.network}"
 
 
-def _error_by(record: dict[str, Any]) -> str:
-    bad = [v["label"] for v in record["variants"] if not v["measured"]["usable"]]
+def _error_by(record: Record) -> str:
+    bad = [v.label for v in record.variants if not v.measured.usable]
     scope = (
         "the whole stack"
-        if record["run"]["full"]
+        if record.run.full
         else "what ran: the input stage and one layer per layer kind applied in turn, not the whole stack"
     )
     flagged = f"; UNUSABLE output (error over 10% of the output's scale): {', '.join(bad)}" if bad else ""
@@ -162,12 +159,11 @@ def _distinct_labels(rows: list[Row]) -> None:
             r.arch = f"{r.arch} ({r.variant})"
 
 
-def _pick_baseline(variants: list[dict[str, Any]], baseline: str | None) -> dict[str, Any] | None:
+def _pick_baseline(record: Record, baseline: str | None) -> VariantRecord | None:
     """The baseline variant by name or registry name; an explicit one that is absent is an error."""
-    name = baseline or BASELINE
-    base = next((v for v in variants if name in (v["name"], v["variant"])), None)
+    base = record.variant(baseline or BASELINE)
     if base is None and baseline is not None:
-        names = [v["name"] for v in variants]
+        names = [v.name for v in record.variants]
         raise PibenchError(
             f"--baseline '{baseline}' is not a variant of the record{did_you_mean(baseline, names)}; "
             f"its variants: {', '.join(names)}"
@@ -175,61 +171,68 @@ def _pick_baseline(variants: list[dict[str, Any]], baseline: str | None) -> dict
     return base
 
 
+def projected_s(m: Measured, profile: NetworkProfile, rtt: bool = True) -> float:
+    """`pibench.counting.network.project` for one variant of a loopback record; `rtt` false leaves out
+    the rounds x RTT term (for a backend whose rounds are not round trips)."""
+    max_sent = max(p.sent for p in m.parties)
+    return project(m.wall_s, m.comm_s, m.rounds if rtt else 0, max_sent, profile)
+
+
 def _row(
     rtt: bool,
-    v: dict[str, Any],
-    base: dict[str, Any] | None,
+    v: VariantRecord,
+    base: VariantRecord | None,
     pub: PublishedRow | None,
     pub_base: PublishedRow | None,
     profiles: list[NetworkProfile],
     from_loopback: bool,
 ) -> Row:
-    m, a = v["measured"], v["analytic"]
+    m, a = v.measured, v.analytic
     return Row(
-        variant=v["name"],
-        arch=v["label"] + ("" if m["usable"] else " (unusable output)"),
+        variant=v.name,
+        arch=v.label + ("" if m.usable else " (unusable output)"),
         ppl=pub.ppl if pub else None,
-        nonlinear=nonlinear_notation_json(a["nonlinear"]),
-        flops_ffn=a["flops"]["ffn"],
-        flops_attn=a["flops"]["attn"],
-        comm_gb=m["bytes"] / 1e9,
-        lat_min=m["wall_s"] / 60,
-        save_comm=base["measured"]["bytes"] / m["bytes"] if base else None,
-        save_lat=base["measured"]["wall_s"] / m["wall_s"] if base else None,
+        nonlinear=nonlinear_notation_json(a.nonlinear),
+        flops_ffn=a.flops.ffn,
+        flops_attn=a.flops.attn,
+        comm_gb=m.bytes / 1e9,
+        lat_min=m.wall_s / 60,
+        save_comm=base.measured.bytes / m.bytes if base else None,
+        save_lat=base.measured.wall_s / m.wall_s if base else None,
         pub_comm_gb=pub.comm_gb if pub else None,
         pub_lat_min=pub.lat_min if pub else None,
-        pub_save_comm=pub_base.comm_gb / pub.comm_gb if pub and pub_base and pub.comm_gb else None,
-        pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub.lat_min else None,
+        pub_save_comm=pub_base.comm_gb / pub.comm_gb if pub and pub_base and pub_base.comm_gb and pub.comm_gb else None,
+        pub_save_lat=pub_base.lat_min / pub.lat_min if pub and pub_base and pub_base.lat_min and pub.lat_min else None,
         pub_source=pub.source if pub else None,
         projected_lat_min={
-            p.name: project_variant(m, p, rtt) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
+            p.name: projected_s(m, p, rtt) / 60 if from_loopback else None for p in profiles if p.bandwidth_bps
         },
-        usable=m["usable"],
-        rounds=m["rounds"],
-        max_abs_error=m["max_abs_error"],
-        peak_rss_gb=max(p["peak_rss_bytes"] for p in m["parties"]) / 1e9,
-        comm_by_kind={kind: k["bytes"] for kind, k in m["by_kind"].items()},
-        **(_spread(m, base["measured"] if base else None) if m["repeats"] > 1 else {}),
+        usable=m.usable,
+        rounds=m.rounds,
+        max_abs_error=m.max_abs_error,
+        peak_rss_gb=max(p.peak_rss_bytes for p in m.parties) / 1e9,
+        comm_by_kind={kind: k.bytes for kind, k in m.by_kind.items()},
+        **(_spread(m, base.measured if base else None) if m.repeats > 1 else {}),
     )
 
 
-def _spread(m: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float | None]:
+def _spread(m: Measured, base: Measured | None) -> dict[str, Any]:
     """The spread fields of a row whose steps were timed more than once."""
     return {
-        "lat_min_fastest": m["wall_s_min"] / 60,
-        "lat_min_slowest": m["wall_s_max"] / 60,
-        "save_lat_low": base["wall_s_min"] / m["wall_s_max"] if base else None,
-        "save_lat_high": base["wall_s_max"] / m["wall_s_min"] if base else None,
+        "lat_min_fastest": m.wall_s_min / 60,
+        "lat_min_slowest": m.wall_s_max / 60,
+        "save_lat_low": base.wall_s_min / m.wall_s_max if base else None,
+        "save_lat_high": base.wall_s_max / m.wall_s_min if base else None,
     }
 
 
 def build_report(
-    record: dict[str, Any],
+    record: Record,
     name: str = "",
     baseline: str | None = None,
     networks: Sequence[str] | None = None,
     predict: bool = False,
-    others: Sequence[dict[str, Any]] = (),
+    others: Sequence[Record] = (),
     backends: Sequence[str] = (),
     quality: MeasuredPpl | None = None,
 ) -> Report:
@@ -237,27 +240,27 @@ def build_report(
     `baseline`: the variant savings are against (default sm_ln_g where the record has it); `backends`:
     other backends whose columns stand beside (measured from `others`, records of the same suite,
     else predicted)."""
-    variants = record["variants"]
-    profiles = [parse_profile(n) for n in networks or record["run"].get("project") or DEFAULT_PROJECTIONS]
-    from_loopback = record["run"]["network"] == "loopback"
-    base = _pick_baseline(variants, baseline)
+    variants = record.variants
+    profiles = [parse_profile(n) for n in networks or record.run.project or DEFAULT_PROJECTIONS]
+    from_loopback = record.run.network == "loopback"
+    base = _pick_baseline(record, baseline)
     index = _published_index()
-    published = {v["name"]: index.get(ModelConfig(**v["config"])) for v in variants}
-    pub_base = published.get(base["name"]) if base else None
-    backend = record["backend"]["name"]
+    published = {v.name: index.get(ModelConfig(**v.config)) for v in variants}
+    pub_base = published.get(base.name) if base else None
+    backend = record.backend.name
     rtt = BACKENDS.get(backend).rounds_are_round_trips if backend in BACKENDS else True
-    rows = [_row(rtt, v, base, published[v["name"]], pub_base, profiles, from_loopback) for v in variants]
+    rows = [_row(rtt, v, base, published[v.name], pub_base, profiles, from_loopback) for v in variants]
     _distinct_labels(rows)
     if quality:
         for row, v in zip(rows, variants, strict=True):
-            row.ppl_measured = quality.of(v["name"], v["config"])
+            row.ppl_measured = quality.of(v.name, v.config)
         trained = ", ".join(quality.suites)
         quality_by = (
             f"validation perplexity per byte of the same architectures trained small ({trained}; pibench train)"
         )
     else:
         quality_by = None
-    base_row = next((r for r in rows if base and r.variant == base["name"]), None)
+    base_row = next((r for r in rows if base and r.variant == base.name), None)
     for row in rows:
         row.projected_save_lat = {
             p: (b / x if b and x else None)
@@ -266,21 +269,21 @@ def build_report(
         }
     if predict:
         for row, v in zip(rows, variants, strict=True):
-            pred = v.get("predicted")
-            row.pred_comm_gb = pred["gb"] if pred else None
-            row.pred_lat_min = pred["minutes"]["loopback"] if pred else None
+            pred = v.predicted
+            row.pred_comm_gb = pred.gb if pred else None
+            row.pred_lat_min = pred.minutes["loopback"] if pred else None
     sources = sorted({r.pub_source for r in rows if r.pub_source})
     linked = [p for p in profiles if p.bandwidth_bps]
     return Report(
         record=name,
-        suite=record["suite"]["name"],
-        dims=record["suite"]["dims"],
-        label=record["backend"]["label"],
+        suite=record.suite.name,
+        dims=record.suite.dims,
+        label=record.backend.label,
         measured_by=measured_by(record),
         published_by=f"{cite(sources)}: {PUBLISHED_SETUP}" if sources else None,
         published_from=cite(sources),
         measured_under=measured_under(record),
-        baseline=base["label"] if base else None,
+        baseline=base.label if base else None,
         rows=rows,
         projections=[p.name for p in linked],
         projected_by=(
@@ -300,9 +303,9 @@ def build_report(
         ),
         error_by=_error_by(record),
         quality_by=quality_by,
-        repeats=timed_passes(record),
-        description=record["suite"]["description"],
-        others=other_backends(record, others, backends, base["name"] if base else None, measured_by),
+        repeats=record.repeats,
+        description=record.suite.description,
+        others=other_backends(record, others, backends, base.name if base else None, measured_by),
     )
 
 

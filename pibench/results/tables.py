@@ -123,6 +123,16 @@ def _figures(rep: Report) -> tuple[list[float | None], list[float | None]]:
     return comm, lat
 
 
+def _by_variant(values: dict[str, float | None]) -> Callable[[Row], float | None]:
+    """A column of another backend's figures, per row's variant."""
+    return lambda r: values.get(r.variant)
+
+
+def _projected(field: str, profile: str) -> Callable[[Row], float | None]:
+    """A column of a row's projected figures (`field`) under one network profile."""
+    return lambda r: getattr(r, field).get(profile)
+
+
 def display_units(rep: Report) -> tuple[Unit, Unit]:
     """The units the report's communication and latency columns are shown in (one each, so that the
     columns under one header agree): the largest in which its largest figure is at least 1."""
@@ -166,12 +176,10 @@ def columns(rep: Report) -> list[Column]:
     for o in rep.others:
         k = _slug(o.label)
         cols += [
-            Column("others", f"{k}_comm_gb", comm_top, o.label, lambda r, o=o: o.comm_gb[r.variant], gb),
-            Column("others", f"{k}_lat_min", lat_top, o.label, lambda r, o=o: o.lat_min[r.variant], minutes),
-            Column(
-                "others", f"{k}_comm_savings", "Savings Comm.", o.label, lambda r, o=o: o.save_comm[r.variant], _times
-            ),
-            Column("others", f"{k}_lat_savings", "Savings Lat.", o.label, lambda r, o=o: o.save_lat[r.variant], _times),
+            Column("others", f"{k}_comm_gb", comm_top, o.label, _by_variant(o.comm_gb), gb),
+            Column("others", f"{k}_lat_min", lat_top, o.label, _by_variant(o.lat_min), minutes),
+            Column("others", f"{k}_comm_savings", "Savings Comm.", o.label, _by_variant(o.save_comm), _times),
+            Column("others", f"{k}_lat_savings", "Savings Lat.", o.label, _by_variant(o.save_lat), _times),
         ]
     if rep.predicted_by:
         cols += [
@@ -192,7 +200,7 @@ def columns(rep: Report) -> list[Column]:
                 f"proj_lat_min_{k}",
                 lat_top,
                 f"{p} proj.",
-                lambda r, p=p: r.projected_lat_min.get(p),
+                _projected("projected_lat_min", p),
                 minutes,
             ),
             Column(
@@ -200,7 +208,7 @@ def columns(rep: Report) -> list[Column]:
                 f"proj_lat_savings_{k}",
                 "Savings Lat.",
                 f"{p} proj.",
-                lambda r, p=p: r.projected_save_lat.get(p),
+                _projected("projected_save_lat", p),
                 _times,
             ),
         ]

@@ -72,7 +72,7 @@ class EntrySpec:
     variant: StrictStr
     overrides: dict[StrictStr, Any] = Field(default_factory=dict)
     name: Name | None = None
-    label: StrictStr | None = Field(None, min_length=1, max_length=60)  # its row in tables and plots
+    label: StrictStr | None = Field(default=None, min_length=1, max_length=60)  # its row in tables and plots
     train: dict[StrictStr, Any] = Field(default_factory=dict)  # this entry's changes to the suite's `train:`
 
 
@@ -94,9 +94,9 @@ class SuiteSpec:
     model: Dims
     variants: list[Annotated[EntrySpec, BeforeValidator(_entry_shorthand)]] = Field(min_length=1, max_length=256)
     name: Name | None = None
-    description: StrictStr = Field("", max_length=1000)
-    seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
-    repeats: StrictInt | None = Field(None, ge=1, le=MAX_REPEATS)
+    description: StrictStr = Field(default="", max_length=1000)
+    seed: StrictInt = Field(default=0, ge=0, le=MAX_SEED)
+    repeats: StrictInt | None = Field(default=None, ge=1, le=MAX_REPEATS)
     backend: StrictStr = DEFAULT_BACKEND
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # `pibench train`
@@ -188,7 +188,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _describe(err: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+def _describe(err: Any) -> tuple[tuple[Any, ...], str]:
     """The key path and a one-line message for one pydantic error."""
     loc = tuple(p for p in err["loc"] if p not in ("function-before",))
     kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
@@ -204,7 +204,7 @@ def _describe(err: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
     return loc, msg.splitlines()[0]
 
 
-def _most_telling(err: ValidationError) -> dict[str, Any]:
+def _most_telling(err: ValidationError) -> Any:
     """An unknown key first: a misspelt key also shows up as the correct key missing."""
     errors = err.errors()
     extra = [e for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")]
@@ -329,7 +329,7 @@ def _backend_settings(file: _SuiteFile, data: dict[str, Any], backend: str) -> A
         impl = entry.value
         section = data.get(entry.name)
         try:
-            settings = TypeAdapter(impl.settings_type).validate_python({} if section is None else section)
+            settings: Any = TypeAdapter(impl.settings_type).validate_python({} if section is None else section)
         except ValidationError as err:
             loc, msg = _describe(_most_telling(err))
             raise file.error((entry.name, *loc), msg) from None
@@ -343,7 +343,10 @@ def _entries(file: _SuiteFile, data: dict[str, Any], spec: SuiteSpec, dims: dict
     for i, item in enumerate(spec.variants):
         loc: tuple[Any, ...] = ("variants", i) if isinstance(data["variants"][i], str) else ("variants", i, "variant")
         if item.variant not in VARIANTS:
-            msg = f"unknown variant {shorten(item.variant)}{did_you_mean(item.variant, VARIANTS.names())}"
+            msg = (
+                f"unknown variant {shorten(item.variant)}{did_you_mean(item.variant, VARIANTS.names())}; "
+                "`pibench list` shows them; one of your own file: `pibench --include FILE ...`"
+            )
             raise file.error(loc, msg)
         for key in item.overrides:
             if key in DIMENSIONS:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PibenchError(Exception):
@@ -22,3 +27,15 @@ def shorten(value: object, limit: int = 60) -> str:
     """`repr(value)`, cut to `limit` characters: error messages never echo a huge input."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validated(model: type[M], data: object, what: str) -> M:
+    """`model.model_validate(data)`, or a one-line `PibenchError` "`what`: field.path: why" naming the first
+    field at fault (`what` says whose data it is and what it should have been)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        why = first["msg"].removeprefix("Value error, ")
+        raise PibenchError(f"{what}: {where + ': ' if where else ''}{why}") from None

@@ -74,6 +74,6 @@ def read_json(path: str | Path, noun: str, max_bytes: int, missing: str = "") ->
         reason = str(err).splitlines()[0][:100]
     except (OSError, UnicodeDecodeError, RecursionError) as err:
         reason = (
-            err.strerror if isinstance(err, OSError) else str(err).splitlines()[0][:100] if str(err) else "too deep"
+            (err.strerror or str(err)) if isinstance(err, OSError) else str(err).splitlines()[0][:100] or "too deep"
         )
     raise PibenchError(f"{noun} '{path}' is not a valid {noun}: not readable JSON ({reason})")

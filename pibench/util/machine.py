@@ -10,7 +10,9 @@ import subprocess
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 PACKAGES = ("pibench", "torch", "crypten", "spu", "jax", "jaxlib", "numpy", "pydantic")
 
@@ -103,3 +105,29 @@ def same_machine(recorded: Mapping[str, Any] | None) -> bool:
     here = fingerprint()
     keys = ("cpu_model", "cpu_count", "threads_per_party")
     return recorded is not None and all(recorded.get(k) == here[k] for k in keys)
+
+
+class Git(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    commit: str
+    dirty: bool
+
+
+class Machine(BaseModel):
+    """The machine, software and checkout a measurement was made on (`environment()`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    hostname: str
+    platform: str
+    machine: str
+    cpu_model: str
+    cpu_count: Annotated[int, Field(ge=1)]
+    python: str
+    packages: dict[str, str | None]
+    git: Git | None
+
+
+class Environment(Machine):
+    """A record's: the machine, and what its time model holds for (`fingerprint`)."""
+
+    fingerprint: dict[str, Any]

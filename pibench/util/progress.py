@@ -15,7 +15,7 @@ from typing import Any
 from tqdm import tqdm
 
 
-class _SteadyBar(tqdm):  # type: ignore[type-arg]
+class _SteadyBar(tqdm):
     """tqdm whose rate is the mean over the steps after the first (`steady_from`: count and time then)."""
 
     steady_from: tuple[float, float] | None = None

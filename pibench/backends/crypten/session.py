@@ -80,7 +80,7 @@ def _joined_through(store: Any, timeout_s: float) -> Iterator[None]:
 
     def with_store(*args: Any, **kwargs: Any) -> Any:
         kwargs.pop("init_method", None)
-        return original_init(*args, store=store, timeout=timeout, **kwargs)
+        return original_init(*args, **(kwargs | {"store": store, "timeout": timeout}))
 
     def bounded(*args: Any, **kwargs: Any) -> Any:
         kwargs["timeout"] = timeout

@@ -25,21 +25,21 @@ class CrypTenFunctions:
     max_method: Literal["log_reduction", "double_log_reduction", "accelerated_cascade", "pairwise"] = (
         "log_reduction"  # softmax's max
     )
-    exp_iterations: StrictInt = Field(8, ge=1, le=64)  # exp(x) ~ (1 + x/2^n)^(2^n)
+    exp_iterations: StrictInt = Field(default=8, ge=1, le=64)  # exp(x) ~ (1 + x/2^n)^(2^n)
     reciprocal_method: Literal["NR", "log"] = "NR"  # softmax's 1/sum
-    reciprocal_nr_iters: StrictInt = Field(10, ge=1, le=1000)
-    reciprocal_log_iters: StrictInt = Field(1, ge=1, le=1000)
+    reciprocal_nr_iters: StrictInt = Field(default=10, ge=1, le=1000)
+    reciprocal_log_iters: StrictInt = Field(default=1, ge=1, le=1000)
     reciprocal_all_pos: StrictBool = False
     reciprocal_initial: StrictFloat | None = None
-    sqrt_nr_iters: StrictInt = Field(3, ge=1, le=1000)  # LayerNorm's 1/sqrt(var)
+    sqrt_nr_iters: StrictInt = Field(default=3, ge=1, le=1000)  # LayerNorm's 1/sqrt(var)
     sqrt_nr_initial: StrictFloat | None = None
     sigmoid_tanh_method: Literal["reciprocal", "chebyshev"] = "reciprocal"  # tanh-GELU
-    sigmoid_tanh_terms: StrictInt = Field(32, ge=1, le=1000)
-    log_iterations: StrictInt = Field(2, ge=1, le=1000)
-    log_exp_iterations: StrictInt = Field(8, ge=1, le=64)
-    log_order: StrictInt = Field(8, ge=1, le=1000)
-    trig_iterations: StrictInt = Field(10, ge=1, le=1000)
-    erf_iterations: StrictInt = Field(8, ge=1, le=1000)  # erf-GELU
+    sigmoid_tanh_terms: StrictInt = Field(default=32, ge=1, le=1000)
+    log_iterations: StrictInt = Field(default=2, ge=1, le=1000)
+    log_exp_iterations: StrictInt = Field(default=8, ge=1, le=64)
+    log_order: StrictInt = Field(default=8, ge=1, le=1000)
+    trig_iterations: StrictInt = Field(default=10, ge=1, le=1000)
+    erf_iterations: StrictInt = Field(default=8, ge=1, le=1000)  # erf-GELU
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -57,7 +57,7 @@ class CrypTenSettings:
     path)."""
 
     provider: Literal["TFP", "TTP"] = "TFP"
-    precision_bits: StrictInt = Field(16, ge=1, le=30)
+    precision_bits: StrictInt = Field(default=16, ge=1, le=30)
     gelu: Literal["tanh", "erf"] = "tanh"
     softmax: Literal["max_only", "crypten"] = "max_only"
     local_products: Literal["auto", "int64", "blocks"] = "auto"

@@ -31,12 +31,12 @@ STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 class SPUSettings:
     protocol: Literal["CHEETAH", "SEMI2K"] = "CHEETAH"
     field: Literal["FM64", "FM128"] = "FM64"
-    fxp_fraction_bits: StrictInt = Field(18, ge=1, le=60)
+    fxp_fraction_bits: StrictInt = Field(default=18, ge=1, le=60)
     exp_mode: Literal["default", "pade", "taylor", "prime"] = "default"
-    exp_iters: StrictInt = Field(0, ge=0, le=64)
+    exp_iters: StrictInt = Field(default=0, ge=0, le=64)
     log_mode: Literal["default", "pade", "newton", "minmax"] = "default"
-    log_iters: StrictInt = Field(0, ge=0, le=64)
-    div_goldschmidt_iters: StrictInt = Field(0, ge=0, le=64)
+    log_iters: StrictInt = Field(default=0, ge=0, le=64)
+    div_goldschmidt_iters: StrictInt = Field(default=0, ge=0, le=64)
     sigmoid_mode: Literal["default", "mm1", "seg3", "real"] = "default"
     enable_lower_accuracy_rsqrt: StrictBool = False
     optimize_denominator_with_broadcast: StrictBool = True

@@ -1,0 +1,137 @@
+"""What a measurement is, typed from the party that counts it to the record that keeps it.
+
+`PartyResult`: one party's counts for one variant, extrapolated to the whole stack, as it sends them to
+the others (JSON over `pibench.measuring.peers`); `merge_parties` makes both parties' into one
+`Measured` (rank 0 sends it to the runner as JSON, which validates it back); `RunInfo`: the settings
+of the run itself. `pibench.results.records` embeds them in the versioned record. Strict: no extra
+keys, no NaN, no strings for numbers; the kinds add up to the totals.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pibench.models.opkinds import KINDS
+
+Count = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class KindTotals(Strict):
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+    comm_s: Seconds
+
+
+class PartyCounts(Strict):
+    sent: Count
+    received: Count
+    rounds: Count
+    comm_s: Seconds
+    wall_s: Seconds
+
+
+class StepRecord(PartyCounts):
+    step: str
+    stands_for: Positive
+    passes: Positive  # runs of the step; its seconds are the median pass's
+
+
+class Spread(Strict):
+    """The fastest and slowest of a step's repeated passes, summed over the stack like the median."""
+
+    wall_s_min: Seconds
+    wall_s_max: Seconds
+    comm_s_min: Seconds
+    comm_s_max: Seconds
+
+
+class PartyMeasurement(PartyCounts, Spread):
+    """One party's counts of one variant, extrapolated to the whole stack (its totals: `PartyCounts`)."""
+
+    rank: Count
+    by_kind: dict[str, PartyCounts]
+    dealer: PartyCounts
+    counters: dict[str, Count]
+    peak_rss_bytes: Count
+    steps: list[StepRecord]
+    choices: dict[str, str] = Field(default_factory=dict)  # the backend's own choices (local products per shape)
+
+
+class PartyResult(PartyMeasurement):
+    """What a party sends the others after a variant: its counts, and (rank 0, which holds the weights
+    the plaintext reference needs) the MPC output's error; None where not computed or not finite."""
+
+    max_abs_error: Seconds | None
+    max_abs_reference: Seconds | None
+    layers_measured: dict[str, Positive]
+
+
+class PartyRecord(PartyMeasurement):
+    """One party's counts as the record keeps them."""
+
+    role: str
+
+
+class DealerTotals(Strict):
+    bytes: Count
+    rounds: Count
+
+
+class Measured(Spread):
+    sampled: bool
+    repeats: Positive  # runs of each step: seconds are medians, with the spread beside
+    layers_measured: dict[str, Positive]
+    bytes: Positive
+    rounds: Positive
+    wall_s: Annotated[float, Field(gt=0)]
+    comm_s: Seconds
+    max_abs_error: Seconds | None
+    max_abs_reference: Seconds | None
+    error_scope: str
+    usable: bool
+    by_kind: dict[str, KindTotals]
+    dealer: DealerTotals | None
+    parties: list[PartyRecord] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> Measured:
+        if set(self.by_kind) != set(KINDS):
+            raise ValueError(f"by_kind must have the kinds {', '.join(KINDS)}")
+        if sum(k.bytes for k in self.by_kind.values()) != self.bytes:
+            raise ValueError("the bytes of the kinds do not add up to bytes")
+        if sum(k.rounds for k in self.by_kind.values()) != self.rounds:
+            raise ValueError("the rounds of the kinds do not add up to rounds")
+        return self
+
+
+class DealerCheck(Strict):
+    """Whole-run traffic of the dealer as each side counted it (equal when nothing is lost)."""
+
+    dealer_sent: Count
+    dealer_received: Count
+    party0_received: Count
+    party0_sent: Count
+
+
+class RunInfo(Strict):
+    mode: Literal["local", "party"]
+    full: bool
+    seed: Count
+    ranks: dict[str, str]
+    rendezvous: str
+    network: str
+    emulated: str | None
+    project: list[str]
+    timeout_s: Annotated[float, Field(gt=0)]
+    elapsed_s: Seconds
+    accepted_unusable: bool
+    dealer: DealerCheck | None
