@@ -34,7 +34,7 @@ def predict_all_suites() -> int:
 
     cal = shipped_calibration("crypten")
     return sum(
-        1 for path in SUITES for cost in suite_costs(load_suite(path)) if predict_cost(cal, cost.tally)["bytes"] > 0
+        1 for path in SUITES for cost in suite_costs(load_suite(path)) if predict_cost(cal, cost.tally).bytes > 0
     )
 
 
