@@ -139,6 +139,15 @@ def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.
     return 0
 
 
+def refuse_generation(suite: Any) -> None:
+    """A suite that generates is costed (`pibench cost`), not yet measured: every party refuses it."""
+    if suite.new_tokens:
+        raise PibenchError(
+            f"suite '{suite.path}': generate: is counted by `pibench cost`, not yet measured under MPC; "
+            "remove it to measure the prefill"
+        )
+
+
 def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     """What would otherwise fail only after the parties ran, checked before they start."""
     from pibench.counting.network import parse_profile

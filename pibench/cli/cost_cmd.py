@@ -12,8 +12,17 @@ from typing import TYPE_CHECKING, Any
 from tabulate import tabulate
 
 from pibench.cli.common import add_backend_option
-from pibench.counting.cost import FLOP_CONVENTIONS, VariantCost
-from pibench.counting.notation import BYTE_UNITS, COST_COLUMNS, TIME_UNITS, cost_rows, nonlinear_notation, unit_for
+from pibench.counting.cost import FLOP_CONVENTIONS, GenerationCost, VariantCost, generation_cost
+from pibench.counting.notation import (
+    BYTE_UNITS,
+    COST_COLUMNS,
+    TIME_UNITS,
+    billions,
+    cost_rows,
+    nonlinear_notation,
+    nonlinear_totals,
+    unit_for,
+)
 from pibench.models.opkinds import NONLINEAR
 from pibench.suites.analytic import suite_costs
 from pibench.suites.loader import Suite, load_suite
@@ -66,30 +75,82 @@ def _predictions(suite: Suite, costs: list[VariantCost], args: argparse.Namespac
     return [predict_cost(cal, c.tally, profiles, suite.settings_dict) for c in costs], about
 
 
-def cost_frame(suite: Suite, costs: list[VariantCost], preds: list[Predicted]) -> pd.DataFrame:
+def cost_frame(
+    suite: Suite, costs: list[VariantCost], preds: list[Predicted], gens: list[GenerationCost] | None = None
+) -> pd.DataFrame:
     """One row per variant, numbers as numbers, units in the names (as `pibench report --format csv`):
-    operations and elements per nonlinear kind, FLOPs, and with predictions GB, rounds and minutes."""
+    operations and elements per nonlinear kind, FLOPs, and with predictions GB, rounds and minutes.
+    A suite that generates has a row per variant and step (prefill, decode_first, decode_last, total)."""
     import pandas as pd
 
     rows = []
     predicted: list[Predicted | None] = [*preds] if preds else [None] * len(costs)
-    for c, p in zip(costs, predicted, strict=True):
-        nonlinear = c.to_json()["nonlinear"]
-        row: dict[str, Any] = {
-            "suite": suite.name,
-            "variant": c.variant,
-            "label": c.label,
-            "nonlinear": nonlinear_notation(c),
-        }
-        for kind in NONLINEAR:
-            row[f"{kind}_ops"] = nonlinear.get(kind, {}).get("count", 0)
-            row[f"{kind}_elements"] = nonlinear.get(kind, {}).get("elements", 0)
-        row |= {"flops_ffn": c.flops_ffn, "flops_attn": c.flops_attn, "flops_convention": c.convention}
-        if p:
-            row |= {"pred_comm_gb": p.gb, "pred_rounds": p.rounds}
-            row |= {f"pred_lat_min_{_slug(net)}": m for net, m in p.minutes.items()}
-        rows.append(row)
-    return pd.DataFrame(rows)
+    for i, (c, p) in enumerate(zip(costs, predicted, strict=True)):
+        steps = generation_steps(gens[i]) if gens else [("prefill", c.config.T, c)]
+        for step, t, part in steps:
+            row = _cost_row(suite, part) | ({"step": step, "context": t} if gens else {})
+            if p and step == "prefill":
+                row |= {"pred_comm_gb": p.gb, "pred_rounds": p.rounds}
+                row |= {f"pred_lat_min_{_slug(net)}": m for net, m in p.minutes.items()}
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if gens:
+        frame["context"] = frame["context"].astype("Int64")  # the total's is empty
+    return frame
+
+
+def _cost_row(suite: Suite, c: VariantCost) -> dict[str, Any]:
+    nonlinear = c.to_json()["nonlinear"]
+    row: dict[str, Any] = {"suite": suite.name, "variant": c.variant, "label": c.label}
+    row["nonlinear"] = nonlinear_notation(c)
+    for kind in NONLINEAR:
+        row[f"{kind}_ops"] = nonlinear.get(kind, {}).get("count", 0)
+        row[f"{kind}_elements"] = nonlinear.get(kind, {}).get("elements", 0)
+    return row | {"flops_ffn": c.flops_ffn, "flops_attn": c.flops_attn, "flops_convention": c.convention}
+
+
+def generation_steps(gen: GenerationCost) -> list[tuple[str, int | None, VariantCost]]:
+    """(step, context, cost) of the prefill, the first and the last decode step, and the total: what
+    `pibench cost` shows of a suite that generates (context: positions attended to; None: a sum)."""
+    cfg = gen.prefill.config
+    steps: list[tuple[str, int | None, VariantCost]] = [("prefill", cfg.T, gen.prefill)]
+    if gen.decode:
+        steps.append(("decode_first", cfg.T + 1, gen.decode[0]))
+    if len(gen.decode) > 1:
+        steps.append(("decode_last", cfg.context, gen.decode[-1]))
+    return [*steps, ("total", None, gen.total)]
+
+
+def _generation_json(gen: GenerationCost) -> dict[str, Any]:
+    return {
+        "new_tokens": gen.prefill.config.new_tokens,
+        "decode_steps": len(gen.decode),
+        **{step: {"context": t, **_counts_json(c)} for step, t, c in generation_steps(gen)},
+    }
+
+
+def _counts_json(c: VariantCost) -> dict[str, Any]:
+    whole = c.to_json()
+    return {"nonlinear": whole["nonlinear"], "flops": whole["flops"]}
+
+
+def _generation_table(suite: Suite, gens: list[GenerationCost]) -> str:
+    n = suite.new_tokens
+    rows = []
+    for gen in gens:
+        for step, t, c in generation_steps(gen):
+            name = {"decode_first": "decode 1", "decode_last": f"decode {len(gen.decode)}"}.get(step, step)
+            if step == "total":
+                name = f"total, {n} token{'s' * (n > 1)}"
+            ops = nonlinear_totals(c) if t is None else nonlinear_notation(c)
+            rows.append([c.variant, name, "-" if t is None else t, ops, billions(c.flops_ffn), billions(c.flops_attn)])
+    headers = ["variant", "step", "context", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
+    return (
+        f"generating {n} token{'s' * (n > 1)} after a prompt of {suite.entries[0].config.T}: the prefill yields the "
+        f"first, each decode step one more over the KV cache ({n - 1} decode steps)\n"
+        + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+        + "\ntotal: operations of every kind over the prefill and every decode step (el.: elements)"
+    )
 
 
 def _slug(text: str) -> str:
@@ -101,16 +162,19 @@ def main(args: argparse.Namespace) -> int:
     if (args.calibration or args.network) and not args.predict:
         raise PibenchError("--calibration and --network go with --predict")
     costs = suite_costs(suite, args.flops)
+    gens = [generation_cost(e.config, e.name, e.label, args.flops) for e in suite.entries] if suite.new_tokens else []
     preds, about = _predictions(suite, costs, args) if args.predict else ([], "")
     if args.format == "json":
         out = [c.to_json() for c in costs]
         for obj, p in zip(out, preds, strict=False):  # no predictions: nothing to add
             obj["predicted"] = p.model_dump(mode="json")
+        for obj, g in zip(out, gens, strict=False):
+            obj["generation"] = _generation_json(g)
         json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return 0
     if args.format == "csv":
-        print(cost_frame(suite, costs, preds).to_csv(index=False).rstrip("\n"))
+        print(cost_frame(suite, costs, preds, gens).to_csv(index=False).rstrip("\n"))
         return 0
     columns, rows = list(COST_COLUMNS), cost_rows(costs)
     if preds:
@@ -128,4 +192,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
     if preds:
         print(f"pred.: {about}.")
+    if gens:
+        print()
+        print(_generation_table(suite, gens))
     return 0

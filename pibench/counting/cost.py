@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pibench.counting.sampling import layer_kinds, trace_input_stage
+from pibench.counting.sampling import Step, layer_kinds, trace_input_stage
 from pibench.models.config import ModelConfig
 from pibench.models.opkinds import NONLINEAR
 from pibench.models.ops import MATMUL_ROLES
@@ -39,11 +39,12 @@ FLOP_CONVENTIONS.add(
 )
 
 
-def trace(cfg: ModelConfig) -> Tally:
-    """What one forward pass executes (shapes only): the input stage, then each layer kind times
-    its count (`pibench.counting.sampling`), so the cost of a stack does not grow with its depth."""
-    tally = trace_input_stage(cfg)
-    for kind in layer_kinds(cfg):
+def trace(cfg: ModelConfig, step: Step | None = None) -> Tally:
+    """What one forward pass executes (shapes only; default: the prefill): the input stage, then each
+    layer kind times its count (`pibench.counting.sampling`), so the cost of a stack does not grow
+    with its depth."""
+    tally = trace_input_stage(cfg, step)
+    for kind in layer_kinds(cfg, step):
         tally.add(kind.tally, kind.count)
     return tally
 
@@ -99,10 +100,16 @@ class VariantCost:
         }
 
 
-def analyse(cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper") -> VariantCost:
-    """Count nonlinear operations and FLOPs of `cfg` by interpreting its forward pass."""
+def analyse(
+    cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper", step: Step | None = None
+) -> VariantCost:
+    """Count nonlinear operations and FLOPs of `cfg` by interpreting its forward pass (`step`: a pass
+    of generation; default: the prefill over the T prompt positions)."""
+    return _cost(trace(cfg, step), cfg, variant, label, flops)
+
+
+def _cost(tally: Tally, cfg: ModelConfig, variant: str, label: str, flops: str) -> VariantCost:
     per_mac = FLOP_CONVENTIONS.get(flops)
-    tally = trace(cfg)
     split = {"ffn": 0, "attn": 0}
     for role, macs in tally.macs.items():
         split[role.split(".", 1)[0]] += per_mac[role] * macs
@@ -113,3 +120,26 @@ def analyse(cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "
         )
     )
     return VariantCost(variant, label, cfg, nonlinear, split["ffn"], split["attn"], flops, tally)
+
+
+@dataclass(frozen=True)
+class GenerationCost:
+    """The analytic cost of generating `cfg.new_tokens` tokens after a prompt of T: the prefill
+    (which yields the first token), each decode step (token j+1 from the decode step at context
+    T+j, j = 1..new_tokens-1: the last token is revealed, never fed back), and their total."""
+
+    prefill: VariantCost
+    decode: tuple[VariantCost, ...]  # in order of context, T+1 .. T+new_tokens-1
+    total: VariantCost
+
+
+def generation_cost(cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper") -> GenerationCost:
+    """`GenerationCost` of `cfg`: one trace per decode step (each a few layer traces)."""
+    prefill = analyse(cfg, variant, label, flops)
+    decode = tuple(
+        analyse(cfg, variant, label, flops, Step.decode(t)) for t in range(cfg.T + 1, cfg.T + cfg.new_tokens)
+    )
+    total = Tally()
+    for part in (prefill, *decode):
+        total.add(part.tally)
+    return GenerationCost(prefill, decode, _cost(total, cfg, variant, label, flops))

@@ -31,6 +31,24 @@ def nonlinear_notation_json(nonlinear: Mapping[str, Any]) -> str:
     return " ".join(terms) or "-"
 
 
+def nonlinear_totals(cost: VariantCost) -> str:
+    """Operations and elements per kind, whatever their shapes: "SM:4608 (17.2M el.) LN:...", for a
+    sum of passes whose shapes differ (every decode step's softmax rows are one longer)."""
+    terms = []
+    for kind in dict.fromkeys(n.kind for n in cost.nonlinear):
+        groups = [n for n in cost.nonlinear if n.kind == kind]
+        count, elements = sum(g.count for g in groups), sum(g.elements for g in groups)
+        terms.append(f"{ABBREV[kind]}:{count} ({_si(elements)} el.)")
+    return " ".join(terms) or "-"
+
+
+def _si(n: int) -> str:
+    for per, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= per:
+            return f"{n / per:.1f}{suffix}"
+    return str(n)
+
+
 def billions(flops: int) -> str:
     """FLOPs as the papers print them: 14495514624 -> "14.5B", 905969664 -> "0.9B"; counts under
     0.1B in M, K or units."""

@@ -43,6 +43,10 @@ class ModelConfig:
     ffn_weight_param: weight or spectral normalisation of the FFN weights; a training-time
                 reparametrisation, folded into plain weights for inference (no inference cost).
     bias:       linear layers carry a bias vector, as in GPT-2.
+    new_tokens: tokens generated after the prompt of T: a prefill over T positions (which yields the
+                first), then one decode step per further token over the KV cache
+                (`pibench.models.definition.KVCache`); the last token is never fed back, so the
+                context holds T + new_tokens - 1 positions (`context`). 0: the prefill alone.
     """
 
     L: int = Field(default=12, ge=1)
@@ -57,6 +61,7 @@ class ModelConfig:
     activation_blocks: int | None = Field(default=None, ge=0)
     ffn_weight_param: WeightParam = "none"
     bias: bool = True
+    new_tokens: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
@@ -69,6 +74,11 @@ class ModelConfig:
         if self.ffn == "scaled_fused" and self.activation != "identity":
             raise ValueError("a fused FFN (one d x d matrix) cannot have an activation")
         return self
+
+    @property
+    def context(self) -> int:
+        """Positions of the longest sequence: the prompt and every generated token."""
+        return self.T + max(self.new_tokens - 1, 0)
 
     @property
     def d_ff(self) -> int:

@@ -4,13 +4,17 @@
 the final LayerNorm and the LM head are outside the definition (the papers' FLOP columns exclude
 them too). `param_specs(cfg)` lists every weight with its shape (`input_param_specs` and
 `layer_param_specs` a part of them); interpreters build `weights` from it.
+
+Generation runs the same code with a `KVCache`: the prefill is `forward` over the T prompt positions,
+each decode step `forward` over one new position (x: (1, d)) attending to every cached one. Every
+interpreter's tensors have a `.shape` (the positions of x are `x.shape[0]`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pibench.models.config import ModelConfig
@@ -45,7 +49,7 @@ def _layernorm_specs(name: str, d: int) -> dict[str, ParamSpec]:
 def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
     """The weights of layer `index`. Q, K and V are one (d, 3d) matrix (Q, K: (d, 2d) in shaped
     attention), as GPT-2 stores them: one product instead of three."""
-    d, H, T, p = cfg.d, cfg.H, cfg.T, f"h{index}."
+    d, H, p = cfg.d, cfg.H, f"h{index}."
     specs: dict[str, ParamSpec] = {}
 
     def linear(name: str, n_in: int, n_out: int) -> None:
@@ -62,8 +66,8 @@ def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
     else:
         linear("attn.qkv", d, 3 * d)
         linear("attn.o", d, d)
-    if cfg.attention == "softmax_t":
-        specs[p + "attn.inv_temp"] = ParamSpec((H, T, 1), "ones")
+    if cfg.attention == "softmax_t":  # one per head and position of the context: position p uses row p
+        specs[p + "attn.inv_temp"] = ParamSpec((H, cfg.context, 1), "ones")
     if cfg.ffn != "standard":
         specs[p + "res.alpha"] = ParamSpec((1,), "ones")
     if not cfg.has_ffn(index):
@@ -80,14 +84,45 @@ def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
     return specs
 
 
+@dataclass
+class KVCache:
+    """What attention keeps of every position seen so far, per layer index: keys and values (H, t, dh)
+    each (shaped attention: its keys, and the split input it mixes in place of values, W_V = I).
+
+    A layer appends its new positions' keys and values when it runs; `past(index)` is how many
+    positions layer `index` had cached before. Positions are absolute: a new position p attends to
+    positions 0..p, and SM(t) uses row p of its per-position inverse temperature."""
+
+    keys: dict[int, Tensor] = field(default_factory=dict)
+    values: dict[int, Tensor] = field(default_factory=dict)
+    lengths: dict[int, int] = field(default_factory=dict)
+
+    def past(self, index: int) -> int:
+        return self.lengths.get(index, 0)
+
+    def extend(self, ops: Ops, index: int, k: Tensor, v: Tensor, new: int) -> tuple[Tensor, Tensor]:
+        """Layer `index`'s keys and values of every position, its `new` ones (H, new, dh) appended."""
+        if index in self.keys:
+            k, v = ops.concat(self.keys[index], k), ops.concat(self.values[index], v)
+        self.keys[index], self.values[index] = k, v
+        self.lengths[index] = self.past(index) + new
+        return k, v
+
+
 def forward(
-    ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig, layers: Sequence[int] | None = None
+    ops: Ops,
+    weights: Mapping[str, Tensor],
+    x: Tensor,
+    cfg: ModelConfig,
+    layers: Sequence[int] | None = None,
+    cache: KVCache | None = None,
 ) -> Tensor:
-    """Input embeddings x (T, d) -> hidden states (T, d): the input stage, then every layer (or only
-    `layers`, in that order: the MPC runner measures a sample of layers this way)."""
+    """Input embeddings x (n, d) -> hidden states (n, d): the input stage, then every layer (or only
+    `layers`, in that order: the MPC runner measures a sample of layers this way). Without a cache,
+    the n = T positions of a prompt; with one, n new positions after those it holds."""
     x = input_stage(ops, weights, x, cfg)
     for index in range(cfg.L) if layers is None else layers:
-        x = layer(ops, weights, x, cfg, index)
+        x = layer(ops, weights, x, cfg, index, cache)
     return x
 
 
@@ -98,10 +133,13 @@ def input_stage(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelCo
     return x
 
 
-def layer(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig, index: int) -> Tensor:
-    """Layer `index` of the stack: (T, d) -> (T, d)."""
+def layer(
+    ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig, index: int, cache: KVCache | None = None
+) -> Tensor:
+    """Layer `index` of the stack: (n, d) -> (n, d), n new positions after those `cache` holds."""
     block = _parallel_block if cfg.attention == "shaped" else _sequential_block
-    return block(_Layer(ops, weights, cfg, index), x)
+    past = cache.past(index) if cache is not None else 0
+    return block(_Layer(ops, weights, cfg, index, cache, past, x.shape[0]), x)
 
 
 def layer_weight_specs(cfg: ModelConfig, layers: Sequence[int]) -> dict[str, ParamSpec]:
@@ -120,6 +158,18 @@ class _Layer:
     weights: Mapping[str, Tensor]
     cfg: ModelConfig
     index: int
+    cache: KVCache | None
+    past: int  # positions cached before this pass
+    new: int  # positions this pass computes: past..past+new-1
+
+    @property
+    def seen(self) -> int:
+        """Positions attended to: every cached one and the new ones."""
+        return self.past + self.new
+
+    def cached(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (H, new, dh) -> those of every position seen (H, seen, dh)."""
+        return (k, v) if self.cache is None else self.cache.extend(self.ops, self.index, k, v, self.new)
 
     def w(self, name: str) -> Tensor:
         return self.weights[f"h{self.index}.{name}"]
@@ -143,29 +193,36 @@ class _Layer:
         return [self.ops.split_heads(p, self.cfg.H) for p in projected]
 
     def scores(self, q: Tensor, k: Tensor, role: str) -> Tensor:
-        """Causal softmax attention probabilities (H, T, T) from queries and keys (H, T, dh)."""
+        """Causal softmax attention probabilities (H, new, seen) from the new positions' queries
+        (H, new, dh) and every seen position's keys (H, seen, dh)."""
         ops, cfg = self.ops, self.cfg
         s = ops.scale(ops.matmul(q, ops.transpose(k), role), 1.0 / math.sqrt(cfg.d_head))
-        if cfg.attention == "softmax_t":
-            s = ops.mul(s, self.w("attn.inv_temp"))  # (H, T, 1): per head and query position
-        return ops.softmax(ops.add(s, ops.causal_mask(cfg.T)))
+        if cfg.attention == "softmax_t":  # per head and query position: rows past..past+new-1
+            inv_temp = self.w("attn.inv_temp")  # (H, context, 1)
+            if (self.past, self.seen) != (0, inv_temp.shape[-2]):
+                inv_temp = ops.rows(inv_temp, self.past, self.seen)
+            s = ops.mul(s, inv_temp)
+        return ops.softmax(ops.add(s, ops.causal_mask(self.new, self.seen)))
 
     def attention(self, x: Tensor) -> Tensor:
-        """Multi-head causal softmax attention, all heads at once: (T, d) -> (T, d)."""
+        """Multi-head causal softmax attention, all heads at once: (new, d) -> (new, d)."""
         ops = self.ops
         q, k, v = self.heads(x, "attn.qkv", 3)
+        k, v = self.cached(k, v)
         probs = self.scores(q, k, "attn.scores")
         out = ops.merge_heads(ops.matmul(probs, v, "attn.values"))
         return self.linear(out, "attn.o", "attn.proj")
 
     def shaped_attention(self, x: Tensor) -> Tensor:
-        """He & Hofmann: (a*I + b*softmax(.) - c*C) X per head, W_V = W_O = identity."""
-        ops, T = self.ops, self.cfg.T
+        """He & Hofmann: (a*I + b*softmax(.) - c*C) X per head, W_V = W_O = identity; a new position's
+        row of I and of C (the causal average) is its row of the (seen x seen) matrix."""
+        ops, new, seen = self.ops, self.new, self.seen
         q, k = self.heads(x, "attn.qk", 2)
+        k, values = self.cached(k, ops.split_heads(x, self.cfg.H))
         probs = self.scores(q, k, "attn.shaped_scores")
-        mix = ops.add(ops.mul(ops.eye(T), self.w("attn.shape_a")), ops.mul(probs, self.w("attn.shape_b")))
-        mix = ops.add(mix, ops.mul(ops.scale(ops.causal_average(T), -1.0), self.w("attn.shape_c")))
-        out = ops.matmul(mix, ops.split_heads(x, self.cfg.H), "attn.shaped_values")
+        mix = ops.add(ops.mul(ops.eye(new, seen), self.w("attn.shape_a")), ops.mul(probs, self.w("attn.shape_b")))
+        mix = ops.add(mix, ops.mul(ops.scale(ops.causal_average(new, seen), -1.0), self.w("attn.shape_c")))
+        out = ops.matmul(mix, values, "attn.shaped_values")
         return ops.merge_heads(out)
 
     def ffn(self, x: Tensor) -> Tensor:

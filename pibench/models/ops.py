@@ -89,15 +89,24 @@ class Ops(ABC):
     def transpose(self, x: Tensor) -> Tensor:
         """Swap the last two dims."""
 
-    # -- public constants --------------------------------------------------------------------
     @abstractmethod
-    def causal_mask(self, T: int) -> Tensor:
-        """(T, T) additive mask: 0 where key j <= query i, MASK_VALUE above the diagonal."""
+    def concat(self, a: Tensor, b: Tensor) -> Tensor:
+        """(..., m, k) and (..., n, k) -> (..., m+n, k): positions appended (a KV cache growing)."""
 
     @abstractmethod
-    def causal_average(self, T: int) -> Tensor:
-        """(T, T) matrix C with C[i, j] = 1/(i+1) for j <= i, else 0 (uniform causal attention)."""
+    def rows(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """(..., m, k) -> (..., stop-start, k): rows start..stop-1 of the last-but-one dim."""
+
+    # -- public constants: the last n rows of a (t, t) matrix, for n new positions of t seen ------
+    @abstractmethod
+    def causal_mask(self, n: int, t: int | None = None) -> Tensor:
+        """(n, t) additive mask (t = n by default): row i is query position t-n+i; 0 where key
+        j <= t-n+i, MASK_VALUE after it."""
 
     @abstractmethod
-    def eye(self, T: int) -> Tensor:
-        """(T, T) identity."""
+    def causal_average(self, n: int, t: int | None = None) -> Tensor:
+        """(n, t) rows of C, C[p, j] = 1/(p+1) for j <= p, else 0 (uniform causal attention)."""
+
+    @abstractmethod
+    def eye(self, n: int, t: int | None = None) -> Tensor:
+        """(n, t) rows of the (t, t) identity."""

@@ -29,15 +29,21 @@ class TorchConstants:
 
     device: torch.device | str = "cpu"
 
-    def causal_mask(self, T: int) -> Tensor:
-        return torch.full((T, T), MASK_VALUE, device=self.device).triu(1)
+    def causal_mask(self, n: int, t: int | None = None) -> Tensor:
+        t = n if t is None else t
+        return torch.full((n, t), MASK_VALUE, device=self.device).triu(t - n + 1)
 
-    def causal_average(self, T: int) -> Tensor:
-        steps = torch.arange(1, T + 1, dtype=torch.float32, device=self.device)
-        return torch.ones(T, T, device=self.device).tril() / steps[:, None]
+    def causal_average(self, n: int, t: int | None = None) -> Tensor:
+        t = n if t is None else t
+        steps = torch.arange(t - n + 1, t + 1, dtype=torch.float32, device=self.device)
+        return torch.ones(n, t, device=self.device).tril(t - n) / steps[:, None]
 
-    def eye(self, T: int) -> Tensor:
-        return torch.eye(T, device=self.device)
+    def eye(self, n: int, t: int | None = None) -> Tensor:
+        t = n if t is None else t
+        return torch.eye(t, device=self.device)[t - n :]
+
+    def rows(self, x: Tensor, start: int, stop: int) -> Tensor:
+        return x[..., start:stop, :]
 
 
 class TorchOps(TorchConstants, Ops):
@@ -56,6 +62,9 @@ class TorchOps(TorchConstants, Ops):
 
     def mul(self, a: Tensor, b: Tensor) -> Tensor:
         return a * b
+
+    def concat(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.cat([a, b], dim=-2)
 
     def scale(self, a: Tensor, c: float) -> Tensor:
         return a * c

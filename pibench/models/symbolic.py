@@ -143,11 +143,22 @@ class SymbolicOps(Ops):
     def transpose(self, x: SymTensor) -> SymTensor:
         return SymTensor((*x.shape[:-2], x.shape[-1], x.shape[-2]), x.public)
 
-    def causal_mask(self, T: int) -> SymTensor:
-        return SymTensor((T, T), public=True)
+    def concat(self, a: SymTensor, b: SymTensor) -> SymTensor:
+        *lead, m, k = a.shape
+        if (*lead, k) != (*b.shape[:-2], b.shape[-1]):
+            raise ValueError(f"cannot concatenate {a.shape} and {b.shape} along positions")
+        return SymTensor((*lead, m + b.shape[-2], k), a.public and b.public)
 
-    def causal_average(self, T: int) -> SymTensor:
-        return SymTensor((T, T), public=True)
+    def rows(self, x: SymTensor, start: int, stop: int) -> SymTensor:
+        if not 0 <= start < stop <= x.shape[-2]:
+            raise ValueError(f"rows {start}..{stop - 1} of {x.shape}")
+        return SymTensor((*x.shape[:-2], stop - start, x.shape[-1]), x.public)
 
-    def eye(self, T: int) -> SymTensor:
-        return SymTensor((T, T), public=True)
+    def causal_mask(self, n: int, t: int | None = None) -> SymTensor:
+        return SymTensor((n, n if t is None else t), public=True)
+
+    def causal_average(self, n: int, t: int | None = None) -> SymTensor:
+        return SymTensor((n, n if t is None else t), public=True)
+
+    def eye(self, n: int, t: int | None = None) -> SymTensor:
+        return SymTensor((n, n if t is None else t), public=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, types
 
 from pibench.measuring.measured import Strict
-from pibench.models.config import DIMENSIONS
+from pibench.models.config import DIMENSIONS, ModelConfig
 from pibench.results.records import Analytic, Environment
 from pibench.results.report import MeasuredPpl
 from pibench.suites.analytic import suite_costs
@@ -163,7 +163,9 @@ def validate_quality_record(record: Any, what: str) -> QualityRecord:
 
 
 def _arch(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in config.items() if k not in DIMENSIONS))
+    """Every architecture field, defaults filled in (a record older than a field lacks it)."""
+    full = ModelConfig(**config).as_dict()
+    return tuple(sorted((k, v) for k, v in full.items() if k not in (*DIMENSIONS, "new_tokens")))
 
 
 def measured_ppl(quality: Sequence[QualityRecord]) -> MeasuredPpl:

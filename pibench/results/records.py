@@ -102,8 +102,9 @@ class VariantRecord(Strict):
     @field_validator("config")
     @classmethod
     def _a_model_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """A valid configuration, with defaults filled in (a record older than a field lacks it)."""
         try:
-            ModelConfig(**value)
+            return ModelConfig(**value).as_dict()
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "(the configuration)"
@@ -114,7 +115,6 @@ class VariantRecord(Strict):
             raise ValueError(f"not a model configuration: {why}") from None
         except TypeError as err:  # a key ModelConfig has no field for
             raise ValueError(f"not a model configuration: {err}") from None
-        return value
 
 
 class SuiteInfo(Strict):

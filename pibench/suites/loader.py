@@ -53,6 +53,7 @@ MAX_DEPTH = 32
 MAX_DIM = 2**31 - 1
 MAX_SEED = 2**62
 MAX_REPEATS = 100  # the parties seed torch generators with seed and seed + 1
+MAX_NEW_TOKENS = 4096
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a file-name part: no '/', no leading '.', no NUL
 
 Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
@@ -65,6 +66,13 @@ class Dims:
     H: Dim
     d: Dim
     T: Dim
+
+
+@schema(frozen=True, config=STRICT)
+class GenerateSpec:
+    """What to generate after the prompt of T tokens (`ModelConfig.new_tokens`)."""
+
+    new_tokens: StrictInt = Field(ge=1, le=MAX_NEW_TOKENS)
 
 
 @schema(frozen=True, config=STRICT)
@@ -97,6 +105,7 @@ class SuiteSpec:
     description: StrictStr = Field(default="", max_length=1000)
     seed: StrictInt = Field(default=0, ge=0, le=MAX_SEED)
     repeats: StrictInt | None = Field(default=None, ge=1, le=MAX_REPEATS)
+    generate: GenerateSpec | None = None  # absent: the prefill alone
     backend: StrictStr = DEFAULT_BACKEND
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # `pibench train`
@@ -113,7 +122,11 @@ def _field_names(cls: type) -> set[str]:
 
 
 KNOWN_KEYS = {
-    *(name for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, TrainSettings) for name in _field_names(cls)),
+    *(
+        name
+        for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, GenerateSpec, TrainSettings)
+        for name in _field_names(cls)
+    ),
     *FIELDS,
     *BACKENDS.names(),
     *(name for entry in BACKENDS for name in _field_names(entry.value.settings_type)),
@@ -149,6 +162,11 @@ class Suite:
     emulate: NetworkProfile | None = None
     project: tuple[NetworkProfile, ...] = ()
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens generated after the prompt (0: the prefill alone; every entry generates as many)."""
+        return self.entries[0].config.new_tokens
 
     @property
     def settings_dict(self) -> dict[str, Any]:
@@ -351,9 +369,13 @@ def _entries(file: _SuiteFile, data: dict[str, Any], spec: SuiteSpec, dims: dict
         for key in item.overrides:
             if key in DIMENSIONS:
                 raise file.error(("variants", i, "overrides", key), f"'{key}' is a dimension; set it under 'model'")
+            if key == "new_tokens":
+                raise file.error(("variants", i, "overrides", key), "set the tokens to generate under 'generate'")
         variant = VARIANTS.get(item.variant)
         try:
             cfg = variant.config(dims, item.overrides)
+            if spec.generate:
+                cfg = cfg.replace(new_tokens=spec.generate.new_tokens)
         except ValidationError as err:
             sub, msg = _describe(_most_telling(err))
             raise file.error(("variants", i, "overrides", *sub), msg) from None

@@ -107,3 +107,8 @@ class CrypTenOps(TorchConstants, Ops):
 
     def transpose(self, x: Any) -> Any:
         return x.transpose(-2, -1)
+
+    def concat(self, a: Any, b: Any) -> Any:
+        import crypten
+
+        return crypten.cat([a, b], dim=-2)

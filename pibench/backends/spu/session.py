@@ -178,16 +178,24 @@ class SpuOps(Ops):
     def transpose(self, x: Any) -> Any:
         return self.s.call("other", "transpose", lambda v: jnp.swapaxes(v, -1, -2), x)
 
-    def causal_mask(self, T: int) -> Any:
-        return np.triu(np.full((T, T), MASK_VALUE, np.float32), 1)
+    def concat(self, a: Any, b: Any) -> Any:
+        return self.s.call("other", "concat", lambda u, v: jnp.concatenate([u, v], axis=-2), a, b)
 
-    def causal_average(self, T: int) -> Any:
-        return (np.tril(np.ones((T, T), np.float32)) / np.arange(1, T + 1, dtype=np.float32)[:, None]).astype(
-            np.float32
-        )
+    def rows(self, x: Any, start: int, stop: int) -> Any:
+        return self.s.call("other", f"rows{start}:{stop}", lambda v: v[..., start:stop, :], x)
 
-    def eye(self, T: int) -> Any:
-        return np.eye(T, dtype=np.float32)
+    def causal_mask(self, n: int, t: int | None = None) -> Any:
+        t = n if t is None else t
+        return np.triu(np.full((n, t), MASK_VALUE, np.float32), t - n + 1)
+
+    def causal_average(self, n: int, t: int | None = None) -> Any:
+        t = n if t is None else t
+        steps = np.arange(t - n + 1, t + 1, dtype=np.float32)[:, None]
+        return (np.tril(np.ones((n, t), np.float32), t - n) / steps).astype(np.float32)
+
+    def eye(self, n: int, t: int | None = None) -> Any:
+        t = n if t is None else t
+        return np.eye(n, t, t - n, dtype=np.float32)
 
 
 class SPUSession(Session):

@@ -1,0 +1,210 @@
+"""Generation with a KV cache: one definition for the prefill and every decode step.
+
+A decode step is `forward` over one new position attending to every cached one; it must give what
+recomputing the whole sequence gives, for every variant, and what an independently written torch
+GPT-2 with a KV cache gives. Its counts are the papers' notation with one row per new position."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pibench.counting.cost import analyse, generation_cost
+from pibench.counting.notation import nonlinear_notation
+from pibench.counting.sampling import Step
+from pibench.models.definition import KVCache, forward
+from pibench.models.plaintext import TorchModel, TorchOps
+from pibench.models.variants import VARIANTS, resolve
+from tests.conftest import run_cli, write_suite
+
+TINY = {"L": 2, "H": 2, "d": 16, "T": 4}
+NEW = 3  # tokens generated: the prefill yields the first, two decode steps the others
+VOCAB = 11
+
+
+def _weights(cfg, seed=0):
+    """The weights of `cfg` with every ones- or zeros-initialised one (not a matrix) drawn at random,
+    so that SM(t)'s per-position temperatures and the shaped attention's coefficients differ per row and head."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        weights = TorchModel(cfg, seed).effective_weights()
+        return {n: w if w.dim() == 2 else w + 0.3 * torch.randn(w.shape, generator=gen) for n, w in weights.items()}
+
+
+def _prompt_and_more(cfg, positions, seed=3):
+    return torch.randn(positions, cfg.d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", VARIANTS.names())
+def test_decode_steps_with_the_cache_equal_recomputing_the_sequence(name):
+    cfg = resolve(name, TINY).replace(new_tokens=NEW)
+    ops, w = TorchOps(), _weights(cfg)
+    x = _prompt_and_more(cfg, cfg.context)  # 4 prompt positions and the 2 fed back: 6
+    # without a cache: the whole sequence as one prompt of 6 (same weights: the context is 6 either way)
+    whole = forward(ops, w, x, cfg.replace(T=cfg.context, new_tokens=0))
+    cache = KVCache()
+    steps = [forward(ops, w, x[: cfg.T], cfg, cache=cache)]
+    steps += [forward(ops, w, x[p : p + 1], cfg, cache=cache) for p in range(cfg.T, cfg.context)]
+    assert [s.shape[0] for s in steps] == [4, 1, 1] and cache.lengths == {0: 6, 1: 6}
+    torch.testing.assert_close(torch.cat(steps), whole, rtol=1e-5, atol=1e-5)
+
+
+def _greedy(cfg, w, embed, pos, prompt, cached):
+    """Greedy tokens after `prompt` (token ids), embedding tied to the LM head; with or without the cache."""
+    ops, tokens, logits = TorchOps(), list(prompt), []
+    cache = KVCache() if cached else None
+    fed = 0  # positions the cache holds
+    for _ in range(cfg.new_tokens):
+        ids = tokens[fed:] if cached else tokens
+        x = embed[ids] + pos[fed if cached else 0 : len(tokens)]
+        step_cfg = cfg if cached else cfg.replace(T=len(tokens), new_tokens=0)
+        h = forward(ops, w, x, step_cfg, cache=cache)
+        fed = len(tokens)
+        last = h[-1] @ embed.T
+        logits.append(last)
+        tokens.append(int(last.argmax()))
+    return tokens[len(prompt) :], torch.stack(logits)
+
+
+@pytest.mark.parametrize("name", VARIANTS.names())
+def test_greedy_generation_with_the_cache_equals_recomputing_at_every_step(name):
+    cfg = resolve(name, TINY).replace(new_tokens=NEW)
+    w, gen = _weights(cfg), torch.Generator().manual_seed(5)
+    embed, pos = torch.randn(VOCAB, cfg.d, generator=gen), 0.1 * torch.randn(cfg.context, cfg.d, generator=gen)
+    prompt = [3, 1, 4, 1]
+    with_cache, logits = _greedy(cfg, w, embed, pos, prompt, cached=True)
+    again, logits_again = _greedy(cfg, w, embed, pos, prompt, cached=False)
+    assert len(with_cache) == NEW and with_cache == again
+    torch.testing.assert_close(logits, logits_again, rtol=1e-5, atol=1e-5)
+
+
+def _reference_gpt2(w, x_new, cfg, past):
+    """GPT-2 (pre-LN, tanh GELU) over new positions with a KV cache `past` (layer -> (k, v)), written
+    from the architecture, not from pibench's definition; torch's own attention kernel."""
+    H, dh = cfg.H, cfg.d_head
+    h = x_new
+    for i in range(cfg.L):
+        p = f"h{i}."
+        a = F.layer_norm(h, (cfg.d,), w[p + "ln1.g"], w[p + "ln1.b"], 1e-5)
+        q, k, v = (a @ w[p + "attn.qkv.w"] + w[p + "attn.qkv.b"]).split(cfg.d, dim=-1)
+        q, k, v = (t.view(-1, H, dh).transpose(0, 1) for t in (q, k, v))
+        if i in past:
+            k, v = torch.cat([past[i][0], k], 1), torch.cat([past[i][1], v], 1)
+        past[i] = (k, v)
+        n, t = q.shape[1], k.shape[1]
+        allowed = torch.ones(n, t, dtype=torch.bool).tril(t - n)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        h = h + att.transpose(0, 1).reshape(n, cfg.d) @ w[p + "attn.o.w"] + w[p + "attn.o.b"]
+        f = F.layer_norm(h, (cfg.d,), w[p + "ln2.g"], w[p + "ln2.b"], 1e-5)
+        f = F.gelu(f @ w[p + "ffn.in.w"] + w[p + "ffn.in.b"], approximate="tanh")
+        h = h + f @ w[p + "ffn.out.w"] + w[p + "ffn.out.b"]
+    return h
+
+
+def test_cached_decoding_equals_an_independent_torch_gpt2():
+    cfg = resolve("sm_ln_g", TINY).replace(new_tokens=NEW)
+    w = _weights(cfg)
+    x = _prompt_and_more(cfg, cfg.context)
+    ours, cache = [], KVCache()
+    theirs, past = [], {}
+    for lo, hi in ((0, cfg.T), (cfg.T, cfg.T + 1), (cfg.T + 1, cfg.T + 2)):
+        ours.append(forward(TorchOps(), w, x[lo:hi], cfg, cache=cache))
+        theirs.append(_reference_gpt2(w, x[lo:hi], cfg, past))
+    # the definition masks with exp(-40) ~ 4e-18 where torch's kernel masks exactly: equal to float tolerance
+    torch.testing.assert_close(torch.cat(ours), torch.cat(theirs), rtol=1e-5, atol=1e-5)
+
+
+def test_the_public_constants_of_a_decode_step_are_the_last_rows():
+    """(n, t) rows of the (t, t) matrices, for n new positions of t: plaintext and SPU alike."""
+    from pibench.backends.spu.session import SpuOps
+
+    ops = TorchOps()
+    # t = 3, the last row (position 2): mask 0 everywhere; average 1/3 each; identity row [0, 0, 1]
+    assert ops.causal_mask(1, 3).tolist() == [[0, 0, 0]]
+    torch.testing.assert_close(ops.causal_average(1, 3), torch.full((1, 3), 1 / 3))
+    assert ops.eye(1, 3).tolist() == [[0, 0, 1]]
+    # n = 2 of t = 3: positions 1 and 2
+    assert ops.causal_mask(2, 3).tolist() == [[0, 0, -40], [0, 0, 0]]
+    for n, t in ((1, 1), (1, 5), (2, 5), (5, 5)):
+        for kind in ("causal_mask", "causal_average", "eye"):
+            mine = getattr(ops, kind)(n, t).numpy()
+            spu = getattr(SpuOps, kind)(None, n, t)
+            np.testing.assert_allclose(spu, mine, rtol=1e-6, err_msg=f"{kind}({n}, {t})")
+            np.testing.assert_array_equal(getattr(ops, kind)(t, t).numpy()[t - n :], mine)
+
+
+GPT2 = {"L": 12, "H": 12, "d": 768, "T": 128}
+
+
+def test_a_decode_step_counts_one_row_per_layer_in_the_papers_notation():
+    """GPT-2 (SM+LN+G) at context t = 129 (the first decode step after a prompt of 128) and 159."""
+    cfg = resolve("sm_ln_g", GPT2).replace(new_tokens=32)
+    for t in (129, 159):
+        c = analyse(cfg, step=Step.decode(t))
+        # SM: L*H = 144 rows of t keys; LN: 2L = 24 rows of d; G: L = 12 rows of 4d
+        assert nonlinear_notation(c) == f"SM:144×ℝ^{{1×{t}}} LN:24×ℝ^{{1×768}} G:12×ℝ^{{1×3072}}"
+        # FFN: 16 L n d^2 at n = 1 new position: 16*12*768^2 = 113,246,208
+        assert c.flops_ffn == 113_246_208
+        # attention, paper convention: L (8 n d^2 + 3 n t d) = 12 (8*589,824 + 3*t*768)
+        assert c.flops_attn == 12 * (8 * 589_824 + 3 * t * 768)
+    # the prefill of a suite that generates is the prefill of one that does not
+    assert analyse(cfg).tally.key() == analyse(cfg.replace(new_tokens=0)).tally.key()
+
+
+def test_the_total_adds_the_prefill_and_every_decode_step():
+    cfg = resolve("sm_scfuffn", TINY).replace(new_tokens=NEW)
+    gen = generation_cost(cfg)
+    assert [len(gen.decode), gen.decode[0].config.context] == [2, 6]
+    # softmax elements: prefill 4 heads-layers x 4x4 = 64, decode t=5: 4 x 5 = 20, t=6: 4 x 6 = 24 -> 108
+    total = {n.kind: 0 for n in gen.total.nonlinear}
+    for n in gen.total.nonlinear:
+        total[n.kind] += n.elements
+    assert total == {"softmax": 108}
+    assert gen.total.flops_ffn == gen.prefill.flops_ffn + 2 * gen.decode[0].flops_ffn
+
+
+def test_cost_of_a_suite_that_generates(tmp_path):
+    suite = write_suite(tmp_path, "model: {L: 2, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 3}\nvariants: [sm_ln_g]\n")
+    table = run_cli("cost", str(suite))
+    assert table.returncode == 0, table.stderr
+    assert "generating 3 tokens after a prompt of 4" in table.stdout
+    # decode 2 at context 6: SM 2 layers x 2 heads of 1x6, LN 2 per layer of 1x16, G 1 per layer of 1x64
+    assert "decode 2         6        SM:4×ℝ^{1×6} LN:4×ℝ^{1×16} G:2×ℝ^{1×64}" in table.stdout
+    said = json.loads(run_cli("cost", str(suite), "--format", "json").stdout)[0]["generation"]
+    assert (said["new_tokens"], said["decode_steps"], said["decode_first"]["context"]) == (3, 2, 5)
+    # G elements in total: prefill 2 x 4x64 = 512, and 2 decode steps of 2 x 64 = 256 -> 768
+    assert said["total"]["nonlinear"]["gelu"]["elements"] == 768
+    csv = run_cli("cost", str(suite), "--format", "csv").stdout.splitlines()
+    assert len(csv) == 1 + 4 and csv[0].endswith(",step,context") and csv[-1].endswith(",total,")
+
+
+def test_generate_is_checked_and_not_yet_measured(tmp_path):
+    bad = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 0}\nvariants: [sm_ln_g]\n")
+    proc = run_cli("cost", str(bad))
+    assert proc.returncode == 2 and "generate.new_tokens" in proc.stderr and "Traceback" not in proc.stderr
+    override = write_suite(
+        tmp_path,
+        "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [{variant: sm_ln_g, overrides: {new_tokens: 2}}]\n",
+        "o.yaml",
+    )
+    proc = run_cli("cost", str(override))
+    assert proc.returncode == 2 and "set the tokens to generate under 'generate'" in proc.stderr
+    good = write_suite(
+        tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 2}\nvariants: [sm_ln_g]\n", "g.yaml"
+    )
+    proc = run_cli("run", str(good), "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 2 and "not yet measured under MPC" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+def test_no_variant_needs_more_than_its_context():
+    """SM(t)'s temperatures: one row per position of the context (prompt and every fed-back token)."""
+    cfg = resolve("ereg_smt_scfuffn", TINY).replace(new_tokens=NEW)
+    shapes = {n: tuple(w.shape) for n, w in TorchModel(cfg).effective_weights().items() if "inv_temp" in n}
+    assert shapes == {"h0.attn.inv_temp": (2, 6, 1), "h1.attn.inv_temp": (2, 6, 1)}
+    assert math.prod(shapes["h0.attn.inv_temp"]) == 2 * (4 + NEW - 1)
