@@ -208,3 +208,28 @@ def test_no_variant_needs_more_than_its_context():
     shapes = {n: tuple(w.shape) for n, w in TorchModel(cfg).effective_weights().items() if "inv_temp" in n}
     assert shapes == {"h0.attn.inv_temp": (2, 6, 1), "h1.attn.inv_temp": (2, 6, 1)}
     assert math.prod(shapes["h0.attn.inv_temp"]) == 2 * (4 + NEW - 1)
+
+
+@pytest.mark.parametrize("name", ["ereg_smt_scfuffn", "ereg_smt_scfuffn_pruned"])
+def test_smt_scales_whichever_is_smaller_and_both_forms_agree(name):
+    """SM(t) multiplies the queries (H, n, dh) where dh is below the positions seen, else the scores
+    (H, n, t): a prompt of 6 (scores: 6 < dh = 8), decode steps up to context 12 (queries from t = 9 on),
+    and the whole sequence of 12 (queries) give the same hidden states."""
+    cfg = resolve(name, {"L": 2, "H": 2, "d": 16, "T": 6}).replace(new_tokens=7)
+    ops, w = TorchOps(), _weights(cfg)
+    x = _prompt_and_more(cfg, cfg.context)
+    whole = forward(ops, w, x, cfg.replace(T=cfg.context, new_tokens=0))
+    cache = KVCache()
+    steps = [forward(ops, w, x[: cfg.T], cfg, cache=cache)]
+    steps += [forward(ops, w, x[p : p + 1], cfg, cache=cache) for p in range(cfg.T, cfg.context)]
+    torch.testing.assert_close(torch.cat(steps), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_smt_at_gpt2_size_multiplies_the_queries():
+    """EReg(SM(t) + ScFuFFN), GPT-2 at T=128 (dh = 64 < 128): secret x secret elements per layer are
+    the queries' H*T*dh = 12*128*64 = 98,304 and the two residual scalars' T*d = 98,304 each, so
+    3 * 98,304 * 12 layers = 3,538,944 (scaling the scores would be 12*128*128 = 196,608 per layer)."""
+    cfg = resolve("ereg_smt_scfuffn", GPT2)
+    c = analyse(cfg)
+    assert c.tally.elementwise["mul"] == 3_538_944
+    assert nonlinear_notation(c) == "SM:144×ℝ^{128×128}"  # the papers' counts unchanged

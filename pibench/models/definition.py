@@ -196,11 +196,17 @@ class _Layer:
         """Causal softmax attention probabilities (H, new, seen) from the new positions' queries
         (H, new, dh) and every seen position's keys (H, seen, dh)."""
         ops, cfg = self.ops, self.cfg
-        s = ops.scale(ops.matmul(q, ops.transpose(k), role), 1.0 / math.sqrt(cfg.d_head))
+        inv_temp = None
         if cfg.attention == "softmax_t":  # per head and query position: rows past..past+new-1
             inv_temp = self.w("attn.inv_temp")  # (H, context, 1)
             if (self.past, self.seen) != (0, inv_temp.shape[-2]):
                 inv_temp = ops.rows(inv_temp, self.past, self.seen)
+            # a secret product either way: of the queries (H, new, dh) where that is the smaller, as a
+            # deployment would write it ((t q) k^T = t (q k^T)), else of the scores (H, new, seen)
+            if cfg.d_head < self.seen:
+                q, inv_temp = ops.mul(q, inv_temp), None
+        s = ops.scale(ops.matmul(q, ops.transpose(k), role), 1.0 / math.sqrt(cfg.d_head))
+        if inv_temp is not None:
             s = ops.mul(s, inv_temp)
         return ops.softmax(ops.add(s, ops.causal_mask(self.new, self.seen)))
 
