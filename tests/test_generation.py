@@ -172,6 +172,7 @@ def test_cost_of_a_suite_that_generates(tmp_path):
     suite = write_suite(tmp_path, "model: {L: 2, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 3}\nvariants: [sm_ln_g]\n")
     table = run_cli("cost", str(suite))
     assert table.returncode == 0, table.stderr
+    assert "the prefill over the prompt's 4 positions" in table.stdout  # what the first table (and --predict) is
     assert "generating 3 tokens after a prompt of 4" in table.stdout
     # decode 2 at context 6: SM 2 layers x 2 heads of 1x6, LN 2 per layer of 1x16, G 1 per layer of 1x64
     assert "decode 2         6        SM:4×ℝ^{1×6} LN:4×ℝ^{1×16} G:2×ℝ^{1×64}" in table.stdout

@@ -188,6 +188,8 @@ def main(args: argparse.Namespace) -> int:
         for row, p in zip(rows, preds, strict=True):
             row += [comm.show(p.bytes), f"{p.rounds:,}", *(lat.show(m * 60) for m in p.minutes.values())]
     print(suite_header(suite))
+    if gens:
+        print(f"the prefill over the prompt's {suite.entries[0].config.T} positions (generation below)")
     print(tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True))
     print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
     if preds:
