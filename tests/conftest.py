@@ -159,20 +159,25 @@ def run_parties(
     """`pibench party` for ranks 0, 1, ... (one suite file each, as on separate hosts, the shared secret
     SECRET in their environment), all run to the end or killed; (exit code, stdout, stderr) by rank.
     Rank 0 writes the record to `out`."""
+    commands = [
+        [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous, str(suite)]
+        + list(extra)
+        + (["--out", str(out)] if rank == 0 and out else [])
+        for rank, suite in enumerate(suites)
+    ]
+    return run_together(commands, timeout, {**os.environ, "PIBENCH_SECRET": SECRET, **(env or {})})
+
+
+def run_together(
+    commands: list[list[str]], timeout: float, env: dict[str, str] | None = None
+) -> list[tuple[int, str, str]]:
+    """`commands` started at once from the checkout, all run to the end or killed by PID (bounded in
+    time); (exit code, stdout, stderr) of each."""
     from pibench.util.procs import kill_tree
 
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "pibench", "party", "--rank", str(rank), "--rendezvous", rendezvous, str(suite)]
-            + list(extra)
-            + (["--out", str(out)] if rank == 0 and out else []),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PIBENCH_SECRET": SECRET, **(env or {})},
-        )
-        for rank, suite in enumerate(suites)
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for cmd in commands
     ]
     try:
         results = [p.communicate(timeout=timeout) for p in procs]
@@ -180,3 +185,24 @@ def run_parties(
         for p in procs:
             kill_tree(p.pid)
     return [(p.returncode, o, e) for p, (o, e) in zip(procs, results, strict=True)]
+
+
+CRYPTEN_PARTY = """
+import json, os, sys, torch
+from pibench.backends.crypten.compat import import_crypten
+crypten = import_crypten()
+rank = int(sys.argv[1])
+os.environ.update(RANK=str(rank), WORLD_SIZE="2", RENDEZVOUS=sys.argv[2], DISTRIBUTED_BACKEND="gloo")
+torch.set_num_threads(1)
+crypten.init()
+"""
+
+
+def run_crypten_pair(body: str, timeout: float = 120) -> list[tuple[int, str, str]]:
+    """Two CrypTen parties on loopback running `body` after `CRYPTEN_PARTY` (which joins them, rank in
+    `rank`): (exit code, stdout, stderr) of each."""
+    from pibench.util.procs import free_port
+
+    rendezvous = f"tcp://127.0.0.1:{free_port()}"
+    code = CRYPTEN_PARTY + body
+    return run_together([[sys.executable, "-c", code, str(rank), rendezvous] for rank in (0, 1)], timeout)

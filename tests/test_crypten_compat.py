@@ -6,17 +6,9 @@ import json
 import subprocess
 import sys
 
-from pibench.util.procs import free_port, kill_tree
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_crypten_pair
 
 PARTY = """
-import json, os, sys, torch
-from pibench.backends.crypten.compat import import_crypten
-crypten = import_crypten()
-rank = int(sys.argv[1])
-os.environ.update(RANK=str(rank), WORLD_SIZE="2", RENDEZVOUS=sys.argv[2], DISTRIBUTED_BACKEND="gloo")
-torch.set_num_threads(1)
-crypten.init()
 x = torch.linspace(-4, 4, 2 * 3 * 8).reshape(2, 3, 8)
 # the server (rank 0) owns x; the client passes zeros of the same (public) shape
 enc = crypten.cryptensor(x if rank == 0 else torch.zeros_like(x), src=0)
@@ -34,19 +26,9 @@ def test_crypten_imports_on_modern_torch():
 
 
 def test_two_party_softmax_matches_torch():
-    rendezvous = f"tcp://127.0.0.1:{free_port()}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PARTY, str(rank), rendezvous], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        for rank in (0, 1)
-    ]
-    try:
-        outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
-    finally:
-        for p in procs:
-            kill_tree(p.pid)
-    assert [p.returncode for p in procs] == [0, 0]
+    parties = run_crypten_pair(PARTY)
+    assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
+    outs = [json.loads(out) for _, out, _ in parties]
     # 16 fraction bits (resolution 1.5e-5) and CrypTen's exp/reciprocal approximations: probabilities
     # in [0, 1] come out within 1e-2 of torch's (observed ~2e-3)
     assert all(o["err"] < 1e-2 for o in outs)
