@@ -27,7 +27,8 @@ class ModelConfig:
 
     attention:  "softmax"   - softmax(QK^T/sqrt(d/H) + causal mask) V, then W_O
                 "softmax_t" - as softmax, with a learnable inverse temperature per head and query
-                              position multiplying the scores ("SM(t)")
+                              position multiplying the scores ("SM(t)"; the queries where d/H is
+                              below the positions seen: equal, and the smaller secret product)
                 "shaped"    - He & Hofmann's simplified block: W_V = W_O = identity, attention
                               A = a*I + b*softmax(.) - c*C (C: causal average), attention and FFN in
                               parallel, no skip connection (the identity term carries the input)
