@@ -173,9 +173,9 @@ def test_cost_of_a_suite_that_generates(tmp_path):
     table = run_cli("cost", str(suite))
     assert table.returncode == 0, table.stderr
     assert "the prefill over the prompt's 4 positions" in table.stdout  # what the first table (and --predict) is
-    assert "generating 3 tokens after a prompt of 4" in table.stdout
+    assert "3 tokens after a prompt of 4: the prefill yields the first, each of 2 decode steps" in table.stdout
     # decode 2 at context 6: SM 2 layers x 2 heads of 1x6, LN 2 per layer of 1x16, G 1 per layer of 1x64
-    assert "decode 2         6        SM:4×ℝ^{1×6} LN:4×ℝ^{1×16} G:2×ℝ^{1×64}" in table.stdout
+    assert "decode 2  6  SM:4×ℝ^{1×6} LN:4×ℝ^{1×16} G:2×ℝ^{1×64}" in table.stdout
     said = json.loads(run_cli("cost", str(suite), "--format", "json").stdout)[0]["generation"]
     assert (said["new_tokens"], said["decode_steps"], said["decode_first"]["context"]) == (3, 2, 5)
     # G elements in total: prefill 2 x 4x64 = 512, and 2 decode steps of 2 x 64 = 256 -> 768

@@ -135,21 +135,20 @@ def _counts_json(c: VariantCost) -> dict[str, Any]:
 
 
 def _generation_table(suite: Suite, gens: list[GenerationCost]) -> str:
+    """The generation table, 120 columns at GPT-2 size: a row per variant and step (`generation_steps`)."""
     n = suite.new_tokens
     rows = []
     for gen in gens:
         for step, t, c in generation_steps(gen):
             name = {"decode_first": "decode 1", "decode_last": f"decode {len(gen.decode)}"}.get(step, step)
-            if step == "total":
-                name = f"total, {n} token{'s' * (n > 1)}"
             ops = nonlinear_totals(c) if t is None else nonlinear_notation(c)
             rows.append([c.variant, name, "-" if t is None else t, ops, billions(c.flops_ffn), billions(c.flops_attn)])
-    headers = ["variant", "step", "context", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
+    headers = ["variant", "step", "t", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
     return (
-        f"generating {n} token{'s' * (n > 1)} after a prompt of {suite.entries[0].config.T}: the prefill yields the "
-        f"first, each decode step one more over the KV cache ({n - 1} decode steps)\n"
+        f"{n} token{'s' * (n > 1)} after a prompt of {suite.entries[0].config.T}: the prefill yields the first, "
+        f"each of {n - 1} decode steps one more (KV cache)\n"
         + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
-        + "\ntotal: operations of every kind over the prefill and every decode step (el.: elements)"
+        + "\nt: positions attended to; total: the prefill and every decode step, operations per kind (el.: elements)"
     )
 
 
