@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from pibench.counting.cost import analyse, generation_cost
 from pibench.counting.notation import nonlinear_notation
-from pibench.counting.sampling import Step
-from pibench.models.definition import KVCache, forward
+from pibench.models.definition import KVCache, Span, forward
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.models.variants import VARIANTS, resolve
 from tests.conftest import run_cli, run_crypten_pair, write_suite
@@ -145,7 +144,7 @@ def test_a_decode_step_counts_one_row_per_layer_in_the_papers_notation():
     """GPT-2 (SM+LN+G) at context t = 129 (the first decode step after a prompt of 128) and 159."""
     cfg = resolve("sm_ln_g", GPT2).replace(new_tokens=32)
     for t in (129, 159):
-        c = analyse(cfg, step=Step.decode(t))
+        c = analyse(cfg, span=Span.decode(t))
         # SM: L*H = 144 rows of t keys; LN: 2L = 24 rows of d; G: L = 12 rows of 4d
         assert nonlinear_notation(c) == f"SM:144×ℝ^{{1×{t}}} LN:24×ℝ^{{1×768}} G:12×ℝ^{{1×3072}}"
         # FFN: 16 L n d^2 at n = 1 new position: 16*12*768^2 = 113,246,208
@@ -239,7 +238,7 @@ def test_smt_at_gpt2_size_multiplies_the_queries():
 CRYPTEN_DECODE = """
 from pibench.backends.crypten.interpreter import CrypTenOps
 from pibench.backends.crypten.meter import Meter
-from pibench.models.definition import KVCache, forward
+from pibench.models.definition import KVCache, Span, forward
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.models.variants import resolve
 errors = {}

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pibench.counting.sampling import Step, layer_kinds, trace_input_stage
+from pibench.counting.sampling import layer_kinds, trace_input_stage
 from pibench.models.config import ModelConfig
+from pibench.models.definition import Span
 from pibench.models.opkinds import NONLINEAR
 from pibench.models.ops import MATMUL_ROLES
 from pibench.models.registry import Registry
@@ -39,12 +40,12 @@ FLOP_CONVENTIONS.add(
 )
 
 
-def trace(cfg: ModelConfig, step: Step | None = None) -> Tally:
+def trace(cfg: ModelConfig, span: Span | None = None) -> Tally:
     """What one forward pass executes (shapes only; default: the prefill): the input stage, then each
     layer kind times its count (`pibench.counting.sampling`), so the cost of a stack does not grow
     with its depth."""
-    tally = trace_input_stage(cfg, step)
-    for kind in layer_kinds(cfg, step):
+    tally = trace_input_stage(cfg, span)
+    for kind in layer_kinds(cfg, span):
         tally.add(kind.tally, kind.count)
     return tally
 
@@ -101,11 +102,11 @@ class VariantCost:
 
 
 def analyse(
-    cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper", step: Step | None = None
+    cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper", span: Span | None = None
 ) -> VariantCost:
-    """Count nonlinear operations and FLOPs of `cfg` by interpreting its forward pass (`step`: a pass
+    """Count nonlinear operations and FLOPs of `cfg` by interpreting its forward pass (`span`: a pass
     of generation; default: the prefill over the T prompt positions)."""
-    return _cost(trace(cfg, step), cfg, variant, label, flops)
+    return _cost(trace(cfg, span), cfg, variant, label, flops)
 
 
 def _cost(tally: Tally, cfg: ModelConfig, variant: str, label: str, flops: str) -> VariantCost:
@@ -137,7 +138,7 @@ def generation_cost(cfg: ModelConfig, variant: str = "", label: str = "", flops:
     """`GenerationCost` of `cfg`: one trace per decode step (each a few layer traces)."""
     prefill = analyse(cfg, variant, label, flops)
     decode = tuple(
-        analyse(cfg, variant, label, flops, Step.decode(t)) for t in range(cfg.T + 1, cfg.T + cfg.new_tokens)
+        analyse(cfg, variant, label, flops, Span.decode(t)) for t in range(cfg.T + 1, cfg.T + cfg.new_tokens)
     )
     total = Tally()
     for part in (prefill, *decode):

@@ -12,29 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pibench.models.config import ModelConfig
-from pibench.models.definition import KVCache, input_param_specs, input_stage, layer, layer_param_specs
+from pibench.models.definition import KVCache, Span, input_param_specs, input_stage, layer, layer_param_specs
 from pibench.models.symbolic import SymbolicOps, SymTensor, Tally
-
-
-@dataclass(frozen=True)
-class Step:
-    """One pass of generation: `new` positions computed after `past` cached ones. The prefill is
-    Step(0, T); the decode step at context t (t positions seen, the newest one computed) Step(t-1, 1)."""
-
-    past: int
-    new: int
-
-    @property
-    def seen(self) -> int:
-        return self.past + self.new
-
-    @staticmethod
-    def prefill(cfg: ModelConfig) -> Step:
-        return Step(0, cfg.T)
-
-    @staticmethod
-    def decode(t: int) -> Step:
-        return Step(t - 1, 1)
 
 
 @dataclass(frozen=True)
@@ -46,35 +25,35 @@ class LayerKind:
     tally: Tally
 
 
-def trace_input_stage(cfg: ModelConfig, step: Step | None = None) -> Tally:
+def trace_input_stage(cfg: ModelConfig, span: Span | None = None) -> Tally:
     """What the input stage executes (He & Hofmann's single LayerNorm, else nothing)."""
-    step = step or Step.prefill(cfg)
+    span = span or Span(0, cfg.T)
     ops = SymbolicOps()
     weights = {n: ops.weight(s.shape) for n, s in input_param_specs(cfg).items()}
-    input_stage(ops, weights, ops.weight((step.new, cfg.d)), cfg)
+    input_stage(ops, weights, ops.weight((span.new, cfg.d)), cfg)
     return ops.tally
 
 
-def trace_layer(cfg: ModelConfig, index: int, step: Step | None = None) -> Tally:
-    """What layer `index` executes in `step` (default: the prefill), from its shapes alone."""
-    step = step or Step.prefill(cfg)
+def trace_layer(cfg: ModelConfig, index: int, span: Span | None = None) -> Tally:
+    """What layer `index` executes in `span` (default: the prefill), from its shapes alone."""
+    span = span or Span(0, cfg.T)
     ops = SymbolicOps()
     weights = {n: ops.weight(s.shape) for n, s in layer_param_specs(cfg, index).items()}
     cache = None
-    if step.past:
-        held = SymTensor((cfg.H, step.past, cfg.d_head))
-        cache = KVCache({index: held}, {index: held}, {index: step.past})
-    out = layer(ops, weights, ops.weight((step.new, cfg.d)), cfg, index, cache)
-    assert out.shape == (step.new, cfg.d), out.shape
+    if span.past:
+        held = SymTensor((cfg.H, span.past, cfg.d_head))
+        cache = KVCache({index: held}, {index: held}, {index: span.past})
+    out = layer(ops, weights, ops.weight((span.new, cfg.d)), cfg, index, cache)
+    assert out.shape == (span.new, cfg.d), out.shape
     return ops.tally
 
 
-def layer_kinds(cfg: ModelConfig, step: Step | None = None) -> list[LayerKind]:
-    """The stack's layer kinds in `step` (default: the prefill), in order of their first layer;
+def layer_kinds(cfg: ModelConfig, span: Span | None = None) -> list[LayerKind]:
+    """The stack's layer kinds in `span` (default: the prefill), in order of their first layer;
     counts sum to L."""
     kinds: dict[tuple[object, ...], LayerKind] = {}
     for start, stop in cfg.layer_runs():
-        tally = trace_layer(cfg, start, step)
+        tally = trace_layer(cfg, start, span)
         key = tally.key()
         seen = kinds.get(key)
         kinds[key] = (

@@ -84,6 +84,24 @@ def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
     return specs
 
 
+@dataclass(frozen=True)
+class Span:
+    """The positions one pass computes: `new` ones after `past` cached ones. The prefill is
+    Span(0, T); the decode step at context t (t positions seen, the newest one computed) Span(t-1, 1)."""
+
+    past: int
+    new: int
+
+    @property
+    def seen(self) -> int:
+        """Positions attended to: every cached one and the new ones."""
+        return self.past + self.new
+
+    @staticmethod
+    def decode(t: int) -> Span:
+        return Span(t - 1, 1)
+
+
 @dataclass
 class KVCache:
     """What attention keeps of every position seen so far, per layer index: keys and values (H, t, dh)
@@ -138,8 +156,8 @@ def layer(
 ) -> Tensor:
     """Layer `index` of the stack: (n, d) -> (n, d), n new positions after those `cache` holds."""
     block = _parallel_block if cfg.attention == "shaped" else _sequential_block
-    past = cache.past(index) if cache is not None else 0
-    return block(_Layer(ops, weights, cfg, index, cache, past, x.shape[0]), x)
+    span = Span(cache.past(index) if cache is not None else 0, x.shape[0])
+    return block(_Layer(ops, weights, cfg, index, cache, span), x)
 
 
 def layer_weight_specs(cfg: ModelConfig, layers: Sequence[int]) -> dict[str, ParamSpec]:
@@ -159,17 +177,11 @@ class _Layer:
     cfg: ModelConfig
     index: int
     cache: KVCache | None
-    past: int  # positions cached before this pass
-    new: int  # positions this pass computes: past..past+new-1
-
-    @property
-    def seen(self) -> int:
-        """Positions attended to: every cached one and the new ones."""
-        return self.past + self.new
+    span: Span  # the positions this pass computes
 
     def cached(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values (H, new, dh) -> those of every position seen (H, seen, dh)."""
-        return (k, v) if self.cache is None else self.cache.extend(self.ops, self.index, k, v, self.new)
+        return (k, v) if self.cache is None else self.cache.extend(self.ops, self.index, k, v, self.span.new)
 
     def w(self, name: str) -> Tensor:
         return self.weights[f"h{self.index}.{name}"]
@@ -195,20 +207,20 @@ class _Layer:
     def scores(self, q: Tensor, k: Tensor, role: str) -> Tensor:
         """Causal softmax attention probabilities (H, new, seen) from the new positions' queries
         (H, new, dh) and every seen position's keys (H, seen, dh)."""
-        ops, cfg = self.ops, self.cfg
+        ops, cfg, span = self.ops, self.cfg, self.span
         inv_temp = None
         if cfg.attention == "softmax_t":  # per head and query position: rows past..past+new-1
             inv_temp = self.w("attn.inv_temp")  # (H, context, 1)
-            if (self.past, self.seen) != (0, inv_temp.shape[-2]):
-                inv_temp = ops.rows(inv_temp, self.past, self.seen)
+            if (span.past, span.seen) != (0, inv_temp.shape[-2]):
+                inv_temp = ops.rows(inv_temp, span.past, span.seen)
             # a secret product either way: of the queries (H, new, dh) where that is the smaller, as a
             # deployment would write it ((t q) k^T = t (q k^T)), else of the scores (H, new, seen)
-            if cfg.d_head < self.seen:
+            if cfg.d_head < span.seen:
                 q, inv_temp = ops.mul(q, inv_temp), None
         s = ops.scale(ops.matmul(q, ops.transpose(k), role), 1.0 / math.sqrt(cfg.d_head))
         if inv_temp is not None:
             s = ops.mul(s, inv_temp)
-        return ops.softmax(ops.add(s, ops.causal_mask(self.new, self.seen)))
+        return ops.softmax(ops.add(s, ops.causal_mask(span.new, span.seen)))
 
     def attention(self, x: Tensor) -> Tensor:
         """Multi-head causal softmax attention, all heads at once: (new, d) -> (new, d)."""
@@ -222,7 +234,7 @@ class _Layer:
     def shaped_attention(self, x: Tensor) -> Tensor:
         """He & Hofmann: (a*I + b*softmax(.) - c*C) X per head, W_V = W_O = identity; a new position's
         row of I and of C (the causal average) is its row of the (seen x seen) matrix."""
-        ops, new, seen = self.ops, self.new, self.seen
+        ops, new, seen = self.ops, self.span.new, self.span.seen
         q, k = self.heads(x, "attn.qk", 2)
         k, values = self.cached(k, ops.split_heads(x, self.cfg.H))
         probs = self.scores(q, k, "attn.shaped_scores")
