@@ -34,9 +34,13 @@ def predict_all_suites() -> int:
 
     cal = shipped_calibration("crypten")
     return sum(
-        1 for path in SUITES for cost in suite_costs(load_suite(path)) if predict_cost(cal, cost.tally).bytes > 0
+        1 for path in LAYERS for cost in suite_costs(load_suite(path)) if predict_cost(cal, cost.tally).bytes > 0
     )
 
 
+# the end-to-end scope's argmax has no calibrated model yet: its suites are costed, not predicted
+LAYERS = [path for path in SUITES if yaml.safe_load(path.read_text()).get("scope", "layers") == "layers"]
+
+
 def test_predictions_of_all_suites(benchmark):
-    assert benchmark(predict_all_suites) == ENTRIES
+    assert benchmark(predict_all_suites) == sum(len(yaml.safe_load(p.read_text())["variants"]) for p in LAYERS)

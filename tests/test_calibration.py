@@ -82,7 +82,12 @@ def test_calibrate_reproduces_the_shipped_exact_models(monkeypatch):
     monkeypatch.setattr(type(crypten), "time_samples", lambda self, call: small.get(call.name, call.samples))
     mine = calibrate("crypten", crypten.default_settings(), 16, progress=lambda m: None)
     shipped = shipped_calibration("crypten").file
-    assert mine.settings == shipped.settings and mine.backend == "crypten" and mine.max_row_length == 16
+    # measured here with reused weight masks, shipped from before that setting: the same exact models
+    # (each product of a calibration is a weight's first use, `ONE_OP_SETTINGS`)
+    from pibench.calibration.fit import ONE_OP_SETTINGS
+
+    ours = {k: v for k, v in mine.settings.items() if k not in ONE_OP_SETTINGS}
+    assert ours == shipped.settings and mine.backend == "crypten" and mine.max_row_length == 16
     for kind in ("gelu", "relu", "layernorm", "linear", "attn_matmul", "mul"):
         assert (mine.models[kind].bytes, mine.models[kind].rounds) == (
             shipped.models[kind].bytes,
@@ -90,7 +95,7 @@ def test_calibrate_reproduces_the_shipped_exact_models(monkeypatch):
         )
     assert mine.models["softmax"].per_row_bytes == (shipped.models["softmax"].per_row_bytes or [])[:16]
     assert all(len(m.wall_s) == 4 and min(m.wall_s) >= 0 for m in mine.models.values())  # 4 features, nnls
-    assert set(mine.models) == set(CALLS) and mine.environment.cpu_count >= 1
+    assert set(mine.models) == {n for n, c in CALLS.items() if c.calibrated} and mine.environment.cpu_count >= 1
 
 
 def test_missing_calibration_file():

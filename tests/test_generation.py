@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from pibench.counting.cost import analyse, generation_cost
 from pibench.counting.notation import nonlinear_notation
-from pibench.models.definition import KVCache, Span, forward
+from pibench.models.definition import KVCache, Span, forward, step
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.models.variants import VARIANTS, resolve
 from tests.conftest import run_cli, run_crypten_pair, write_suite
@@ -116,6 +116,71 @@ def test_cached_decoding_equals_an_independent_torch_gpt2():
         theirs.append(_reference_gpt2(w, x[lo:hi], cfg, past))
     # the definition masks with exp(-40) ~ 4e-18 where torch's kernel masks exactly: equal to float tolerance
     torch.testing.assert_close(torch.cat(ours), torch.cat(theirs), rtol=1e-5, atol=1e-5)
+
+
+def _one_hot(ids, vocab):
+    return F.one_hot(torch.tensor(ids), vocab).float()
+
+
+def _greedy_end_to_end(cfg, w, prompt, cached):
+    """Greedy tokens by the definition's `step` (one-hot rows in, the next one-hot row out): with the
+    cache, the prompt then one token per step; without, the whole sequence again at every step."""
+    tokens, logits, cache = list(prompt), [], KVCache()
+    for _ in range(cfg.new_tokens):
+        if not cached:
+            cache = KVCache()
+        fed = cache.positions
+        nxt, z = step(TorchOps(), w, _one_hot(tokens[fed:], cfg.vocab), cfg, cache)
+        assert nxt.shape == (1, cfg.vocab) and nxt.sum() == 1  # a one-hot row, never an id
+        logits.append(z[0])
+        tokens.append(int(nxt.argmax()))
+    return tokens[len(prompt) :], torch.stack(logits)
+
+
+@pytest.mark.parametrize("name", VARIANTS.names())
+def test_end_to_end_generation_with_the_cache_equals_recomputing_at_every_step(name):
+    cfg = resolve(name, TINY).replace(new_tokens=NEW, scope="end_to_end", vocab=VOCAB)
+    w = _weights(cfg)
+    with_cache, logits = _greedy_end_to_end(cfg, w, [3, 1, 4, 1], cached=True)
+    again, logits_again = _greedy_end_to_end(cfg, w, [3, 1, 4, 1], cached=False)
+    assert len(with_cache) == NEW and with_cache == again
+    torch.testing.assert_close(logits, logits_again, rtol=1e-5, atol=1e-5)
+
+
+def test_end_to_end_generation_equals_an_independent_torch_gpt2():
+    """Token and position embeddings, the stack, ln_f and the LM head tied to wte, as GPT-2 writes them."""
+    cfg = resolve("sm_ln_g", TINY).replace(new_tokens=NEW, scope="end_to_end", vocab=VOCAB)
+    w = _weights(cfg)
+    ours, logits = _greedy_end_to_end(cfg, w, [3, 1, 4, 1], cached=True)
+    tokens, past, theirs = [3, 1, 4, 1], {}, []
+    for _ in range(NEW):
+        fed = sum(1 for _ in range(past[0][0].shape[1])) if past else 0
+        x = w["wte"][tokens[fed:]] + w["wpe"][fed : len(tokens)]
+        h = _reference_gpt2(w, x, cfg, past)[-1]
+        z = F.layer_norm(h, (cfg.d,), w["ln_f.g"], w["ln_f.b"], 1e-5) @ w["wte"].T
+        theirs.append(z)
+        tokens.append(int(z.argmax()))
+    assert ours == tokens[4:]
+    torch.testing.assert_close(logits, torch.stack(theirs), rtol=1e-5, atol=1e-5)
+
+
+def test_end_to_end_counts_list_the_head_as_its_own_kinds():
+    """GPT-2 end to end, vocab 50257: the prefill embeds 128 one-hot rows (128 x 50257 by 50257 x 768)
+    and takes logits at the last position only; a decode step embeds one."""
+    cfg = resolve("sm_ln_g", GPT2).replace(new_tokens=2, scope="end_to_end")
+    prefill, decode = analyse(cfg), analyse(cfg, span=Span.decode(129))
+    # layers: SM 144 (12 layers x 12 heads), LN 24 + ln_f, G 12; the head: AM 1 x R^{1 x 50257}
+    assert nonlinear_notation(prefill) == (
+        "SM:144×ℝ^{128×128} LN:1×ℝ^{1×768} LN:24×ℝ^{128×768} G:12×ℝ^{128×3072} AM:1×ℝ^{1×50257}"
+    )
+    assert nonlinear_notation(decode) == "SM:144×ℝ^{1×129} LN:25×ℝ^{1×768} G:12×ℝ^{1×3072} AM:1×ℝ^{1×50257}"
+    # MACs: embedding 128 x 50257 x 768 = 4,940,464,128; LM head 1 x 768 x 50257 = 38,597,376
+    assert prefill.tally.macs["head.embedding"] == 128 * 50257 * 768 == 4_940_464_128
+    assert prefill.tally.macs["head.lm_head"] == decode.tally.macs["head.lm_head"] == 38_597_376
+    assert decode.tally.macs["head.embedding"] == 38_597_376  # one row
+    assert prefill.flops_head == 2 * (4_940_464_128 + 38_597_376)
+    layers = analyse(cfg.replace(scope="layers"))  # the papers' columns are unchanged by the scope
+    assert (prefill.flops_ffn, prefill.flops_attn) == (layers.flops_ffn, layers.flops_attn)
 
 
 def test_the_public_constants_of_a_decode_step_are_the_last_rows():
@@ -268,3 +333,144 @@ def test_crypten_interprets_the_prefill_and_decode_steps():
     errors = json.loads(parties[0][1].strip().splitlines()[-1])["errors"]
     assert set(errors) == {"sm_ln_g", "ereg_smt_scfuffn", "hehofmann_scffn"}
     assert all(len(e) == 3 and max(e) < 0.01 for e in errors.values()), errors  # seen: at most 4e-3
+
+
+CRYPTEN_END_TO_END = """
+from pibench.backends.crypten.interpreter import CrypTenOps
+from pibench.backends.crypten.masks import WeightMasks
+from pibench.backends.crypten.meter import Meter
+from pibench.models.definition import KVCache, step
+from pibench.models.plaintext import TorchModel, TorchOps
+from pibench.models.variants import resolve
+found = {}
+for name in ("sm_ln_g", "sm_scfuffn", "hehofmann_scffn"):
+    cfg = resolve(name, {"L": 1, "H": 2, "d": 16, "T": 4}).replace(new_tokens=3, scope="end_to_end", vocab=32)
+    with torch.no_grad():
+        w = {n: v.detach() for n, v in TorchModel(cfg, seed=1).effective_weights().items()}
+    w["wte"] = w["wte"] * 50  # logits far apart: fixed-point error cannot swap the top two
+    prompt = torch.nn.functional.one_hot(torch.tensor([3, 1, 4, 1]), 32).float()
+    secret = {n: crypten.cryptensor(v, src=0) for n, v in w.items()}
+    masks = WeightMasks(rank)
+    ops, plain = CrypTenOps(Meter(rank, 2), max_method="log_reduction", masks=masks), TorchOps()
+    ops.use_weights(secret)
+    mine, ref = KVCache(), KVCache()
+    tokens, expect = crypten.cryptensor(prompt, src=1), prompt
+    chosen, wanted = [], []
+    for _ in range(cfg.new_tokens):  # the one-hot row chosen under MPC feeds the next step, unrevealed
+        tokens, _ = step(ops, secret, tokens, cfg, mine)
+        expect, _ = step(plain, w, expect, cfg, ref)
+        chosen.append(tokens)
+        wanted.append(int(expect.argmax()))
+    # only the generated tokens are revealed, to the client
+    ids = [c.get_plain_text(dst=1) for c in chosen]
+    matrices = sum(v.numel() for n, v in w.items() if v.dim() == 2 and n != "wpe")  # wpe: rows added
+    found[name] = {
+        "mpc": [int(i.argmax()) for i in ids] if rank == 1 else None,
+        "plain": wanted,
+        "opened": [masks.opened, matrices],
+    }
+print(json.dumps({"rank": rank, "found": found}))
+crypten.uninit()
+"""
+
+
+def test_crypten_generates_the_plaintext_tokens_end_to_end():
+    """Two CrypTen parties: the client's secret prompt as one-hot rows, embedding lookup, the stack,
+    ln_f, the tied LM head and the argmax under MPC; each chosen token feeds the next step as a secret
+    one-hot row. The client learns the plaintext interpreter's greedy tokens (and only them). Weight
+    masks are reused: over three tokens each weight matrix is opened once, the LM head's (wte^T) being
+    the embedding's transposed."""
+    parties = run_crypten_pair(CRYPTEN_END_TO_END)
+    assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
+    client = json.loads(parties[1][1].strip().splitlines()[-1])["found"]
+    assert set(client) == {"sm_ln_g", "sm_scfuffn", "hehofmann_scffn"}
+    for name, got in client.items():
+        assert len(got["plain"]) == 3 and got["mpc"] == got["plain"], (name, got)
+        opened, matrices = got["opened"]
+        assert opened == matrices, (name, got)  # every weight matrix (wte, the layers'), once each
+
+
+CRYPTEN_MASKS = """
+import crypten.communicator as comm_module
+from pibench.backends.crypten.masks import WeightMasks
+crypten.cfg.communicator.verbose = True
+comm = comm_module.get()
+torch.manual_seed(7)
+w_plain, xs_plain = torch.randn(16, 24) * 0.3, [torch.randn(n, 16) for n in (4, 1, 1)]
+out = {}
+for mode in ("fresh", "reuse"):
+    w = crypten.cryptensor(w_plain, src=0)
+    masks = WeightMasks(rank)
+    seen = []
+    for x_plain in xs_plain:  # a prefill of 4 positions, then two decode steps
+        x = crypten.cryptensor(x_plain, src=1)
+        comm.reset_communication_stats()
+        y = x.matmul(w) if mode == "fresh" else masks.matmul(x, w)
+        stats = comm.get_communication_stats()
+        err = (y.get_plain_text() - x_plain @ w_plain).abs().max().item()
+        seen.append([stats["bytes"], stats["rounds"], err])
+    out[mode] = {"steps": seen, "opened": masks.opened}
+print(json.dumps({"rank": rank, "out": out}))
+crypten.uninit()
+"""
+
+
+def test_reused_weight_masks_open_each_weight_once():
+    """x @ W three times (4 rows, then 1, then 1; W 16 x 24 = 384 elements). CrypTen's fresh triple opens
+    x - A and W - B every time in one round; CrypTen's own counter (its all-reduce: 16 B per opened
+    element) says 16 * (64 + 384) = 7168 B, then 16 * (16 + 384) = 6400 B twice. Reused, the first
+    product is the same and the later ones open x - A alone: 16 * 16 = 256 B. Every product is x @ W
+    to fixed point."""
+    parties = run_crypten_pair(CRYPTEN_MASKS)
+    assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
+    out = json.loads(parties[0][1].strip().splitlines()[-1])["out"]
+    fresh = [(b, r) for b, r, _ in out["fresh"]["steps"]]
+    reuse = [(b, r) for b, r, _ in out["reuse"]["steps"]]
+    assert fresh == [(7168, 1), (6400, 1), (6400, 1)]
+    assert reuse == [(7168, 1), (256, 1), (256, 1)]
+    assert out["reuse"]["opened"] == 384 and out["fresh"]["opened"] == 0
+    assert all(err < 1e-3 for mode in out.values() for _, _, err in mode["steps"])
+
+
+SPU_END_TO_END = """
+import json, sys, torch
+from pibench.backends.base import Rendezvous
+from pibench.backends.spu.session import SPUSession
+from pibench.backends.spu.settings import SPUSettings
+from pibench.models.definition import KVCache, param_specs, step
+from pibench.models.plaintext import TorchModel, TorchOps
+from pibench.models.variants import resolve
+rank = int(sys.argv[1])
+session = SPUSession(rank, Rendezvous(sys.argv[2]), SPUSettings(), 60.0)
+cfg = resolve("sm_ln_g", {"L": 1, "H": 2, "d": 16, "T": 4}).replace(new_tokens=3, scope="end_to_end", vocab=32)
+with torch.no_grad():
+    w = {n: v.detach() for n, v in TorchModel(cfg, seed=1).effective_weights().items()}
+w["wte"] = w["wte"] * 50  # logits far apart: fixed-point error cannot swap the top two
+prompt = torch.nn.functional.one_hot(torch.tensor([3, 1, 4, 1]), 32).float()
+specs = {n: s.shape for n, s in param_specs(cfg).items()}
+secret, tokens = session.share(w if rank == 0 else None, specs, prompt if rank == 1 else None, (4, 32))
+mine, ref, expect, chosen, wanted = KVCache(), KVCache(), prompt, [], []
+for _ in range(cfg.new_tokens):  # the chosen one-hot row feeds the next step as a secret
+    tokens, _ = step(session.ops, secret, tokens, cfg, mine)
+    expect, _ = step(TorchOps(), w, expect, cfg, ref)
+    chosen.append(tokens)
+    wanted.append(int(expect.argmax()))
+got = [int(session.reveal(c).argmax()) for c in chosen]
+print(json.dumps({"rank": rank, "mpc": got, "plain": wanted}))
+session.close()
+"""
+
+
+def test_spu_generates_the_plaintext_tokens_end_to_end():
+    """Two SPU parties (Cheetah, op by op) generate three tokens end to end, the argmax's one-hot row fed
+    back as a secret: the plaintext interpreter's greedy tokens."""
+    import sys
+
+    from pibench.util.procs import free_port
+    from tests.conftest import run_together
+
+    url = f"tcp://127.0.0.1:{free_port()},tcp://127.0.0.1:{free_port()}"
+    parties = run_together([[sys.executable, "-c", SPU_END_TO_END, str(r), url] for r in (0, 1)], timeout=300)
+    assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
+    out = json.loads(parties[0][1].strip().splitlines()[-1])
+    assert len(out["plain"]) == 3 and out["mpc"] == out["plain"], out

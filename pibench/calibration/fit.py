@@ -38,6 +38,11 @@ from pibench.util.errors import PibenchError, validated
 from pibench.util.files import CALIBRATION, expect, read_json
 from pibench.util.machine import TIME_SETTINGS, Machine, fingerprint, same_machine
 
+# Settings that do not change what one operation costs: a calibration measures every operation on
+# operands shared for it, so each product is a weight's first use, where reused and fresh masks move
+# the same bytes in the same round (`pibench.backends.crypten.masks`).
+ONE_OP_SETTINGS = ("weight_masks",)
+
 SCHEMA_VERSION = 2
 
 
@@ -131,12 +136,14 @@ class Calibration:
 
     def check_settings(self, backend: str, settings: dict[str, Any], what: str) -> None:
         """Refuse a calibration whose counts do not hold for `settings` (`TIME_SETTINGS` change only
-        seconds, which `time_model` reports)."""
+        seconds, which `time_model` reports; `ONE_OP_SETTINGS` nothing one operation costs)."""
         if backend != self.backend:
             raise PibenchError(f"calibration '{self.path}' is of backend {self.backend}, not {backend} as {what}")
         ours = self.file.settings
         diff = sorted(
-            k for k in settings.keys() | ours.keys() if ours.get(k) != settings.get(k) and k not in TIME_SETTINGS
+            k
+            for k in settings.keys() | ours.keys()
+            if ours.get(k) != settings.get(k) and k not in TIME_SETTINGS + ONE_OP_SETTINGS
         )
         if diff:
             raise PibenchError(
@@ -146,7 +153,12 @@ class Calibration:
 
     def op(self, call: str, sig: tuple[int, ...]) -> tuple[int, int, float, float]:
         """(bytes, rounds, wall seconds, comm seconds) of one call."""
-        models = self.file.models
+        models, name, call = self.file.models, call, CALLS[call].model
+        if not CALLS[call].calibrated and CALLS[name].same_as is None:
+            raise PibenchError(
+                f"no calibration predicts '{name}' yet (the end-to-end scope's next-token choice); "
+                "predict the stack with scope: layers"
+            )
         if call not in models:
             raise PibenchError(f"calibration '{self.path}' has no model for '{call}'; recalibrate")
         m = models[call]

@@ -17,6 +17,8 @@ from pibench.util.files import CALIBRATION
 from pibench.util.machine import environment, fingerprint, now
 from pibench.util.procs import die_with_parent, kill_tree
 
+CALLED = {name: call for name, call in CALLS.items() if call.calibrated}  # what a calibration measures
+
 
 class OpPair:
     """The op servers of a backend (two parties, and a dealer where the settings need one) on
@@ -95,7 +97,7 @@ def settings_dict(settings: Any) -> dict[str, Any]:
 def _exact_models(pair: OpPair, progress: Callable[[str], None]) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for name, call in CALLS.items():
-        if call.byte_features is None:
+        if call.byte_features is None or not call.calibrated:
             continue
         rows: list[tuple[list[int], int]] = []
         rounds: set[int] = set()
@@ -130,7 +132,7 @@ def _fitted_models(pair: OpPair, backend: str, progress: Callable[[str], None]) 
     pass each after one unmeasured call of the kind (a session's first calls of a kind pay one-time
     setup)."""
     models: dict[str, Any] = {}
-    for name, call in CALLS.items():
+    for name, call in CALLED.items():
         samples = BACKENDS.get(backend).time_samples(call)
         pair.run(name, samples[0])
         runs = [(call.signature(sample), pair.run(name, sample)) for sample in samples]
@@ -148,7 +150,7 @@ def _fitted_models(pair: OpPair, backend: str, progress: Callable[[str], None]) 
 
 
 def _time_models(pair: OpPair, backend: str, models: dict[str, Any], progress: Callable[[str], None]) -> None:
-    for name, call in CALLS.items():
+    for name, call in CALLED.items():
         rows_wall, rows_comm = [], []
         samples = BACKENDS.get(backend).time_samples(call)
         for sample in samples:

@@ -140,7 +140,13 @@ def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.
 
 
 def refuse_generation(suite: Any) -> None:
-    """A suite that generates is costed (`pibench cost`), not yet measured: every party refuses it."""
+    """A suite that generates, or runs end to end, is costed (`pibench cost`), not yet measured: every
+    party refuses it."""
+    if suite.scope == "end_to_end":
+        raise PibenchError(
+            f"suite '{suite.path}': scope: end_to_end is counted by `pibench cost`, not yet measured under MPC; "
+            "remove it to measure the layers"
+        )
     if suite.new_tokens:
         raise PibenchError(
             f"suite '{suite.path}': generate: is counted by `pibench cost`, not yet measured under MPC; "

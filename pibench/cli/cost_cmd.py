@@ -23,7 +23,7 @@ from pibench.counting.notation import (
     nonlinear_totals,
     unit_for,
 )
-from pibench.models.opkinds import NONLINEAR
+from pibench.models.opkinds import NONLINEAR, kinds_in
 from pibench.suites.analytic import suite_costs
 from pibench.suites.loader import Suite, load_suite
 from pibench.util.errors import PibenchError
@@ -104,9 +104,13 @@ def _cost_row(suite: Suite, c: VariantCost) -> dict[str, Any]:
     row: dict[str, Any] = {"suite": suite.name, "variant": c.variant, "label": c.label}
     row["nonlinear"] = nonlinear_notation(c)
     for kind in NONLINEAR:
-        row[f"{kind}_ops"] = nonlinear.get(kind, {}).get("count", 0)
-        row[f"{kind}_elements"] = nonlinear.get(kind, {}).get("elements", 0)
-    return row | {"flops_ffn": c.flops_ffn, "flops_attn": c.flops_attn, "flops_convention": c.convention}
+        if kind in kinds_in(suite.scope):
+            row[f"{kind}_ops"] = nonlinear.get(kind, {}).get("count", 0)
+            row[f"{kind}_elements"] = nonlinear.get(kind, {}).get("elements", 0)
+    row |= {"flops_ffn": c.flops_ffn, "flops_attn": c.flops_attn}
+    if suite.scope == "end_to_end":
+        row["flops_head"] = c.flops_head
+    return row | {"flops_convention": c.convention}
 
 
 def generation_steps(gen: GenerationCost) -> list[tuple[str, int | None, VariantCost]]:
@@ -142,8 +146,10 @@ def _generation_table(suite: Suite, gens: list[GenerationCost]) -> str:
         for step, t, c in generation_steps(gen):
             name = {"decode_first": "decode 1", "decode_last": f"decode {len(gen.decode)}"}.get(step, step)
             ops = nonlinear_totals(c) if t is None else nonlinear_notation(c)
-            rows.append([c.variant, name, "-" if t is None else t, ops, billions(c.flops_ffn), billions(c.flops_attn)])
+            row = [c.variant, name, "-" if t is None else t, ops, billions(c.flops_ffn), billions(c.flops_attn)]
+            rows.append(row + ([billions(c.flops_head)] if suite.scope == "end_to_end" else []))
     headers = ["variant", "step", "t", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
+    headers += ["FLOPs head"] if suite.scope == "end_to_end" else []
     return (
         f"{n} token{'s' * (n > 1)} after a prompt of {suite.entries[0].config.T}: the prefill yields the first, "
         f"each of {n - 1} decode steps one more (KV cache)\n"
@@ -176,6 +182,11 @@ def main(args: argparse.Namespace) -> int:
         print(cost_frame(suite, costs, preds, gens).to_csv(index=False).rstrip("\n"))
         return 0
     columns, rows = list(COST_COLUMNS), cost_rows(costs)
+    e2e = suite.scope == "end_to_end"
+    if e2e:
+        columns.append("FLOPs head")
+        for row, c in zip(rows, costs, strict=True):
+            row.append(billions(c.flops_head))
     if preds:
         comm = unit_for((p.bytes for p in preds), BYTE_UNITS)
         lat = unit_for((m * 60 for p in preds for m in p.minutes.values()), TIME_UNITS)
@@ -190,7 +201,12 @@ def main(args: argparse.Namespace) -> int:
     if gens:
         print(f"the prefill over the prompt's {suite.entries[0].config.T} positions (generation below)")
     print(tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True))
-    print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; embeddings and LM head excluded")
+    scope = (
+        "head: the embedding lookup and the LM head (end to end), beside the papers' columns"
+        if e2e
+        else "embeddings and LM head excluded"
+    )
+    print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; {scope}")
     if preds:
         print(f"pred.: {about}.")
     if gens:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pibench.counting.sampling import layer_kinds, trace_input_stage
+from pibench.counting.sampling import layer_kinds, trace_head, trace_input_stage
 from pibench.models.config import ModelConfig
 from pibench.models.definition import Span
 from pibench.models.opkinds import NONLINEAR
@@ -47,6 +47,8 @@ def trace(cfg: ModelConfig, span: Span | None = None) -> Tally:
     tally = trace_input_stage(cfg, span)
     for kind in layer_kinds(cfg, span):
         tally.add(kind.tally, kind.count)
+    if cfg.scope == "end_to_end":
+        tally.add(trace_head(cfg, span))
     return tally
 
 
@@ -75,6 +77,7 @@ class VariantCost:
     flops_attn: int
     convention: str
     tally: Tally
+    flops_head: int = 0  # end to end: the embedding lookup and the LM head (outside the papers' columns)
 
     def to_json(self) -> dict[str, Any]:
         nonlinear: dict[str, Any] = {}
@@ -95,7 +98,12 @@ class VariantCost:
             "label": self.label,
             "config": self.config.as_dict(),
             "nonlinear": nonlinear,
-            "flops": {"ffn": self.flops_ffn, "attn": self.flops_attn, "convention": self.convention},
+            "flops": {
+                "ffn": self.flops_ffn,
+                "attn": self.flops_attn,
+                **({"head": self.flops_head} if self.config.scope == "end_to_end" else {}),
+                "convention": self.convention,
+            },
             "macs": dict(sorted(self.tally.macs.items())),
             "elementwise": dict(sorted(self.tally.elementwise.items())),
         }
@@ -111,7 +119,7 @@ def analyse(
 
 def _cost(tally: Tally, cfg: ModelConfig, variant: str, label: str, flops: str) -> VariantCost:
     per_mac = FLOP_CONVENTIONS.get(flops)
-    split = {"ffn": 0, "attn": 0}
+    split = {"ffn": 0, "attn": 0, "head": 0}
     for role, macs in tally.macs.items():
         split[role.split(".", 1)[0]] += per_mac[role] * macs
     nonlinear = tuple(
@@ -120,7 +128,7 @@ def _cost(tally: Tally, cfg: ModelConfig, variant: str, label: str, flops: str) 
             tally.nonlinear.items(), key=lambda kv: (NONLINEAR.index(kv[0][0]), kv[0][1])
         )
     )
-    return VariantCost(variant, label, cfg, nonlinear, split["ffn"], split["attn"], flops, tally)
+    return VariantCost(variant, label, cfg, nonlinear, split["ffn"], split["attn"], flops, tally, split["head"])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pibench.models.config import ModelConfig
-from pibench.models.definition import KVCache, Span, input_param_specs, input_stage, layer, layer_param_specs
+from pibench.models.definition import (
+    KVCache,
+    Span,
+    embed,
+    head,
+    head_param_specs,
+    input_param_specs,
+    input_stage,
+    layer,
+    layer_param_specs,
+)
 from pibench.models.symbolic import SymbolicOps, SymTensor, Tally
 
 
@@ -31,6 +41,17 @@ def trace_input_stage(cfg: ModelConfig, span: Span | None = None) -> Tally:
     ops = SymbolicOps()
     weights = {n: ops.weight(s.shape) for n, s in input_param_specs(cfg).items()}
     input_stage(ops, weights, ops.weight((span.new, cfg.d)), cfg)
+    return ops.tally
+
+
+def trace_head(cfg: ModelConfig, span: Span | None = None) -> Tally:
+    """What the end-to-end scope adds to a pass over `span`: the embedding lookup of its new
+    positions, and the head (final LayerNorm, LM head, argmax) on the last."""
+    span = span or Span(0, cfg.T)
+    ops = SymbolicOps()
+    weights = {n: ops.weight(s.shape) for n, s in head_param_specs(cfg).items()}
+    h = embed(ops, weights, ops.weight((span.new, cfg.vocab)), span.past)
+    head(ops, weights, h, cfg)
     return ops.tally
 
 

@@ -9,9 +9,9 @@ keys, no NaN, no strings for numbers; the kinds add up to the totals.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pibench.models.opkinds import KINDS
 
@@ -101,6 +101,15 @@ class Measured(Spread):
     by_kind: dict[str, KindTotals]
     dealer: DealerTotals | None
     parties: list[PartyRecord] = Field(min_length=2)
+
+    @field_validator("by_kind", mode="before")
+    @classmethod
+    def _every_kind(cls, value: Any) -> Any:
+        """A record older than a kind (the end-to-end scope's) did not run it: zero."""
+        if isinstance(value, dict):
+            zero = {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0}
+            return {k: value.get(k, zero) for k in KINDS} | value
+        return value
 
     @model_validator(mode="after")
     def _adds_up(self) -> Measured:

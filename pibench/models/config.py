@@ -19,6 +19,7 @@ Norm = Literal["pre_ln", "input_ln", "none"]
 Activation = Literal["gelu", "relu", "identity"]
 FFNForm = Literal["standard", "scaled", "scaled_fused"]
 WeightParam = Literal["none", "weight_norm", "spectral_norm"]
+Scope = Literal["layers", "end_to_end"]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
@@ -48,6 +49,14 @@ class ModelConfig:
                 first), then one decode step per further token over the KV cache
                 (`pibench.models.definition.KVCache`); the last token is never fed back, so the
                 context holds T + new_tokens - 1 positions (`context`). 0: the prefill alone.
+    scope:      "layers" - input embeddings in, hidden states out: the stack alone (the papers' FLOP
+                           convention)
+                "end_to_end" - secret token ids in (one-hot rows times the server's token embedding,
+                           plus its position embedding), then the stack, a final LayerNorm where the
+                           variant normalises (pre_ln), the LM head tied to the token embedding on the
+                           last position, and the next token chosen by argmax, as a one-hot row that
+                           feeds the next step without being revealed (GPT-2's layout)
+    vocab:      the vocabulary size of the end-to-end scope (GPT-2: 50257).
     """
 
     L: int = Field(default=12, ge=1)
@@ -63,6 +72,8 @@ class ModelConfig:
     ffn_weight_param: WeightParam = "none"
     bias: bool = True
     new_tokens: int = Field(default=0, ge=0)
+    scope: Scope = "layers"
+    vocab: int = Field(default=50257, ge=2)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:

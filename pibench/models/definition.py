@@ -1,9 +1,11 @@
 """The one model definition: a GPT-2-style causal decoder stack, written once against `Ops`.
 
-`forward(ops, weights, x, cfg)` maps input embeddings x (T, d) to hidden states (T, d). Embeddings,
-the final LayerNorm and the LM head are outside the definition (the papers' FLOP columns exclude
-them too). `param_specs(cfg)` lists every weight with its shape (`input_param_specs` and
-`layer_param_specs` a part of them); interpreters build `weights` from it.
+`forward(ops, weights, x, cfg)` maps input embeddings x (T, d) to hidden states (T, d): the stack,
+the papers' FLOP convention (`scope: layers`). End to end (`scope: end_to_end`), `embed` turns secret
+one-hot token rows into those embeddings, and `head` the last hidden state into the next token's
+one-hot row (final LayerNorm, tied LM head, argmax); `step` is the three in turn. `param_specs(cfg)`
+lists every weight with its shape (`head_param_specs`, `input_param_specs` and `layer_param_specs` a
+part of them); interpreters build `weights` from it.
 
 Generation runs the same code with a `KVCache`: the prefill is `forward` over the T prompt positions,
 each decode step `forward` over one new position (x: (1, d)) attending to every cached one. Every
@@ -30,11 +32,21 @@ class ParamSpec:
 
 
 def param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
-    """Every weight of the stack, by name ("h3.attn.qkv.w", ...), in a stable order."""
-    specs = input_param_specs(cfg)
+    """Every weight of the model, by name ("h3.attn.qkv.w", ...), in a stable order."""
+    specs = head_param_specs(cfg) | input_param_specs(cfg)
     for index in range(cfg.L):
         specs |= layer_param_specs(cfg, index)
     return specs
+
+
+def head_param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
+    """The end-to-end scope's weights (none for `scope: layers`): the token embedding wte (vocab, d),
+    which the LM head shares (tied, as GPT-2), the position embedding wpe (context, d), and the final
+    LayerNorm ln_f where the variant normalises before each layer (pre_ln)."""
+    if cfg.scope != "end_to_end":
+        return {}
+    specs = {"wte": ParamSpec((cfg.vocab, cfg.d)), "wpe": ParamSpec((cfg.context, cfg.d))}
+    return specs | (_layernorm_specs("ln_f", cfg.d) if cfg.norm == "pre_ln" else {})
 
 
 def input_param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
@@ -114,6 +126,11 @@ class KVCache:
     keys: dict[int, Tensor] = field(default_factory=dict)
     values: dict[int, Tensor] = field(default_factory=dict)
     lengths: dict[int, int] = field(default_factory=dict)
+    positions: int = 0  # positions embedded so far (end to end: the next one's position embedding row)
+
+    def copy(self) -> KVCache:
+        """The cache as it is now; extending either leaves the other as it was."""
+        return KVCache(dict(self.keys), dict(self.values), dict(self.lengths), self.positions)
 
     def past(self, index: int) -> int:
         return self.lengths.get(index, 0)
@@ -144,6 +161,42 @@ def forward(
     return x
 
 
+def embed(ops: Ops, weights: Mapping[str, Tensor], tokens: Tensor, past: int) -> Tensor:
+    """Secret one-hot token rows (n, vocab) of positions past..past+n-1 -> input embeddings (n, d):
+    the lookup of a secret id is one product with the token embedding; positions are public, so their
+    embedding's rows are added locally."""
+    x = ops.matmul(tokens, weights["wte"], "head.embedding")
+    return ops.add(x, ops.rows(weights["wpe"], past, past + tokens.shape[0]))
+
+
+def head(ops: Ops, weights: Mapping[str, Tensor], h: Tensor, cfg: ModelConfig) -> tuple[Tensor, Tensor]:
+    """Hidden states (n, d) -> the next token's one-hot row (1, vocab) and its logits (1, vocab): only
+    the last position needs logits (greedy generation); the final LayerNorm where the variant
+    normalises, the LM head tied to the token embedding (h wte^T), the argmax under MPC."""
+    n = h.shape[0]
+    last = ops.rows(h, n - 1, n) if n > 1 else h
+    if cfg.norm == "pre_ln":
+        last = ops.layernorm(last, weights["ln_f.g"], weights["ln_f.b"])
+    logits = ops.matmul(last, ops.transpose(weights["wte"]), "head.lm_head")
+    return ops.argmax(logits), logits
+
+
+def step(
+    ops: Ops,
+    weights: Mapping[str, Tensor],
+    tokens: Tensor,
+    cfg: ModelConfig,
+    cache: KVCache,
+    layers: Sequence[int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One pass end to end: one-hot rows (n, vocab) of the positions after those `cache` holds (the
+    prompt, or the last token chosen) -> the next token's one-hot row and logits (`head`)."""
+    past = cache.positions
+    h = forward(ops, weights, embed(ops, weights, tokens, past), cfg, layers, cache)
+    cache.positions = past + tokens.shape[0]
+    return head(ops, weights, h, cfg)
+
+
 def input_stage(ops: Ops, weights: Mapping[str, Tensor], x: Tensor, cfg: ModelConfig) -> Tensor:
     """What runs once before the first layer: He & Hofmann's single LayerNorm, else nothing."""
     if cfg.norm == "input_ln":
@@ -161,8 +214,8 @@ def layer(
 
 
 def layer_weight_specs(cfg: ModelConfig, layers: Sequence[int]) -> dict[str, ParamSpec]:
-    """The weights that the input stage and `layers` read (a sampled run shares only these)."""
-    specs = input_param_specs(cfg)
+    """The weights that the head, the input stage and `layers` read (a sampled run shares only these)."""
+    specs = head_param_specs(cfg) | input_param_specs(cfg)
     for index in layers:
         specs |= layer_param_specs(cfg, index)
     return specs

@@ -33,6 +33,7 @@ class Kind:
     name: str
     description: str
     abbrev: str | None = None  # the papers' notation, for nonlinear kinds
+    end_to_end: bool = False  # only the end-to-end scope runs it (the head: embedding, LM head, argmax)
 
     @property
     def nonlinear(self) -> bool:
@@ -46,17 +47,32 @@ KINDS: dict[str, Kind] = {
         Kind("layernorm", "LayerNorm (mean, variance, inverse square root)", "LN"),
         Kind("gelu", "GELU activation", "G"),
         Kind("relu", "ReLU activation", "R"),
+        Kind("argmax", "the next token: argmax of the logits, as a secret one-hot row", "AM", True),
         Kind("linear", "products with a weight matrix (projections, FFN)"),
         Kind("attn_matmul", "attention's T×T products (Q Kᵀ, softmax·V)"),
+        Kind("embedding", "secret one-hot token rows times the token embedding", end_to_end=True),
+        Kind("lm_head", "the LM head: hidden state times the tied token embedding", end_to_end=True),
         Kind("other", "residual scalars and other secret×secret elementwise products"),
     )
 }
 NONLINEAR = tuple(k.name for k in KINDS.values() if k.nonlinear)
+
+
+def kinds_in(scope: str) -> tuple[str, ...]:
+    """The kinds a pass in `scope` ("layers" or "end_to_end", `ModelConfig.scope`) can run."""
+    return tuple(k.name for k in KINDS.values() if scope == "end_to_end" or not k.end_to_end)
+
+
 ABBREV = {k.name: k.abbrev for k in KINDS.values() if k.abbrev}
 
 
+HEAD_KINDS = {"head.embedding": "embedding", "head.lm_head": "lm_head"}  # end-to-end products, by role
+
+
 def matmul_kind(role: str) -> str:
-    """The breakdown kind of a secret x secret matrix product of `role` (`interp.base.MATMUL_ROLES`)."""
+    """The breakdown kind of a secret x secret matrix product of `role` (`pibench.models.ops.MATMUL_ROLES`)."""
+    if role in HEAD_KINDS:
+        return HEAD_KINDS[role]
     return "linear" if role in LINEAR_ROLES else "attn_matmul"
 
 
@@ -93,7 +109,7 @@ def broadcast(a: Shape, b: Shape) -> Shape:
 
 
 Sample = tuple[Shape, ...]  # operand shapes of one measured call
-MATMULS = ("linear", "attn_matmul")
+MATMULS = ("linear", "attn_matmul", "embedding", "lm_head")
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,13 @@ class Call:
     samples: tuple[Sample, ...]
     time_samples: tuple[Sample, ...]
     weights: bool = True  # operands after the first are the server's weights (else the client's secrets)
+    same_as: str | None = None  # predicted by the calibrated model of this call (not calibrated itself)
+    calibrated: bool = True  # `pibench calibrate` measures it
+
+    @property
+    def model(self) -> str:
+        """The call whose calibrated model predicts this one."""
+        return self.same_as or self.name
 
     def size(self, sig: Signature) -> int:
         """The work a call does, for the time model: multiply-accumulates of products, else elements."""
@@ -133,6 +156,22 @@ class Call:
             batch = a * b * out / macs**2  # (B m k)(B k n)(B m n) / (B m k n)^2 = B
             return [1.0, batch, float(a), float(b), float(out), float(macs)]
         return [1.0, *(float(n) for n in sig)]
+
+
+def _tied_product(name: str, role: str) -> Call:
+    """An end-to-end product with the token embedding: it costs what any product with a weight costs,
+    so the calibration's model of "linear" predicts it (it is not calibrated itself)."""
+    return Call(
+        name,
+        name,
+        _matmul,
+        lambda ops, xs: ops.matmul(xs[0], xs[1], role),
+        lambda s: [s[0] + s[1]],
+        samples=(),
+        time_samples=(),
+        same_as="linear",
+        calibrated=False,
+    )
 
 
 CALLS: dict[str, Call] = {
@@ -196,6 +235,19 @@ CALLS: dict[str, Call] = {
                 ((12, 512, 64), (12, 64, 512)),
             ),
             weights=False,  # Q Kᵀ and softmax·V: both operands come from activations
+        ),
+        # end to end: the argmax has no calibrated model yet
+        *(_tied_product(name, role) for role, name in HEAD_KINDS.items()),
+        Call(
+            "argmax",
+            "argmax",
+            _rows_cols,
+            lambda ops, xs: ops.argmax(xs[0]),
+            None,
+            samples=(),
+            time_samples=(),
+            weights=False,
+            calibrated=False,
         ),
         Call(
             "mul",

@@ -30,6 +30,8 @@ MATMUL_ROLES = (
     "ffn.in",  # (T,d) x (d,4d)
     "ffn.out",  # (T,4d) x (4d,d)
     "ffn.fused",  # (T,d) x (d,d)
+    "head.embedding",  # (n,vocab) x (vocab,d): secret one-hot token rows times the token embedding
+    "head.lm_head",  # (1,d) x (d,vocab): the LM head, tied to the token embedding
 )
 LINEAR_ROLES = ("attn.proj", "ffn.in", "ffn.out", "ffn.fused")  # products with a weight matrix
 
@@ -71,6 +73,11 @@ class Ops(ABC):
     @abstractmethod
     def relu(self, x: Tensor) -> Tensor:
         """ReLU, elementwise."""
+
+    @abstractmethod
+    def argmax(self, x: Tensor) -> Tensor:
+        """(..., n) -> (..., n): a one-hot row marking each row's largest element (the next token,
+        still secret). Ties: the first in plaintext; MPC backends may break them otherwise."""
 
     # -- layout (free) -----------------------------------------------------------------------
     @abstractmethod

@@ -81,6 +81,9 @@ class TorchOps(TorchConstants, Ops):
     def relu(self, x: Tensor) -> Tensor:
         return torch.relu(x)
 
+    def argmax(self, x: Tensor) -> Tensor:
+        return nn.functional.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)
+
     def split_heads(self, x: Tensor, heads: int) -> Tensor:
         T, d = x.shape
         return x.reshape(T, heads, d // heads).transpose(0, 1)

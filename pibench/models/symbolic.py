@@ -126,6 +126,9 @@ class SymbolicOps(Ops):
     def relu(self, x: SymTensor) -> SymTensor:
         return self._nonlinear("relu", x)
 
+    def argmax(self, x: SymTensor) -> SymTensor:
+        return self._nonlinear("argmax", x)
+
     def split_heads(self, x: SymTensor, heads: int) -> SymTensor:
         T, d = x.shape
         return SymTensor((heads, T, d // heads), x.public)

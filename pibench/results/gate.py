@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.models.opkinds import KINDS, NONLINEAR
+from pibench.models.opkinds import KINDS, NONLINEAR, kinds_in
 from pibench.models.variants import BASELINE
 from pibench.results.records import Record, VariantRecord
 from pibench.util.errors import PibenchError
@@ -78,11 +78,13 @@ def values(variant: VariantRecord, base: VariantRecord | None) -> Iterator[tuple
     yield "unusable", 0.0 if m.usable else 1.0
     if m.max_abs_error is not None:
         yield "max_abs_error", m.max_abs_error
-    for kind in KINDS:
+    kinds = kinds_in(variant.config["scope"])
+    for kind in kinds:
         yield f"bytes.{kind}", m.by_kind[kind].bytes
         yield f"rounds.{kind}", m.by_kind[kind].rounds
     for kind in NONLINEAR:
-        yield f"nonlinear.{kind}", a.nonlinear[kind].elements if kind in a.nonlinear else 0
+        if kind in kinds:
+            yield f"nonlinear.{kind}", a.nonlinear[kind].elements if kind in a.nonlinear else 0
     yield "flops.ffn", a.flops.ffn
     yield "flops.attn", a.flops.attn
     if base is not None:

@@ -76,6 +76,7 @@ class Flops(Strict):
     ffn: Count
     attn: Count
     convention: str
+    head: Count | None = None  # end to end: the embedding lookup and the LM head
 
 
 class Analytic(Strict):

@@ -40,7 +40,7 @@ from pydantic.dataclasses import dataclass as schema
 
 from pibench.backends import BACKENDS, DEFAULT_BACKEND
 from pibench.counting.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile
-from pibench.models.config import DIMENSIONS, FIELDS, ModelConfig
+from pibench.models.config import DIMENSIONS, FIELDS, ModelConfig, Scope
 from pibench.models.variants import VARIANTS, Variant
 from pibench.suites.train_section import TrainSettings
 from pibench.util.errors import PibenchError, did_you_mean, shorten
@@ -54,6 +54,13 @@ MAX_DIM = 2**31 - 1
 MAX_SEED = 2**62
 MAX_REPEATS = 100  # the parties seed torch generators with seed and seed + 1
 MAX_NEW_TOKENS = 4096
+MAX_VOCAB = 1_000_000
+# config fields a suite sets for every entry at once, and where
+SUITE_LEVEL = {
+    "new_tokens": "set the tokens to generate under 'generate'",
+    "scope": "set 'scope' at the top of the suite (every variant runs in one scope)",
+    "vocab": "set 'vocab' at the top of the suite, beside 'scope: end_to_end'",
+}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a file-name part: no '/', no leading '.', no NUL
 
 Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN)]
@@ -106,6 +113,8 @@ class SuiteSpec:
     seed: StrictInt = Field(default=0, ge=0, le=MAX_SEED)
     repeats: StrictInt | None = Field(default=None, ge=1, le=MAX_REPEATS)
     generate: GenerateSpec | None = None  # absent: the prefill alone
+    scope: Scope = "layers"  # `ModelConfig.scope`: the stack alone, or from token to token
+    vocab: StrictInt | None = Field(default=None, ge=2, le=MAX_VOCAB)  # end_to_end only (default: GPT-2's)
     backend: StrictStr = DEFAULT_BACKEND
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # `pibench train`
@@ -167,6 +176,11 @@ class Suite:
     def new_tokens(self) -> int:
         """Tokens generated after the prompt (0: the prefill alone; every entry generates as many)."""
         return self.entries[0].config.new_tokens
+
+    @property
+    def scope(self) -> str:
+        """`ModelConfig.scope` of every entry: "layers" or "end_to_end"."""
+        return self.entries[0].config.scope
 
     @property
     def settings_dict(self) -> dict[str, Any]:
@@ -369,13 +383,14 @@ def _entries(file: _SuiteFile, data: dict[str, Any], spec: SuiteSpec, dims: dict
         for key in item.overrides:
             if key in DIMENSIONS:
                 raise file.error(("variants", i, "overrides", key), f"'{key}' is a dimension; set it under 'model'")
-            if key == "new_tokens":
-                raise file.error(("variants", i, "overrides", key), "set the tokens to generate under 'generate'")
+            if key in SUITE_LEVEL:
+                raise file.error(("variants", i, "overrides", key), SUITE_LEVEL[key])
         variant = VARIANTS.get(item.variant)
         try:
             cfg = variant.config(dims, item.overrides)
             if spec.generate:
                 cfg = cfg.replace(new_tokens=spec.generate.new_tokens)
+            cfg = cfg.replace(scope=spec.scope, **({"vocab": spec.vocab} if spec.vocab else {}))
         except ValidationError as err:
             sub, msg = _describe(_most_telling(err))
             raise file.error(("variants", i, "overrides", *sub), msg) from None
@@ -436,6 +451,8 @@ def load_suite(
         spec = TypeAdapter(SuiteSpec).validate_python({k: v for k, v in data.items() if k not in BACKENDS})
     except ValidationError as err:
         raise file.error(*_describe(_most_telling(err))) from None
+    if spec.vocab is not None and spec.scope != "end_to_end":
+        raise file.error(("vocab",), "'vocab' is the end-to-end scope's; add 'scope: end_to_end' or remove it")
     if backend is not None and backend not in BACKENDS:
         known = ", ".join(BACKENDS.names())
         raise PibenchError(

@@ -10,10 +10,12 @@ x·x², LayerNorm's variance the mean of squares of the centred input.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from pibench.backends.crypten.masks import WeightMasks
 from pibench.backends.crypten.meter import Meter
 from pibench.models.opkinds import matmul_kind
 from pibench.models.ops import LAYERNORM_EPS, Ops
@@ -48,13 +50,31 @@ class CrypTenOps(TorchConstants, Ops):
     """`Ops` over CrypTen `MPCTensor`s (public constants are plain torch tensors)."""
 
     def __init__(
-        self, meter: Meter, gelu: str = "tanh", softmax: str = "max_only", max_method: str = "", device: str = "cpu"
+        self,
+        meter: Meter,
+        gelu: str = "tanh",
+        softmax: str = "max_only",
+        max_method: str = "",
+        device: str = "cpu",
+        masks: WeightMasks | None = None,
     ) -> None:
         self.meter, self.gelu_form, self.softmax_form, self.max_method = meter, gelu, softmax, max_method
         self.device = device  # public constants live where the shares do (`TorchConstants`)
+        self.masks = masks  # reuse each weight's opened Beaver mask (None: CrypTen's fresh triples)
+        self._weights: set[int] = set()  # ids of the shared weight matrices, and of their transposes
+        self._transposed: dict[int, Any] = {}
+
+    def use_weights(self, weights: Mapping[str, Any]) -> None:
+        """The weights products with which may reuse their masks (a variant's, as just shared)."""
+        self._weights = {id(w) for w in weights.values() if w.dim() == 2}
+        self._transposed.clear()
+        if self.masks is not None:
+            self.masks.forget()
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
         with self.meter.kind(matmul_kind(role)):
+            if self.masks is not None and id(b) in self._weights and not isinstance(a, torch.Tensor):
+                return self.masks.matmul(a, b)
             return a.matmul(b)
 
     def add(self, a: Any, b: Any) -> Any:
@@ -94,6 +114,10 @@ class CrypTenOps(TorchConstants, Ops):
         with self.meter.kind("relu"):
             return x.relu()
 
+    def argmax(self, x: Any) -> Any:
+        with self.meter.kind("argmax"):
+            return x.argmax(dim=-1, one_hot=True)
+
     def split_heads(self, x: Any, heads: int) -> Any:
         T, d = x.size()
         return x.reshape(T, heads, d // heads).transpose(0, 1)
@@ -106,7 +130,14 @@ class CrypTenOps(TorchConstants, Ops):
         return x.transpose(0, 1).reshape(T, H * dh)
 
     def transpose(self, x: Any) -> Any:
-        return x.transpose(-2, -1)
+        if id(x) not in self._weights:
+            return x.transpose(-2, -1)
+        if id(x) not in self._transposed:  # the same object every time: its mask is opened once (tied LM head)
+            t = self._transposed[id(x)] = x.transpose(-2, -1)
+            self._weights.add(id(t))
+            if self.masks is not None:
+                self.masks.tie(t, x)
+        return self._transposed[id(x)]
 
     def concat(self, a: Any, b: Any) -> Any:
         import crypten

@@ -23,6 +23,7 @@ from pibench.backends.base import Counts, Emit, Rendezvous, Session, Step, StepC
 from pibench.backends.crypten import products
 from pibench.backends.crypten.compat import import_crypten
 from pibench.backends.crypten.interpreter import CrypTenOps
+from pibench.backends.crypten.masks import WeightMasks
 from pibench.backends.crypten.meter import Meter, meter_dealer_side
 from pibench.backends.crypten.settings import CrypTenSettings
 from pibench.util.errors import PibenchError
@@ -167,7 +168,9 @@ class CrypTenSession(Session):
         self.meter = Meter(rank, WORLD_SIZE, dealer_rank=dealer, on_op=on_op)
         self.meter.attach(self.comm)
         fs = settings.functions
-        self.ops = CrypTenOps(self.meter, settings.gelu, settings.softmax, fs.max_method, settings.device)
+        reuse = settings.weight_masks == "reuse" and settings.provider == "TFP"
+        masks = WeightMasks(rank) if reuse else None
+        self.ops = CrypTenOps(self.meter, settings.gelu, settings.softmax, fs.max_method, settings.device, masks)
 
     def share(
         self,
@@ -181,9 +184,12 @@ class CrypTenSession(Session):
             return self.crypten.cryptensor(plain.to(self.device), src=src, device=self.device)
 
         shared = {n: share(weights[n] if weights is not None else None, shape, 0) for n, shape in specs.items()}
+        self.ops.use_weights(shared)
         return shared, share(x, x_shape, 1)
 
     def measure(self, step: Step, weights: Mapping[str, Any], x: Any) -> tuple[Any, StepCounts]:
+        if self.ops.masks is not None:  # each step opens the weights it uses (a prefill: once each, either way)
+            self.ops.masks.forget()
         self.meter.reset()
         self.comm.reset_communication_stats()
         start = time.perf_counter()

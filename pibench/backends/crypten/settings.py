@@ -54,13 +54,18 @@ class CrypTenSettings:
     CrypTen does), "blocks" (exact 16-bit limbs through float64 BLAS, as CrypTen's CUDA backend does),
     "auto" (per shape, whichever is faster on this machine; bit-identical either way). device: where
     the parties' tensors live ("cuda": both parties on the machine's first GPU, CrypTen's own CUDA
-    path)."""
+    path). weight_masks: "reuse" (each weight's Beaver mask W - B opened once and reused for every
+    later product with that weight, as a deployment with fixed weights does;
+    `pibench.backends.crypten.masks`; TFP only, TTP keeps CrypTen's products) or "fresh" (CrypTen's
+    own: a fresh triple, and the weight opened again, per product). A measured step opens each weight
+    it uses once either way, so a prefill costs the same bytes and rounds under both."""
 
     provider: Literal["TFP", "TTP"] = "TFP"
     precision_bits: StrictInt = Field(default=16, ge=1, le=30)
     gelu: Literal["tanh", "erf"] = "tanh"
     softmax: Literal["max_only", "crypten"] = "max_only"
     local_products: Literal["auto", "int64", "blocks"] = "auto"
+    weight_masks: Literal["reuse", "fresh"] = "reuse"
     device: Literal["cpu", "cuda"] = "cpu"
     functions: CrypTenFunctions = dataclasses.field(default_factory=CrypTenFunctions)
 

@@ -164,6 +164,10 @@ class SpuOps(Ops):
     def relu(self, x: Any) -> Any:
         return self.s.call("relu", "relu", jax.nn.relu, x)
 
+    def argmax(self, x: Any) -> Any:
+        n = x.shape[-1]
+        return self.s.call("argmax", "argmax", lambda v: jax.nn.one_hot(jnp.argmax(v, axis=-1), n, dtype=v.dtype), x)
+
     def split_heads(self, x: Any, heads: int) -> Any:
         T, d = x.shape
         return self.s.call("other", f"heads{heads}", lambda v: v.reshape(T, heads, d // heads).transpose(1, 0, 2), x)
