@@ -248,7 +248,7 @@ def test_cost_of_a_suite_that_generates(tmp_path):
     assert len(csv) == 1 + 4 and csv[0].endswith(",step,context") and csv[-1].endswith(",total,")
 
 
-def test_generate_is_checked_and_not_yet_measured(tmp_path):
+def test_generate_and_scope_are_checked_and_refused_where_not_measured(tmp_path):
     bad = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 0}\nvariants: [sm_ln_g]\n")
     proc = run_cli("cost", str(bad))
     assert proc.returncode == 2 and "generate.new_tokens" in proc.stderr and "Traceback" not in proc.stderr
@@ -259,12 +259,53 @@ def test_generate_is_checked_and_not_yet_measured(tmp_path):
     )
     proc = run_cli("cost", str(override))
     assert proc.returncode == 2 and "set the tokens to generate under 'generate'" in proc.stderr
-    good = write_suite(
-        tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 2}\nvariants: [sm_ln_g]\n", "g.yaml"
-    )
-    proc = run_cli("run", str(good), "--out", str(tmp_path / "r.json"))
-    assert proc.returncode == 2 and "not yet measured under MPC" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+    for extra, fragment in (
+        ("backend: spu\n", "is measured under CrypTen, not yet under spu"),
+        ("scope: end_to_end\nvocab: 16\n", "scope: end_to_end is counted by `pibench cost`, not yet measured"),
+    ):
+        good = write_suite(
+            tmp_path,
+            "model: {L: 1, H: 2, d: 16, T: 4}\ngenerate: {new_tokens: 2}\nvariants: [sm_ln_g]\n" + extra,
+            "g.yaml",
+        )
+        proc = run_cli("run", str(good), "--out", str(tmp_path / "r.json"))
+        assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+    vocab = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvocab: 16\nvariants: [sm_ln_g]\n", "v.yaml")
+    proc = run_cli("cost", str(vocab))
+    assert proc.returncode == 2 and "'vocab' is the end-to-end scope's" in proc.stderr
+
+
+GEN_SUITE = """name: gen_tiny
+model: {L: 2, H: 2, d: 32, T: 8}
+generate: {new_tokens: 3}
+repeats: 1
+variants: [sm_ln_g, sm_scfuffn_pruned, hehofmann_scffn]
+"""
+
+
+def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
+    """`pibench run` of a tiny generating suite under CrypTen: the prefill, then two decode steps over the
+    cache with reused weight masks. Sampled (one layer per kind) and --full (every layer) runs give every
+    pass the same bytes and rounds; the set-up opens each weight matrix once: SM + LN + G at d=32 has
+    32x96 + 32x32 + 32x128 + 128x32 = 12,288 weight elements a layer, 2 layers, 8 B a party, both
+    parties: 2 * 12288 * 8 * 2 = 393,216 B, which the prefill's bytes already hold."""
+    suite = write_suite(tmp_path, GEN_SUITE, "gen.yaml")
+    records = {}
+    for mode in ("sampled", "full"):
+        out = tmp_path / f"{mode}.json"
+        proc = run_cli("run", str(suite), "--out", str(out), "--no-progress", *(["--full"] if mode == "full" else []))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        records[mode] = json.loads(out.read_text())
+        assert "generation: 3 tokens, the prefill then 2 decode steps" in proc.stdout
+    for sampled, full in zip(records["sampled"]["variants"], records["full"]["variants"], strict=True):
+        s, f = sampled["measured"]["generation"], full["measured"]["generation"]
+        shape = [(p["context"], p["bytes"], p["rounds"]) for p in s["steps"]]
+        assert shape == [(p["context"], p["bytes"], p["rounds"]) for p in f["steps"]], sampled["name"]
+        assert [c for c, _, _ in shape] == [8, 9, 10] and shape[0][1] == sampled["measured"]["bytes"]
+        assert shape[1][1] < shape[0][1] / 3  # a decode step moves one row and no weights
+        assert s["setup"]["bytes"] == f["setup"]["bytes"] > 0
+    assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 393_216
 
 
 def test_no_variant_needs_more_than_its_context():

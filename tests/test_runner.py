@@ -243,7 +243,7 @@ def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
     from pibench.backends.base import StepCounts
     from pibench.measuring import party as measure
 
-    monkeypatch.setattr(measure, "_run", lambda ops, w, h, cfg, index: f"{h}>{index}")
+    monkeypatch.setattr(measure, "_run", lambda ops, w, h, cfg, index, cache=None: f"{h}>{index}")
     seconds = iter([3.0, 1.0, 5.0, 1.0, 2.0, 6.0, 2.0, 3.0, 4.0])  # pass by pass: s0 s1 s2, ...
     calls = []
 

@@ -135,6 +135,15 @@ class Session(ABC):
     def measure(self, step: Step, weights: Mapping[str, Any], x: Any) -> tuple[Any, StepCounts]:
         """Run `step` on this backend's `Ops`; its output and what it cost this party (wall_s set)."""
 
+    def prepare(self, weights: Mapping[str, Any]) -> StepCounts | None:
+        """Open once what later steps may reuse (CrypTen's reused weight masks) and keep it through every
+        later `measure` until `release`; what that cost (None: this backend keeps nothing). A
+        generation's decode steps run between the two; a prefill's steps each pay their own."""
+        return None
+
+    def release(self) -> None:  # noqa: B027 - nothing kept by default
+        """Stop keeping what `prepare` opened."""
+
     @abstractmethod
     def reveal(self, y: Any) -> Any:
         """The plaintext of a shared tensor (a torch tensor), as every party sees it."""

@@ -12,6 +12,7 @@ from pibench.models.variants import BASELINE
 from pibench.quality.summary import plot_quality, render_quality
 from pibench.quality.training_record import KIND as QUALITY_KIND
 from pibench.quality.training_record import QualityRecord, measured_ppl, validate_quality_record
+from pibench.results.generation import generation_table
 from pibench.results.plots import plot
 from pibench.results.records import Record, check_folder, read_json, validate_record
 from pibench.results.records import flat_settings as _flat
@@ -136,6 +137,11 @@ def emit_report(
     if reports:
         required = [g for g, asked in (("predicted", args.predict), ("others", args.backends)) if asked]
         print(render(reports, args.format, parse_columns(args.columns), required=required))
+    if args.format not in ("csv", "json"):
+        for _, record in records:
+            generated = generation_table(record)
+            if generated:
+                print("\n" + generated)
     if quality and (not reports or args.format not in ("csv", "json")):  # csv, json: one frame, PPL joined
         print(("\n" if reports else "") + render_quality(quality, args.format))
     if args.plot:

@@ -66,6 +66,14 @@ class PartyMeasurement(PartyCounts, Spread):
     choices: dict[str, str] = Field(default_factory=dict)  # the backend's own choices (local products per shape)
 
 
+class TokenCounts(Strict):
+    """One party's counts of one pass of a generation (the prefill, or a decode step), over the stack."""
+
+    context: Positive  # positions attended to: T for the prefill, T+j for decode step j
+    wall_s: Seconds
+    by_kind: dict[str, PartyCounts]
+
+
 class PartyResult(PartyMeasurement):
     """What a party sends the others after a variant: its counts, and (rank 0, which holds the weights
     the plaintext reference needs) the MPC output's error; None where not computed or not finite."""
@@ -73,6 +81,8 @@ class PartyResult(PartyMeasurement):
     max_abs_error: Seconds | None
     max_abs_reference: Seconds | None
     layers_measured: dict[str, Positive]
+    generation: list[TokenCounts] | None = None  # the prefill, then every decode step
+    setup: PartyCounts | None = None  # opened once for every decode step (CrypTen's weight masks)
 
 
 class PartyRecord(PartyMeasurement):
@@ -84,6 +94,29 @@ class PartyRecord(PartyMeasurement):
 class DealerTotals(Strict):
     bytes: Count
     rounds: Count
+
+
+class TokenStep(Strict):
+    """Both parties' cost of one pass of a generation: the prefill (context T, yielding the first
+    token) or decode step j (context T+j). Merged as a variant's kinds are (`merge_parties`)."""
+
+    context: Positive
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+    by_kind: dict[str, KindTotals]
+
+
+class Generation(Strict):
+    """A measured generation: every pass, and the one-off set-up of what decode steps reuse (bytes
+    both parties sent; already within the prefill's bytes, where each weight is used once)."""
+
+    steps: list[TokenStep] = Field(min_length=1)
+    setup: DealerTotals | None
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.steps)
 
 
 class Measured(Spread):
@@ -101,6 +134,7 @@ class Measured(Spread):
     by_kind: dict[str, KindTotals]
     dealer: DealerTotals | None
     parties: list[PartyRecord] = Field(min_length=2)
+    generation: Generation | None = None  # a suite that generates: the prefill (these totals) and decode steps
 
     @field_validator("by_kind", mode="before")
     @classmethod

@@ -29,15 +29,18 @@ from pibench.backends.base import SPREAD, Backend, Counts, Emit, Rendezvous, Ses
 from pibench.counting.sampling import layer_sample
 from pibench.measuring.measured import (
     DealerTotals,
+    Generation,
     KindTotals,
     Measured,
     PartyCounts,
     PartyRecord,
     PartyResult,
     StepRecord,
+    TokenCounts,
+    TokenStep,
 )
 from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
-from pibench.models.definition import input_stage, layer, layer_weight_specs
+from pibench.models.definition import KVCache, input_stage, layer, layer_weight_specs
 from pibench.models.opkinds import KINDS
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.suites.loader import Suite, SuiteEntry
@@ -104,13 +107,67 @@ def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
     return torch.randn(entry.config.T, entry.config.d, generator=gen)
 
 
+def synthetic_decode_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
+    """The input embeddings of the positions fed back while generating (new_tokens - 1, d): the stack
+    alone (scope: layers) does not choose them, so they are drawn as the prompt's are."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    return torch.randn(entry.config.new_tokens - 1, entry.config.d, generator=gen)
+
+
+def _rows(ops: Any, weights: Any, x: Any, start: int, stop: int) -> Any:
+    """Positions start..stop-1 of the shared input (a layout step: nothing is exchanged)."""
+    return ops.rows(x, start, stop)
+
+
+def _token_counts(context: int, counts: StepCounts) -> TokenCounts:
+    return TokenCounts(
+        context=context, wall_s=counts.wall_s, by_kind={k: _counts(c) for k, c in counts.by_kind.items()}
+    )
+
+
+def _decode(
+    session: Session,
+    weights: Any,
+    cfg: Any,
+    steps: list[tuple[str, int, int | None]],
+    cache: KVCache,
+    fed: Any,
+    emit: Emit,
+    variant: str,
+) -> tuple[list[TokenCounts], StepCounts | None]:
+    """Every decode step after the prefill, each over the sampled layers once (layers of a kind cost
+    the same at each step too, so the counts are exact), reusing what `Session.prepare` opened once.
+    `fed`: the positions fed back, shared (new_tokens - 1, d). Returns each step's counts over the
+    stack and the set-up's."""
+    setup: StepCounts | None = None
+    for _, times, index in steps:  # each layer kind's weights, standing for its layers
+        if index is not None:
+            opened = session.prepare({n: w for n, w in weights.items() if n.startswith(f"h{index}.")})
+            if opened is not None:
+                setup = setup or StepCounts()
+                setup.add(opened, times)
+    tokens = []
+    try:
+        for j in range(1, cfg.new_tokens):
+            total = StepCounts()
+            h, _ = session.measure(functools.partial(_rows, start=j - 1, stop=j), weights, fed)
+            for _, times, index in steps:
+                h, counts = session.measure(functools.partial(_run, cfg=cfg, index=index, cache=cache), weights, h)
+                total.add(counts, times)
+            tokens.append(_token_counts(cfg.T + j, total))
+            emit({"event": "step", "variant": variant, "step": f"decode step {j}", "pass": 1, "passes": 1})
+    finally:
+        session.release()
+    return tokens, setup
+
+
 def _steps(sample: dict[int, int]) -> list[tuple[str, int, int | None]]:
     """(label, layers it stands for, layer index or None for the input stage), in order."""
     return [("input stage", 1, None)] + [(f"layer {i}", n, i) for i, n in sorted(sample.items())]
 
 
-def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None) -> Any:
-    return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index)
+def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None, cache: KVCache | None = None) -> Any:
+    return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index, cache)
 
 
 def _median_pass(label: str, passes: list[StepCounts], exact: bool) -> StepCounts:
@@ -140,20 +197,24 @@ def _timed_walk(
     opts: PartyOptions,
     emit: Emit,
     variant: str,
+    cache: KVCache | None = None,
 ) -> tuple[Any, list[StepCounts]]:
     """Walk the steps `opts.repeats` times, passes interleaved (every step once, then every step again),
     so that a passing slowdown of the machine falls on one pass of several steps rather than on every
-    pass of one. The first pass walks the stack; later passes rerun each step on the input it had
-    then, so timing cannot change the result. Returns the first pass's output and each step's median
-    pass (`_median_pass`)."""
+    pass of one. The first pass walks the stack (extending `cache`, a generation's); later passes
+    rerun each step on the input and cache it had then, so timing cannot change the result. Returns
+    the first pass's output and each step's median pass (`_median_pass`)."""
     inputs: list[Any] = []  # each step's input in the first pass
     passes: list[list[StepCounts]] = [[] for _ in steps]
+    before = cache.copy() if cache is not None else None
     out = x
     for n in range(opts.repeats):
         for i, (label, _, index) in enumerate(steps):
             if n == 0:
                 inputs.append(out)
-            y, counts = session.measure(functools.partial(_run, cfg=cfg, index=index), weights, inputs[i])
+            held = cache if n == 0 or before is None else before.copy()
+            run = functools.partial(_run, cfg=cfg, index=index, cache=held)
+            y, counts = session.measure(run, weights, inputs[i])
             passes[i].append(counts)
             if n == 0:
                 out = y
@@ -212,13 +273,22 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
     total, step_log = StepCounts(), []
     with _PeakRSS() as rss:
         plain_w = synthetic_weights(entry, seed, layers) if rank == 0 else None
-        x_plain = synthetic_input(entry, seed) if rank == 1 else None
-        weights, x = session.share(plain_w, specs, x_plain, (cfg.T, cfg.d))
+        generating = cfg.new_tokens > 1
+        x_plain = None
+        if rank == 1:  # the prompt's embeddings, and those of the positions fed back while generating
+            x_plain = synthetic_input(entry, seed)
+            x_plain = torch.cat([x_plain, synthetic_decode_input(entry, seed)]) if generating else x_plain
+        weights, x_all = session.share(plain_w, specs, x_plain, (cfg.context, cfg.d))
+        x, fed = x_all, None
+        if generating:
+            x, _ = session.measure(functools.partial(_rows, start=0, stop=cfg.T), weights, x_all)
+            fed, _ = session.measure(functools.partial(_rows, start=cfg.T, stop=cfg.context), weights, x_all)
         if opts.warm_up:
             session.measure(lambda ops, w, h: layer(ops, w, h, cfg, layers[0]), weights, x)
             emit({"event": "warm-up", "variant": entry.name})
         steps = _steps(sample)
-        x, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name)
+        cache = KVCache() if generating else None
+        x, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name, cache)
         for (label, times, _), counts in zip(steps, medians, strict=True):
             total.add(counts, times)
             step_log.append(
@@ -226,6 +296,12 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
                     step=label, stands_for=times, passes=opts.repeats, **_traffic(counts.total()), wall_s=counts.wall_s
                 )
             )
+        generation = setup = None
+        if generating:
+            assert cache is not None
+            decoded, opened = _decode(session, weights, cfg, steps, cache, fed, emit, entry.name)
+            generation = [_token_counts(cfg.T, total), *decoded]
+            setup = _counts(opened.total()) if opened is not None else None
         out = session.reveal(x)
     error = reference = None
     if rank == 0 and plain_w is not None:  # the reference needs the client's input: synthetic, from its seed
@@ -245,6 +321,8 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         layers_measured={str(i): sample[i] for i in layers},
         steps=step_log,
         choices=session.choices,
+        generation=generation,
+        setup=setup,
     )
 
 
@@ -259,7 +337,8 @@ def _merged(counts: Sequence[PartyCounts]) -> KindTotals:
     )
 
 
-PARTY_ONLY = {"layers_measured", "max_abs_error", "max_abs_reference"}  # sent by a party, merged into Measured
+# sent by a party, merged into Measured
+PARTY_ONLY = {"layers_measured", "max_abs_error", "max_abs_reference", "generation", "setup"}
 
 
 def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dict[int, str]) -> Measured:
@@ -292,13 +371,30 @@ def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dic
         )
         if dealt
         else None,
-        parties=[
-            PartyRecord(
-                role=roles[p.rank], **p.model_dump(exclude={"layers_measured", "max_abs_error", "max_abs_reference"})
-            )
-            for p in parties
-        ],
+        parties=[PartyRecord(role=roles[p.rank], **p.model_dump(exclude=PARTY_ONLY)) for p in parties],
+        generation=_merged_generation(parties),
     )
+
+
+def _merged_generation(parties: Sequence[PartyResult]) -> Generation | None:
+    """Both parties' passes of a generation as one, pass by pass, as `merge_parties` merges kinds."""
+    if parties[0].generation is None:
+        return None
+    steps = []
+    for passes in zip(*(p.generation or [] for p in parties), strict=True):
+        by_kind = {kind: _merged([t.by_kind[kind] for t in passes]) for kind in KINDS}
+        steps.append(
+            TokenStep(
+                context=passes[0].context,
+                bytes=sum(k.bytes for k in by_kind.values()),
+                rounds=sum(k.rounds for k in by_kind.values()),
+                wall_s=max(t.wall_s for t in passes),
+                by_kind=by_kind,
+            )
+        )
+    setups = [p.setup for p in parties if p.setup is not None]
+    setup = DealerTotals(bytes=sum(c.sent for c in setups), rounds=max(c.rounds for c in setups)) if setups else None
+    return Generation(steps=steps, setup=setup)
 
 
 def _ticker(emit: Emit, every_s: float = 2.0) -> Callable[[], None]:

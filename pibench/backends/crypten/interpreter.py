@@ -71,6 +71,12 @@ class CrypTenOps(TorchConstants, Ops):
         if self.masks is not None:
             self.masks.forget()
 
+    def open_masks(self, weights: Mapping[str, Any]) -> None:
+        """Open the masks of those of `weights` that are matrices (reuse only; set-up of a generation)."""
+        if self.masks is not None:
+            with self.meter.kind("linear"):  # what the products with these weights would have opened
+                self.masks.open([w for w in weights.values() if id(w) in self._weights])
+
     def matmul(self, a: Any, b: Any, role: str) -> Any:
         with self.meter.kind(matmul_kind(role)):
             if self.masks is not None and id(b) in self._weights and not isinstance(a, torch.Tensor):

@@ -49,6 +49,24 @@ class WeightMasks:
         tied LM head opens nothing the embedding lookup has opened."""
         self._tied[id(transposed)] = weight
 
+    def open(self, weights: list[Any]) -> None:
+        """Open the masks of `weights` now, in one exchange (a session's set-up: later products with
+        them open their activations' masks alone)."""
+        from crypten.common.rng import generate_random_ring_element
+        from crypten.mpc.primitives.arithmetic import ArithmeticSharedTensor as Shared
+        from crypten.mpc.primitives.beaver import IgnoreEncodings
+
+        todo = [w for w in weights if self._mask(w) is None]
+        if not todo:
+            return
+        plain = [generate_random_ring_element(w._tensor.size(), device=w.device) for w in todo]
+        bs = [Shared(b, precision=0, src=0) for b in plain]
+        with IgnoreEncodings([*bs, *(w._tensor for w in todo)]):
+            deltas = Shared.reveal_batch([w._tensor - b for w, b in zip(todo, bs, strict=True)])
+        for w, b, b_plain, delta in zip(todo, bs, plain, deltas, strict=True):
+            self._masks[id(w)] = _Mask(w, b, b_plain if self.rank == 0 else None, delta)
+            self.opened += w._tensor.numel()
+
     def _mask(self, w: Any) -> _Mask | None:
         mask = self._masks.get(id(w))
         source = self._tied.get(id(w))

@@ -171,6 +171,7 @@ class CrypTenSession(Session):
         reuse = settings.weight_masks == "reuse" and settings.provider == "TFP"
         masks = WeightMasks(rank) if reuse else None
         self.ops = CrypTenOps(self.meter, settings.gelu, settings.softmax, fs.max_method, settings.device, masks)
+        self.keeping = False  # between `prepare` and `release`: steps reuse the opened masks
 
     def share(
         self,
@@ -188,7 +189,7 @@ class CrypTenSession(Session):
         return shared, share(x, x_shape, 1)
 
     def measure(self, step: Step, weights: Mapping[str, Any], x: Any) -> tuple[Any, StepCounts]:
-        if self.ops.masks is not None:  # each step opens the weights it uses (a prefill: once each, either way)
+        if self.ops.masks is not None and not self.keeping:  # each step opens the weights it uses
             self.ops.masks.forget()
         self.meter.reset()
         self.comm.reset_communication_stats()
@@ -198,6 +199,20 @@ class CrypTenSession(Session):
         counts = self.meter.snapshot(self.comm.get_communication_stats())
         counts.wall_s = wall
         return y, counts
+
+    def prepare(self, weights: Mapping[str, Any]) -> StepCounts | None:
+        if self.ops.masks is None:
+            return None
+        if not self.keeping:  # a first `prepare`: nothing a prefill's step left counts as opened
+            self.ops.masks.forget()
+        self.keeping = True  # what earlier `prepare` calls opened stays
+        _, counts = self.measure(lambda ops, w, x: ops.open_masks(w), weights, None)
+        return counts
+
+    def release(self) -> None:
+        self.keeping = False
+        if self.ops.masks is not None:
+            self.ops.masks.forget()
 
     @property
     def waiting_since(self) -> float | None:
