@@ -40,7 +40,7 @@ from pibench.measuring.measured import (
     TokenStep,
 )
 from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
-from pibench.models.definition import KVCache, input_stage, layer, layer_weight_specs
+from pibench.models.definition import KVCache, input_stage, layer, layer_param_specs, layer_weight_specs
 from pibench.models.opkinds import KINDS
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.suites.loader import Suite, SuiteEntry
@@ -142,7 +142,7 @@ def _decode(
     setup: StepCounts | None = None
     for _, times, index in steps:  # each layer kind's weights, standing for its layers
         if index is not None:
-            opened = session.prepare({n: w for n, w in weights.items() if n.startswith(f"h{index}.")})
+            opened = session.prepare({n: weights[n] for n in layer_param_specs(cfg, index)})
             if opened is not None:
                 setup = setup or StepCounts()
                 setup.add(opened, times)
