@@ -6,6 +6,7 @@ GPT-2 with a KV cache gives. Its counts are the papers' notation with one row pe
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -287,7 +288,8 @@ variants: [sm_ln_g, sm_scfuffn_pruned, hehofmann_scffn]
 def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
     """`pibench run` of a tiny generating suite under CrypTen: the prefill, then two decode steps over the
     cache with reused weight masks. Sampled (one layer per kind) and --full (every layer) runs give every
-    pass the same bytes and rounds; the set-up opens each weight matrix once: SM + LN + G at d=32 has
+    pass the same bytes and rounds, and so does the record's prediction (the shipped calibration on the
+    symbolic trace of each pass, decode steps opening no weight); the set-up opens each weight matrix once: SM + LN + G at d=32 has
     32x96 + 32x32 + 32x128 + 128x32 = 12,288 weight elements a layer, 2 layers, 8 B a party, both
     parties: 2 * 12288 * 8 * 2 = 393,216 B, which the prefill's bytes already hold."""
     suite = write_suite(tmp_path, GEN_SUITE, "gen.yaml")
@@ -305,7 +307,28 @@ def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
         assert [c for c, _, _ in shape] == [8, 9, 10] and shape[0][1] == sampled["measured"]["bytes"]
         assert shape[1][1] < shape[0][1] / 3  # a decode step moves one row and no weights
         assert s["setup"]["bytes"] == f["setup"]["bytes"] > 0
+        predicted = sampled["predicted"]["generation"]
+        assert [(p["context"], p["bytes"], p["rounds"]) for p in predicted["steps"]] == shape, sampled["name"]
+        assert predicted["setup_bytes"] == s["setup"]["bytes"]
     assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 393_216
+    # the gate compares a generation's counts: sampled against full passes, one more byte in the last
+    # decode step of one variant is a regression of that token, of the generation and of nothing else
+    # counted in the generation's metrics
+    from pibench.results import gate
+    from pibench.results.records import validate_record
+
+    old = validate_record(records["sampled"], "baseline")
+    assert gate.compare(old, validate_record(records["full"], "full"), counted_only=True).status == gate.PASS
+    worse = copy.deepcopy(records["sampled"])
+    last = worse["variants"][1]["measured"]["generation"]["steps"][-1]
+    last["bytes"] += 1
+    last["by_kind"]["softmax"]["bytes"] += 1
+    found = gate.compare(old, validate_record(worse, "candidate"), counted_only=True)
+    assert found.status == gate.REGRESSION
+    assert {(f.variant, f.metric) for f in found.regressions} == {
+        ("sm_scfuffn_pruned", "token.bytes"),
+        ("sm_scfuffn_pruned", "generation.bytes"),
+    }
 
 
 def test_no_variant_needs_more_than_its_context():
@@ -316,12 +339,8 @@ def test_no_variant_needs_more_than_its_context():
     assert math.prod(shapes["h0.attn.inv_temp"]) == 2 * (4 + NEW - 1)
 
 
-@pytest.mark.parametrize("name", ["ereg_smt_scfuffn", "ereg_smt_scfuffn_pruned"])
-def test_smt_scales_whichever_is_smaller_and_both_forms_agree(name):
-    """SM(t) multiplies the queries (H, n, dh) where dh is below the positions seen, else the scores
-    (H, n, t): a prompt of 6 (scores: 6 < dh = 8), decode steps up to context 12 (queries from t = 9 on),
-    and the whole sequence of 12 (queries) give the same hidden states."""
-    cfg = resolve(name, {"L": 2, "H": 2, "d": 16, "T": 6}).replace(new_tokens=7)
+def _prefill_and_steps_equal_the_whole(cfg):
+    """The prefill then one decode step per position give the hidden states of the whole sequence."""
     ops, w = TorchOps(), _weights(cfg)
     x = _prompt_and_more(cfg, cfg.context)
     whole = forward(ops, w, x, cfg.replace(T=cfg.context, new_tokens=0))
@@ -329,6 +348,38 @@ def test_smt_scales_whichever_is_smaller_and_both_forms_agree(name):
     steps = [forward(ops, w, x[: cfg.T], cfg, cache=cache)]
     steps += [forward(ops, w, x[p : p + 1], cfg, cache=cache) for p in range(cfg.T, cfg.context)]
     torch.testing.assert_close(torch.cat(steps), whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ereg_smt_scfuffn", "ereg_smt_scfuffn_pruned"])
+def test_smt_scales_whichever_is_smaller_and_both_forms_agree(name):
+    """SM(t) multiplies the queries (H, n, dh) where dh is below the positions seen, else the scores
+    (H, n, t): a prompt of 6 (scores: 6 < dh = 8), decode steps up to context 12 (queries from t = 9 on),
+    and the whole sequence of 12 (queries) give the same hidden states."""
+    cfg = resolve(name, {"L": 2, "H": 2, "d": 16, "T": 6}).replace(new_tokens=7)
+    _prefill_and_steps_equal_the_whole(cfg)
+
+
+@pytest.mark.parametrize("name", ["hehofmann_scffn", "hehofmann_scfuffn_pruned"])
+def test_shaped_attention_sums_where_dh_is_small_and_both_forms_agree(name):
+    """He & Hofmann's shaped attention scales A (H, n, t) where 3 dh is not below the positions seen t,
+    else sums a X + b (A X) - c (C X) over (H, n, dh): dh = 2 (d=8, H=4), a prompt of 5 (scale: 5 < 6),
+    decode steps up to context 11 (sum from t = 7 on), and the whole sequence of 11 (sum) give the same
+    hidden states."""
+    cfg = resolve(name, {"L": 2, "H": 4, "d": 8, "T": 5}).replace(new_tokens=7)
+    _prefill_and_steps_equal_the_whole(cfg)
+
+
+def test_shaped_attention_counts_its_secret_products_by_hand():
+    """He & Hofmann + ScFuFFN, GPT-2 width (H=12, dh=64): at T=128 (3 dh = 192 >= 128) b A is one secret
+    product of H*T*T = 12*128*128 = 196,608 elements a layer, beside the two residual scalars' T*d =
+    98,304 each: 393,216; at T=256 the sum's three of H*T*dh = T*d = 196,608 each and the residual
+    scalars' 196,608 each: 5 * 196,608 = 983,040 (scaling A: 12*256*256 + 2*196,608 = 1,179,648). The
+    papers' counts are unchanged by the form (and the input stage's one LayerNorm)."""
+    for T, per_layer in ((128, 393_216), (256, 983_040)):
+        notation = f"SM:144×ℝ^{{{T}×{T}}} LN:1×ℝ^{{{T}×768}}"
+        c = analyse(resolve("hehofmann_scfuffn", {**GPT2, "T": T}))
+        assert c.tally.elementwise["mul"] == 12 * per_layer, T
+        assert nonlinear_notation(c) == notation
 
 
 def test_smt_at_gpt2_size_multiplies_the_queries():

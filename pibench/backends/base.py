@@ -203,6 +203,11 @@ class Backend(ABC):
     def default_settings(self) -> Any:
         return self.settings_type()
 
+    def weight_masks(self, settings: Mapping[str, Any]) -> str:
+        """What a product with a weight opens under `settings` (`pibench.models.symbolic.SymbolicOps`):
+        "fresh" (the weight's masked value every time) unless the backend reuses it ("reuse")."""
+        return "fresh"
+
     def load(self) -> None:  # noqa: B027 - nothing heavy by default
         """Import the backend's heavy dependencies now (a party does this before it joins the others, so
         that seconds of imports never stall its heartbeats once it has joined)."""

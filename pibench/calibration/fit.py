@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from pibench.backends import BACKENDS
+from pibench.counting.cost import GenerationCost, VariantCost
 from pibench.counting.network import NetworkProfile, project
 from pibench.measuring.measured import Count, Seconds, Strict
 from pibench.models.opkinds import CALLS
@@ -52,6 +53,25 @@ class PredictedKind(Strict):
     wall_s: Seconds
 
 
+class PredictedStep(Strict):
+    """One pass of a generation, predicted: the prefill (context T) or decode step j (context T+j)."""
+
+    context: Count
+    bytes: Count
+    rounds: Count
+    wall_s: Seconds
+    minutes: dict[str, Seconds]
+    by_kind: dict[str, PredictedKind]
+
+
+class PredictedGeneration(Strict):
+    """Every pass of a generation, predicted, and the set-up's bytes (both parties): each weight's mask
+    opened once where the backend reuses them (`Backend.weight_masks`), else None."""
+
+    steps: list[PredictedStep] = Field(min_length=1)
+    setup_bytes: Count | None
+
+
 class Predicted(Strict):
     """What the calibrated model predicts for one variant (a record keeps it beside the measurement)."""
 
@@ -63,6 +83,7 @@ class Predicted(Strict):
     by_kind: dict[str, PredictedKind]
     calibration: str
     time_model: str  # "this machine", or which other machine the seconds were fitted on
+    generation: PredictedGeneration | None = None  # a suite that generates: every pass (the prefill is the above)
 
 
 MAX_FILE_BYTES = 16 * 2**20
@@ -278,14 +299,57 @@ def predict_cost(
     )
 
 
+def predict_generation(
+    cal: Calibration,
+    gen: GenerationCost,
+    profiles: Sequence[NetworkProfile] = (),
+    settings: dict[str, Any] | None = None,
+) -> PredictedGeneration:
+    """Every pass of `gen` predicted (`predict_cost`), and its set-up: under reused weight masks, every
+    weight the prefill multiplies by opened once, as the first product with it opens it."""
+    passes = [(gen.prefill.config.T, gen.prefill), *((c.config.T + j, c) for j, c in enumerate(gen.decode, 1))]
+    steps = []
+    for context, cost in passes:
+        p = predict_cost(cal, cost.tally, profiles, settings)
+        steps.append(
+            PredictedStep(
+                context=context, **p.model_dump(include={"bytes", "rounds", "wall_s", "minutes"}), by_kind=p.by_kind
+            )
+        )
+    setup = cal.op("linear", (0, gen.prefill.tally.opened, 0, 0))[0] if gen.masks == "reuse" else None
+    return PredictedGeneration(steps=steps, setup_bytes=setup)
+
+
 def predictions_for(
-    backend: str, settings: dict[str, Any], tallies: Sequence[Tally], profiles: Sequence[NetworkProfile]
+    backend: str,
+    settings: dict[str, Any],
+    costs: Sequence[VariantCost],
+    profiles: Sequence[NetworkProfile],
+    gens: Sequence[GenerationCost] = (),
 ) -> list[Predicted | None]:
-    """The shipped calibration's predictions for a run's record, where its settings match; None
-    elsewhere (the record then holds no prediction, and reports show '-')."""
+    """The shipped calibration's predictions for a run's record (with every pass of a generation,
+    `gens` by variant), where its settings match; None elsewhere (the record then holds no
+    prediction, and reports show '-')."""
     try:
         cal = shipped_calibration(backend)
         cal.check_settings(backend, settings, "this run")
-        return [predict_cost(cal, t, profiles, settings) for t in tallies]
+        return list(predicted(cal, costs, profiles, settings, gens))
     except PibenchError:
-        return [None] * len(tallies)
+        return [None] * len(costs)
+
+
+def predicted(
+    cal: Calibration,
+    costs: Sequence[VariantCost],
+    profiles: Sequence[NetworkProfile],
+    settings: dict[str, Any],
+    gens: Sequence[GenerationCost] = (),
+) -> Sequence[Predicted]:
+    """Each variant's prediction, with its generation's where `gens` has one per variant."""
+    out = [predict_cost(cal, c.tally, profiles, settings) for c in costs]
+    if gens:
+        out = [
+            p.model_copy(update={"generation": predict_generation(cal, g, profiles, settings)})
+            for p, g in zip(out, gens, strict=True)
+        ]
+    return out

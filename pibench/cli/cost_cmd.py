@@ -7,12 +7,13 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from pibench.cli.common import add_backend_option
-from pibench.counting.cost import FLOP_CONVENTIONS, GenerationCost, VariantCost, generation_cost
+from pibench.counting.cost import FLOP_CONVENTIONS, GenerationCost, VariantCost
 from pibench.counting.notation import (
     BYTE_UNITS,
     COST_COLUMNS,
@@ -24,7 +25,7 @@ from pibench.counting.notation import (
     unit_for,
 )
 from pibench.models.opkinds import NONLINEAR, kinds_in
-from pibench.suites.analytic import suite_costs
+from pibench.suites.analytic import suite_costs, suite_generations
 from pibench.suites.loader import Suite, load_suite
 from pibench.util.errors import PibenchError
 
@@ -60,9 +61,11 @@ def suite_header(suite: Suite) -> str:
     return f"{suite.name} ({dims})" + (f": {suite.description}" if suite.description else "")
 
 
-def _predictions(suite: Suite, costs: list[VariantCost], args: argparse.Namespace) -> tuple[list[Predicted], str]:
+def _predictions(
+    suite: Suite, costs: list[VariantCost], gens: list[GenerationCost], args: argparse.Namespace
+) -> tuple[list[Predicted], str]:
     from pibench.backends import BACKENDS
-    from pibench.calibration.fit import load_calibration, predict_cost, shipped_calibration
+    from pibench.calibration.fit import load_calibration, predicted, shipped_calibration
     from pibench.counting.network import parse_profile
 
     profiles = [parse_profile(n) for n in args.network or []]
@@ -72,7 +75,7 @@ def _predictions(suite: Suite, costs: list[VariantCost], args: argparse.Namespac
         f"predicted for {cal.describe(BACKENDS.get(suite.backend))}; bytes sent by both parties; "
         f"time model from {cal.time_model(suite.settings_dict)}"
     )
-    return [predict_cost(cal, c.tally, profiles, suite.settings_dict) for c in costs], about
+    return list(predicted(cal, costs, profiles, suite.settings_dict, gens)), about
 
 
 def cost_frame(
@@ -87,11 +90,15 @@ def cost_frame(
     predicted: list[Predicted | None] = [*preds] if preds else [None] * len(costs)
     for i, (c, p) in enumerate(zip(costs, predicted, strict=True)):
         steps = generation_steps(gens[i]) if gens else [("prefill", c.config.T, c)]
+        passes: dict[str, tuple[int, int, dict[str, float]]] = {}
+        if p:
+            passes = predicted_passes(p, len(gens[i].decode)) if gens else {"prefill": (p.bytes, p.rounds, p.minutes)}
         for step, t, part in steps:
             row = _cost_row(suite, part) | ({"step": step, "context": t} if gens else {})
-            if p and step == "prefill":
-                row |= {"pred_comm_gb": p.gb, "pred_rounds": p.rounds}
-                row |= {f"pred_lat_min_{_slug(net)}": m for net, m in p.minutes.items()}
+            if step in passes:
+                bytes_, rounds, minutes = passes[step]
+                row |= {"pred_comm_gb": bytes_ / 1e9, "pred_rounds": rounds}
+                row |= {f"pred_lat_min_{_slug(net)}": m for net, m in minutes.items()}
             rows.append(row)
     frame = pd.DataFrame(rows)
     if gens:
@@ -111,6 +118,22 @@ def _cost_row(suite: Suite, c: VariantCost) -> dict[str, Any]:
     if suite.scope == "end_to_end":
         row["flops_head"] = c.flops_head
     return row | {"flops_convention": c.convention}
+
+
+def predicted_passes(p: Predicted, decode_steps: int) -> dict[str, tuple[int, int, dict[str, float]]]:
+    """(bytes, rounds, minutes by network) of the passes `generation_steps` names, from a prediction
+    with its generation's (the total: every pass, without the set-up)."""
+    gen = p.generation
+    assert gen is not None
+    steps = gen.steps
+    out = {"prefill": (steps[0].bytes, steps[0].rounds, steps[0].minutes)}
+    if decode_steps:
+        out["decode_first"] = (steps[1].bytes, steps[1].rounds, steps[1].minutes)
+    if decode_steps > 1:
+        out["decode_last"] = (steps[-1].bytes, steps[-1].rounds, steps[-1].minutes)
+    minutes = {net: sum(s.minutes[net] for s in steps) for net in steps[0].minutes}
+    out["total"] = (sum(s.bytes for s in steps), sum(s.rounds for s in steps), minutes)
+    return out
 
 
 def generation_steps(gen: GenerationCost) -> list[tuple[str, int | None, VariantCost]]:
@@ -138,15 +161,19 @@ def _counts_json(c: VariantCost) -> dict[str, Any]:
     return {"nonlinear": whole["nonlinear"], "flops": whole["flops"]}
 
 
+def _step_name(step: str, decode_steps: int) -> str:
+    return {"decode_first": "decode 1", "decode_last": f"decode {decode_steps}"}.get(step, step)
+
+
 def _generation_table(suite: Suite, gens: list[GenerationCost]) -> str:
     """The generation table, 120 columns at GPT-2 size: a row per variant and step (`generation_steps`)."""
     n = suite.new_tokens
     rows = []
     for gen in gens:
         for step, t, c in generation_steps(gen):
-            name = {"decode_first": "decode 1", "decode_last": f"decode {len(gen.decode)}"}.get(step, step)
             ops = nonlinear_totals(c) if t is None else nonlinear_notation(c)
-            row = [c.variant, name, "-" if t is None else t, ops, billions(c.flops_ffn), billions(c.flops_attn)]
+            row = [c.variant, _step_name(step, len(gen.decode)), "-" if t is None else t, ops]
+            row += [billions(c.flops_ffn), billions(c.flops_attn)]
             rows.append(row + ([billions(c.flops_head)] if suite.scope == "end_to_end" else []))
     headers = ["variant", "step", "t", "#nonlinear ops", "FLOPs FFN", "FLOPs attn"]
     headers += ["FLOPs head"] if suite.scope == "end_to_end" else []
@@ -155,6 +182,34 @@ def _generation_table(suite: Suite, gens: list[GenerationCost]) -> str:
         f"each of {n - 1} decode steps one more (KV cache)\n"
         + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
         + "\nt: positions attended to; total: the prefill and every decode step, operations per kind (el.: elements)"
+    )
+
+
+def _predicted_generation_table(gens: list[GenerationCost], preds: list[Predicted]) -> str:
+    """Predicted bytes, rounds and minutes of the passes `generation_steps` names, and the set-up."""
+    rows = []
+    for gen, p in zip(gens, preds, strict=True):
+        assert p.generation is not None
+        for step, (bytes_, rounds, minutes) in predicted_passes(p, len(gen.decode)).items():
+            row = [gen.prefill.variant, _step_name(step, len(gen.decode)), f"{bytes_ / 1e6:,.2f}", f"{rounds:,}"]
+            rows.append(row + [f"{m:,.2f}" for m in minutes.values()])
+        setup = p.generation.setup_bytes
+        if setup is not None:
+            rows.append([gen.prefill.variant, "set-up", f"{setup / 1e6:,.2f}", "-"] + ["-"] * len(p.minutes))
+    headers = ["variant", "step", "pred. MB", "pred. rounds", *(f"min {n}" for n in preds[0].minutes)]
+    footer = (
+        "set-up: each weight's mask opened once (crypten.weight_masks: reuse), within the prefill's bytes; "
+        "decode steps open none"
+        if any(p.generation and p.generation.setup_bytes is not None for p in preds)
+        else "every product opens its weight again"
+    )
+    return (
+        "predicted, every pass of the generation\n"
+        + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+        + "\n"
+        + textwrap.fill(
+            f"MB: bytes both parties sent (1 MB = 1e6 B); total: every pass, without the set-up; {footer}.", 120
+        )
     )
 
 
@@ -167,8 +222,8 @@ def main(args: argparse.Namespace) -> int:
     if (args.calibration or args.network) and not args.predict:
         raise PibenchError("--calibration and --network go with --predict")
     costs = suite_costs(suite, args.flops)
-    gens = [generation_cost(e.config, e.name, e.label, args.flops) for e in suite.entries] if suite.new_tokens else []
-    preds, about = _predictions(suite, costs, args) if args.predict else ([], "")
+    gens = suite_generations(suite, args.flops)
+    preds, about = _predictions(suite, costs, gens, args) if args.predict else ([], "")
     if args.format == "json":
         out = [c.to_json() for c in costs]
         for obj, p in zip(out, preds, strict=False):  # no predictions: nothing to add
@@ -212,4 +267,7 @@ def main(args: argparse.Namespace) -> int:
     if gens:
         print()
         print(_generation_table(suite, gens))
+    if gens and preds:
+        print()
+        print(_predicted_generation_table(gens, preds))
     return 0

@@ -36,19 +36,20 @@ FLOP_CONVENTIONS.add(
         "attn.values": 1,
         "attn.shaped_scores": 1,
         "attn.shaped_values": 1,
+        "attn.shaped_average": 0,
     },
 )
 
 
-def trace(cfg: ModelConfig, span: Span | None = None) -> Tally:
+def trace(cfg: ModelConfig, span: Span | None = None, masks: str = "fresh") -> Tally:
     """What one forward pass executes (shapes only; default: the prefill): the input stage, then each
     layer kind times its count (`pibench.counting.sampling`), so the cost of a stack does not grow
-    with its depth."""
-    tally = trace_input_stage(cfg, span)
-    for kind in layer_kinds(cfg, span):
+    with its depth. `masks`: what products with a weight open (`SymbolicOps`)."""
+    tally = trace_input_stage(cfg, span, masks)
+    for kind in layer_kinds(cfg, span, masks):
         tally.add(kind.tally, kind.count)
     if cfg.scope == "end_to_end":
-        tally.add(trace_head(cfg, span))
+        tally.add(trace_head(cfg, span, masks))
     return tally
 
 
@@ -110,11 +111,16 @@ class VariantCost:
 
 
 def analyse(
-    cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper", span: Span | None = None
+    cfg: ModelConfig,
+    variant: str = "",
+    label: str = "",
+    flops: str = "paper",
+    span: Span | None = None,
+    masks: str = "fresh",
 ) -> VariantCost:
     """Count nonlinear operations and FLOPs of `cfg` by interpreting its forward pass (`span`: a pass
-    of generation; default: the prefill over the T prompt positions)."""
-    return _cost(trace(cfg, span), cfg, variant, label, flops)
+    of generation; default: the prefill over the T prompt positions; `masks`: `SymbolicOps`')."""
+    return _cost(trace(cfg, span, masks), cfg, variant, label, flops)
 
 
 def _cost(tally: Tally, cfg: ModelConfig, variant: str, label: str, flops: str) -> VariantCost:
@@ -140,15 +146,21 @@ class GenerationCost:
     prefill: VariantCost
     decode: tuple[VariantCost, ...]  # in order of context, T+1 .. T+new_tokens-1
     total: VariantCost
+    masks: str = "fresh"  # "reuse": the set-up opens every weight once, and decode steps open none
 
 
-def generation_cost(cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper") -> GenerationCost:
-    """`GenerationCost` of `cfg`: one trace per decode step (each a few layer traces)."""
-    prefill = analyse(cfg, variant, label, flops)
+def generation_cost(
+    cfg: ModelConfig, variant: str = "", label: str = "", flops: str = "paper", masks: str = "fresh"
+) -> GenerationCost:
+    """`GenerationCost` of `cfg`: one trace per decode step (each a few layer traces). `masks`:
+    "fresh" (every product with a weight opens it) or "reuse" (the prefill opens each weight at its
+    first product, decode steps none: the set-up opened them)."""
+    prefill = analyse(cfg, variant, label, flops, masks=masks)
+    later = "opened" if masks == "reuse" else masks
     decode = tuple(
-        analyse(cfg, variant, label, flops, Span.decode(t)) for t in range(cfg.T + 1, cfg.T + cfg.new_tokens)
+        analyse(cfg, variant, label, flops, Span.decode(t), later) for t in range(cfg.T + 1, cfg.T + cfg.new_tokens)
     )
     total = Tally()
     for part in (prefill, *decode):
         total.add(part.tally)
-    return GenerationCost(prefill, decode, _cost(total, cfg, variant, label, flops))
+    return GenerationCost(prefill, decode, _cost(total, cfg, variant, label, flops), masks)

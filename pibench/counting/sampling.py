@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pibench.models.config import ModelConfig
 from pibench.models.definition import (
     KVCache,
+    ParamSpec,
     Span,
     embed,
     head,
@@ -35,31 +36,36 @@ class LayerKind:
     tally: Tally
 
 
-def trace_input_stage(cfg: ModelConfig, span: Span | None = None) -> Tally:
-    """What the input stage executes (He & Hofmann's single LayerNorm, else nothing)."""
+def _weights(ops: SymbolicOps, specs: dict[str, ParamSpec]) -> dict[str, SymTensor]:
+    return {n: ops.param(n, s.shape) for n, s in specs.items()}
+
+
+def trace_input_stage(cfg: ModelConfig, span: Span | None = None, masks: str = "fresh") -> Tally:
+    """What the input stage executes (He & Hofmann's single LayerNorm, else nothing); `masks`: what
+    products with a weight open (`SymbolicOps`)."""
     span = span or Span(0, cfg.T)
-    ops = SymbolicOps()
-    weights = {n: ops.weight(s.shape) for n, s in input_param_specs(cfg).items()}
+    ops = SymbolicOps(masks)
+    weights = _weights(ops, input_param_specs(cfg))
     input_stage(ops, weights, ops.weight((span.new, cfg.d)), cfg)
     return ops.tally
 
 
-def trace_head(cfg: ModelConfig, span: Span | None = None) -> Tally:
+def trace_head(cfg: ModelConfig, span: Span | None = None, masks: str = "fresh") -> Tally:
     """What the end-to-end scope adds to a pass over `span`: the embedding lookup of its new
     positions, and the head (final LayerNorm, LM head, argmax) on the last."""
     span = span or Span(0, cfg.T)
-    ops = SymbolicOps()
-    weights = {n: ops.weight(s.shape) for n, s in head_param_specs(cfg).items()}
+    ops = SymbolicOps(masks)
+    weights = _weights(ops, head_param_specs(cfg))
     h = embed(ops, weights, ops.weight((span.new, cfg.vocab)), span.past)
     head(ops, weights, h, cfg)
     return ops.tally
 
 
-def trace_layer(cfg: ModelConfig, index: int, span: Span | None = None) -> Tally:
+def trace_layer(cfg: ModelConfig, index: int, span: Span | None = None, masks: str = "fresh") -> Tally:
     """What layer `index` executes in `span` (default: the prefill), from its shapes alone."""
     span = span or Span(0, cfg.T)
-    ops = SymbolicOps()
-    weights = {n: ops.weight(s.shape) for n, s in layer_param_specs(cfg, index).items()}
+    ops = SymbolicOps(masks)
+    weights = _weights(ops, layer_param_specs(cfg, index))
     cache = None
     if span.past:
         held = SymTensor((cfg.H, span.past, cfg.d_head))
@@ -69,12 +75,12 @@ def trace_layer(cfg: ModelConfig, index: int, span: Span | None = None) -> Tally
     return ops.tally
 
 
-def layer_kinds(cfg: ModelConfig, span: Span | None = None) -> list[LayerKind]:
+def layer_kinds(cfg: ModelConfig, span: Span | None = None, masks: str = "fresh") -> list[LayerKind]:
     """The stack's layer kinds in `span` (default: the prefill), in order of their first layer;
     counts sum to L."""
     kinds: dict[tuple[object, ...], LayerKind] = {}
     for start, stop in cfg.layer_runs():
-        tally = trace_layer(cfg, start, span)
+        tally = trace_layer(cfg, start, span, masks)
         key = tally.key()
         seen = kinds.get(key)
         kinds[key] = (

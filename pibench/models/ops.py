@@ -27,6 +27,7 @@ MATMUL_ROLES = (
     "attn.values",  # (H,T,T) x (H,T,dh): softmax(.) V
     "attn.shaped_scores",  # as attn.scores, in He & Hofmann's shaped attention
     "attn.shaped_values",  # (H,T,T) x (H,T,dh): A X, the shaped attention applied to the input
+    "attn.shaped_average",  # (T,T) x (H,T,dh): C X, the causal average of the input (public x secret)
     "ffn.in",  # (T,d) x (d,4d)
     "ffn.out",  # (T,4d) x (4d,d)
     "ffn.fused",  # (T,d) x (d,d)

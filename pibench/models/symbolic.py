@@ -23,6 +23,7 @@ class SymTensor:
 
     shape: tuple[int, ...]
     public: bool = False
+    weight: str = ""  # the weight's name, for a weight matrix (and its transpose): products may reuse its mask
 
     @property
     def numel(self) -> int:
@@ -40,15 +41,19 @@ class Tally:
                  (add, mul: secret with secret; *_public: secret with a public constant)
     calls:       (kind, signature) -> number of calls of each operation that makes 2PC parties talk
                  (`pibench.models.opkinds.CALLS`: the kinds and how their signatures follow from shapes)
+    opened:      weight elements whose Beaver masks the pass opens (each product with a weight opens
+                 it, or only the first: `SymbolicOps.masks`)
     """
 
     macs: Counter[str] = field(default_factory=Counter)
     nonlinear: Counter[tuple[str, tuple[int, int]]] = field(default_factory=Counter)
     elementwise: Counter[str] = field(default_factory=Counter)
     calls: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
+    opened: int = 0
 
     def add(self, other: Tally, times: int = 1) -> None:
         """Add `times` copies of `other` (a layer kind standing for `times` layers)."""
+        self.opened += other.opened * times
         pairs: tuple[tuple[Counter[Any], Counter[Any]], ...] = (
             (self.macs, other.macs),
             (self.nonlinear, other.nonlinear),
@@ -64,15 +69,41 @@ class Tally:
         return tuple(tuple(sorted(c.items())) for c in (self.macs, self.nonlinear, self.elementwise, self.calls))
 
 
-class SymbolicOps(Ops):
-    """`Ops` over `SymTensor`s, recording into `self.tally`."""
+MASKS = ("fresh", "reuse", "opened")
 
-    def __init__(self) -> None:
-        self.tally = Tally()
+
+class SymbolicOps(Ops):
+    """`Ops` over `SymTensor`s, recording into `self.tally`.
+
+    `masks`: what a 2PC product with a weight matrix opens (`pibench.backends.crypten.masks`):
+    "fresh", the weight's masked value every time (CrypTen's own product); "reuse", only at the
+    weight's first product of the pass; "opened", never (a decode step after the set-up opened every
+    weight). A product that opens the activation alone has signature (elements of a, 0, MACs, out)."""
+
+    def __init__(self, masks: str = "fresh") -> None:
+        if masks not in MASKS:
+            raise ValueError(f"masks must be one of {', '.join(MASKS)}, not {masks!r}")
+        self.tally, self.masks, self._opened = Tally(), masks, set[str]()
 
     @staticmethod
     def weight(shape: tuple[int, ...]) -> SymTensor:
+        """A secret tensor of `shape` (an activation, or a weight that is not a matrix product's)."""
         return SymTensor(tuple(shape))
+
+    @staticmethod
+    def param(name: str, shape: tuple[int, ...]) -> SymTensor:
+        """The weight `name`, whose mask products may reuse."""
+        return SymTensor(tuple(shape), weight=name)
+
+    def _opens(self, b: SymTensor) -> bool:
+        """Whether a product with `b` opens `b`'s masked value (and counts its elements as opened)."""
+        if not b.weight or self.masks == "fresh":
+            opens = True
+        else:
+            opens = self.masks == "reuse" and b.weight not in self._opened
+            self._opened.add(b.weight)
+        self.tally.opened += b.numel if opens and b.weight else 0
+        return opens
 
     def matmul(self, a: SymTensor, b: SymTensor, role: str) -> SymTensor:
         if role not in MATMUL_ROLES:
@@ -85,7 +116,10 @@ class SymbolicOps(Ops):
         self.tally.macs[role] += math.prod(batch) * m * k * n
         if not (a.public or b.public):
             kind = matmul_kind(role)
-            self.tally.calls[(kind, CALLS[kind].signature((a.shape, b.shape)))] += 1
+            sig = CALLS[kind].signature((a.shape, b.shape))
+            if not self._opens(b):
+                sig = (sig[0], 0, *sig[2:])
+            self.tally.calls[(kind, sig)] += 1
         return SymTensor((*batch, m, n), a.public and b.public)
 
     def _elementwise(self, op: str, a: SymTensor, b: SymTensor) -> SymTensor:
@@ -143,8 +177,8 @@ class SymbolicOps(Ops):
         H, T, dh = x.shape
         return SymTensor((T, H * dh), x.public)
 
-    def transpose(self, x: SymTensor) -> SymTensor:
-        return SymTensor((*x.shape[:-2], x.shape[-1], x.shape[-2]), x.public)
+    def transpose(self, x: SymTensor) -> SymTensor:  # a weight's transpose shares its mask (tied LM head)
+        return SymTensor((*x.shape[:-2], x.shape[-1], x.shape[-2]), x.public, x.weight)
 
     def concat(self, a: SymTensor, b: SymTensor) -> SymTensor:
         *lead, m, k = a.shape

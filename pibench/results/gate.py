@@ -1,7 +1,8 @@
 """Compare two run records variant by variant, each metric in its own direction.
 
-Counted metrics (bytes, rounds, per operation kind; nonlinear elements; FLOPs; communication savings)
-are deterministic for a given configuration and backend settings, so by default any change in the bad
+Counted metrics (bytes, rounds, per operation kind; nonlinear elements; FLOPs; communication savings;
+a generation's bytes and rounds in all, of its last decode step, "token.*", and of its set-up) are
+deterministic for a given configuration and backend settings, so by default any change in the bad
 direction fails. Every time-derived metric (`TIMED`: seconds, and savings of time) compares through
 the spread of the repeated passes: the candidate at its most favourable against the baseline at its
 least (`_compared`), so the noise of one machine between two runs is not a regression; the findings
@@ -62,7 +63,14 @@ def _metrics() -> dict[str, Metric]:
     for kind in NONLINEAR:
         out[f"nonlinear.{kind}"] = Metric(f"nonlinear.{kind}", True, 0.0, True)
     out["unusable"] = Metric("unusable", True, 0.0, True)  # 1 when the MPC output is unusable
+    # a generation: every pass together, its last decode step (the dearest token), the one-off set-up
+    for name in GENERATION_COUNTED:
+        out[name] = Metric(name, True, 0.0, True)
+    out["token.wall_s"] = Metric("token.wall_s", True, 0.4, False)  # timed once: a looser tolerance
     return out
+
+
+GENERATION_COUNTED = ("generation.bytes", "generation.rounds", "token.bytes", "token.rounds", "setup.bytes")
 
 
 METRICS = _metrics()
@@ -87,6 +95,15 @@ def values(variant: VariantRecord, base: VariantRecord | None) -> Iterator[tuple
             yield f"nonlinear.{kind}", a.nonlinear[kind].elements if kind in a.nonlinear else 0
     yield "flops.ffn", a.flops.ffn
     yield "flops.attn", a.flops.attn
+    if (gen := m.generation) is not None:
+        last = gen.steps[-1]
+        yield "generation.bytes", gen.bytes
+        yield "generation.rounds", sum(s.rounds for s in gen.steps)
+        yield "token.bytes", last.bytes
+        yield "token.rounds", last.rounds
+        yield "token.wall_s", last.wall_s
+        if gen.setup is not None:
+            yield "setup.bytes", gen.setup.bytes
     if base is not None:
         yield "comm_savings", base.measured.bytes / m.bytes
         yield "time_savings", base.measured.wall_s / m.wall_s

@@ -31,7 +31,7 @@ from pibench.backends import BACKENDS
 from pibench.calibration.fit import Predicted, predictions_for
 from pibench.measuring.measured import Count, Measured, Positive, RunInfo, Strict
 from pibench.models.config import FIELDS, ModelConfig
-from pibench.suites.analytic import suite_costs
+from pibench.suites.analytic import suite_costs, suite_generations
 from pibench.suites.loader import Suite
 from pibench.util.errors import PibenchError, did_you_mean, shorten, validated
 from pibench.util.files import RUN, expect
@@ -203,7 +203,7 @@ def build_record(suite: Suite, measured: Sequence[Measured], run: RunInfo) -> Re
 def _assemble(suite: Suite, measured: Sequence[Measured], run: RunInfo) -> dict[str, Any]:
     backend = BACKENDS.get(suite.backend)
     costs = suite_costs(suite)
-    predicted = predictions_for(suite.backend, suite.settings_dict, [c.tally for c in costs], suite.project)
+    predicted = predictions_for(suite.backend, suite.settings_dict, costs, suite.project, suite_generations(suite))
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "pibench.run",

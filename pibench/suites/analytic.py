@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from pibench.counting.cost import VariantCost, analyse
+from pibench.backends import BACKENDS
+from pibench.counting.cost import GenerationCost, VariantCost, analyse, generation_cost
 from pibench.suites.loader import Suite
 
 
+def suite_masks(suite: Suite) -> str:
+    """What products with a weight open under the suite's backend and settings (`Backend.weight_masks`)."""
+    return BACKENDS.get(suite.backend).weight_masks(suite.settings_dict)
+
+
 def suite_costs(suite: Suite, flops: str = "paper") -> list[VariantCost]:
-    """Analytic cost of every entry of `suite`, in suite order."""
-    return [analyse(e.config, e.name, e.label, flops) for e in suite.entries]
+    """Analytic cost of every entry of `suite` (its prefill, where it generates), in suite order."""
+    return [analyse(e.config, e.name, e.label, flops, masks=suite_masks(suite)) for e in suite.entries]
+
+
+def suite_generations(suite: Suite, flops: str = "paper") -> list[GenerationCost]:
+    """Every pass of every entry's generation, in suite order (none where the suite does not generate)."""
+    if not suite.new_tokens:
+        return []
+    return [generation_cost(e.config, e.name, e.label, flops, suite_masks(suite)) for e in suite.entries]

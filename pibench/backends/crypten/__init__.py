@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pibench.backends.base import Backend, Emit, Rendezvous, Session
-from pibench.backends.crypten.settings import CrypTenSettings
+from pibench.backends.crypten.settings import CrypTenSettings, weight_masks
 from pibench.util.errors import PibenchError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -35,6 +35,9 @@ class CrypTen(Backend):
 
             if not torch.cuda.is_available():
                 raise PibenchError("crypten.device cuda: this machine has no GPU that torch can use")
+
+    def weight_masks(self, settings: Mapping[str, Any]) -> str:
+        return weight_masks(settings)
 
     def reference_gelu(self, settings: CrypTenSettings) -> str:
         return settings.gelu

@@ -79,7 +79,9 @@ class CrypTenOps(TorchConstants, Ops):
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
         with self.meter.kind(matmul_kind(role)):
-            if self.masks is not None and id(b) in self._weights and not isinstance(a, torch.Tensor):
+            if isinstance(a, torch.Tensor):  # public x secret, local: (b^T a^T)^T on the shared tensor
+                return b.transpose(-2, -1).matmul(a.transpose(-2, -1)).transpose(-2, -1)
+            if self.masks is not None and id(b) in self._weights:
                 return self.masks.matmul(a, b)
             return a.matmul(b)
 

@@ -25,7 +25,7 @@ from pibench.backends.crypten.compat import import_crypten
 from pibench.backends.crypten.interpreter import CrypTenOps
 from pibench.backends.crypten.masks import WeightMasks
 from pibench.backends.crypten.meter import Meter, meter_dealer_side
-from pibench.backends.crypten.settings import CrypTenSettings
+from pibench.backends.crypten.settings import CrypTenSettings, weight_masks
 from pibench.util.errors import PibenchError
 from pibench.util.procs import Deadline, listening_socket, local_interface
 
@@ -168,8 +168,7 @@ class CrypTenSession(Session):
         self.meter = Meter(rank, WORLD_SIZE, dealer_rank=dealer, on_op=on_op)
         self.meter.attach(self.comm)
         fs = settings.functions
-        reuse = settings.weight_masks == "reuse" and settings.provider == "TFP"
-        masks = WeightMasks(rank) if reuse else None
+        masks = WeightMasks(rank) if weight_masks(settings.as_dict()) == "reuse" else None
         self.ops = CrypTenOps(self.meter, settings.gelu, settings.softmax, fs.max_method, settings.device, masks)
         self.keeping = False  # between `prepare` and `release`: steps reuse the opened masks
 

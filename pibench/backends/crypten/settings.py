@@ -80,3 +80,9 @@ class CrypTenSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def weight_masks(settings: Any) -> str:
+    """What a product with a weight opens under these settings (a suite's section as a dict):
+    "reuse" where the weights' masks are reused (TFP only), else CrypTen's "fresh"."""
+    return "reuse" if settings.get("weight_masks") == "reuse" and settings.get("provider") == "TFP" else "fresh"
