@@ -78,9 +78,10 @@ def test_calibrate_reproduces_the_shipped_exact_models(monkeypatch):
     from pibench.models.opkinds import CALLS
 
     crypten = BACKENDS.get("crypten")
-    small = {"softmax": (((2, 4, 8),), ((3, 8, 16),))}  # softmax's bytes are tabulated: it has no byte samples
+    # softmax's and argmax's bytes are tabulated: they have no byte samples
+    small = {"softmax": (((2, 4, 8),), ((3, 8, 16),)), "argmax": (((1, 16),), ((2, 32),))}
     monkeypatch.setattr(type(crypten), "time_samples", lambda self, call: small.get(call.name, call.samples))
-    mine = calibrate("crypten", crypten.default_settings(), 16, progress=lambda m: None)
+    mine = calibrate("crypten", crypten.default_settings(), 16, progress=lambda m: None, argmax_lengths=(2, 16))
     shipped = shipped_calibration("crypten").file
     # measured here with reused weight masks, shipped from before that setting: the same exact models
     # (each product of a calibration is a weight's first use, `ONE_OP_SETTINGS`)
@@ -94,6 +95,12 @@ def test_calibrate_reproduces_the_shipped_exact_models(monkeypatch):
             shipped.models[kind].rounds,
         )
     assert mine.models["softmax"].per_row_bytes == (shipped.models["softmax"].per_row_bytes or [])[:16]
+    argmax = shipped.models["argmax"]
+    assert (mine.models["argmax"].lengths, mine.models["argmax"].per_row_bytes, mine.models["argmax"].rounds) == (
+        [2, 16],
+        (argmax.per_row_bytes or [])[:2],
+        argmax.rounds[:2],  # type: ignore[index]
+    )
     assert all(len(m.wall_s) == 4 and min(m.wall_s) >= 0 for m in mine.models.values())  # 4 features, nnls
     assert set(mine.models) == {n for n, c in CALLS.items() if c.calibrated} and mine.environment.cpu_count >= 1
 
@@ -196,11 +203,42 @@ def test_quick_mode_refits_seconds_only(monkeypatch):
     mine = measure.calibrate("crypten", settings, progress=lambda m: None, quick_from=shipped)
     assert mine.quick is True and mine.fingerprint["cpu_count"] >= 1
     for kind, model in shipped.models.items():
-        counts = {"wall_s", "comm_s"}
+        counts = {"wall_s", "comm_s", "measured"}  # every model's seconds are this machine's now
         assert mine.models[kind].model_dump(exclude=counts) == model.model_dump(exclude=counts)
+        assert mine.models[kind].measured is None
         assert len(mine.models[kind].wall_s) == len(model.wall_s)
     for sample in BACKENDS.get("crypten").time_samples(CALLS["gelu"]):
         byts = 8 * math.prod(sample[0])  # e.g. 128 x 3072: 3,145,728 bytes -> 2 ms + 3.1 ms = 5.146 ms
         feats = time_features("gelu", CALLS["gelu"].signature(sample), byts, 3)
         fitted = sum(c * f for c, f in zip(mine.models["gelu"].wall_s, feats, strict=True))
         assert fitted == pytest.approx(2e-3 + 1e-9 * byts, rel=1e-3)
+
+
+def test_extend_measures_only_what_a_calibration_lacks(tmp_path):
+    """--extend keeps a calibration's models and measures only the calls it has no model for (here the
+    argmax, removed from a copy of the shipped one) and the row lengths it has not tabulated, each
+    stamped with this machine; a vocabulary the table lacks is one line naming --extend."""
+    from pibench.calibration.fit import CalibrationFile
+    from pibench.calibration.microbench import extend
+
+    shipped = shipped_calibration("crypten").file
+    settings = BACKENDS.get("crypten").default_settings()
+    without = CalibrationFile.model_validate(
+        shipped.model_dump(mode="json")
+        | {"models": {k: v for k, v in shipped.model_dump(mode="json")["models"].items() if k != "argmax"}}
+    )
+    mine, measured = extend(without, settings, (2, 16), progress=lambda m: None)
+    assert measured == ["argmax"]
+    for name, model in shipped.models.items():
+        if name != "argmax":
+            assert mine.models[name] == model  # kept as they were
+    argmax = mine.models["argmax"]
+    assert argmax.lengths == [2, 16] and argmax.per_row_bytes == (shipped.models["argmax"].per_row_bytes or [])[:2]
+    assert argmax.measured and "cores of" in argmax.measured and mine.created == shipped.created
+    more, measured = extend(mine, settings, (2, 16, 32), progress=lambda m: None)
+    assert measured == ["argmax"] and more.models["argmax"].lengths == [2, 16, 32]
+    suite = tmp_path / "v.yaml"
+    suite.write_text("model: {L: 1, H: 2, d: 16, T: 4}\nscope: end_to_end\nvocab: 100\nvariants: [sm_ln_g]\n")
+    proc = run_cli("cost", str(suite), "--predict")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "argmax over rows of 100 is not in calibration" in proc.stderr and "--extend" in proc.stderr

@@ -103,8 +103,10 @@ class CallModel(Strict):
     bytes: list[int] | list[float] | None = None
     rounds: int | list[int] | list[float]
     per_row_bytes: list[int] | None = None
+    lengths: list[int] | None = None  # argmax: the row lengths `per_row_bytes` and `rounds` hold, in order
     wall_s: list[float]
     comm_s: list[float]
+    measured: str | None = None  # when and where, for a model measured apart from the file's (`--extend`)
 
 
 class CalibrationFile(Strict):
@@ -137,9 +139,10 @@ class Calibration:
     def describe(self, impl: Any) -> str:
         """Which backend and settings, measured when and on what: for footers of predicted columns."""
         env = self.file.environment
+        apart = "".join(f"; {name} {m.measured}" for name, m in self.file.models.items() if m.measured)
         return (
             f"{impl.describe(self.file.settings, env.packages.get(impl.package))}, calibration '{self.path}' "
-            f"(measured {self.file.created} on {env.cpu_count} cores of {env.cpu_model})"
+            f"(measured {self.file.created} on {env.cpu_count} cores of {env.cpu_model}{apart})"
         )
 
     def time_model(self, settings: dict[str, Any]) -> str:
@@ -174,14 +177,12 @@ class Calibration:
 
     def op(self, call: str, sig: tuple[int, ...]) -> tuple[int, int, float, float]:
         """(bytes, rounds, wall seconds, comm seconds) of one call."""
-        models, name, call = self.file.models, call, CALLS[call].model
-        if not CALLS[call].calibrated and CALLS[name].same_as is None:
-            raise PibenchError(
-                f"no calibration predicts '{name}' yet (the end-to-end scope's next-token choice); "
-                "predict the stack with scope: layers"
-            )
+        models, call = self.file.models, CALLS[call].model
         if call not in models:
-            raise PibenchError(f"calibration '{self.path}' has no model for '{call}'; recalibrate")
+            raise PibenchError(
+                f"calibration '{self.path}' has no model for '{call}' (made before pibench calibrated it); "
+                f"`pibench calibrate --extend {self.path}` measures what it lacks"
+            )
         m = models[call]
         byts, rounds = _bytes_rounds(m, call, sig, self.path)
         feats = time_features(call, sig, byts, rounds)
@@ -211,6 +212,16 @@ def _bytes_rounds(m: CallModel, call: str, sig: tuple[int, ...], path: str) -> t
         byts = sum(c * f for c, f in zip(m.bytes or [], feats, strict=True))
         rounds = m.rounds if isinstance(m.rounds, list) else [m.rounds]
         return round(byts), round(sum(c * f for c, f in zip(rounds, feats, strict=True)))
+    if m.lengths is not None:  # tabulated at some row lengths (argmax: vocabulary sizes)
+        n = sig[1]
+        if n not in m.lengths:
+            raise PibenchError(
+                f"{call} over rows of {n} is not in calibration '{path}' (it has {', '.join(map(str, m.lengths))}); "
+                f"`pibench calibrate --extend {path} --suite SUITE` measures a suite's"
+            )
+        i = m.lengths.index(n)
+        assert isinstance(m.rounds, list) and m.per_row_bytes is not None
+        return sig[0] * m.per_row_bytes[i], int(m.rounds[i])
     features = CALLS[call].byte_features
     if features is None:  # tabulated per row length
         n, table = sig[1], m.per_row_bytes or []

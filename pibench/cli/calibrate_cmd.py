@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from pibench.backends import BACKENDS, DEFAULT_BACKEND
 from pibench.results.records import check_writable, write_record
@@ -17,7 +18,9 @@ Bytes and rounds are fitted exactly (they are deterministic); seconds are fitted
 samples on this machine. The file records the settings and the machine (its fingerprint: CPU, cores,
 threads, device, local products); predictions say when their time model comes from another machine.
 With the defaults it rebuilds the calibration shipped in pibench/data/calibration-crypten-default.json
-(about 6 minutes); --quick refits only the seconds of an existing one on this machine (2-3 minutes).
+(about 6 minutes); --quick refits only the seconds of an existing one on this machine (2-3 minutes);
+--extend FILE measures only what FILE lacks (the argmax, or a suite's vocabulary: a minute).
+The argmax is tabulated at vocabulary sizes (2 to 50257, and the --suite's vocab).
 """
 MAX_ROW_LENGTH = 8192
 
@@ -38,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration", metavar="FILE", help="with --quick: the calibration to start from (default: the shipped one)"
     )
+    parser.add_argument(
+        "--extend",
+        metavar="FILE",
+        help="keep FILE's models and measure here only what it lacks (a call it has no model for, the argmax "
+        "at the suite's vocabulary); each added model says when and where it was measured",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,6 +60,16 @@ def main(args: argparse.Namespace) -> int:
     check_writable(args.out, force=args.force)
     if args.calibration and not args.quick:
         raise PibenchError("--calibration goes with --quick")
+    if args.extend and args.quick:
+        raise PibenchError("--extend and --quick are two ways to start from a calibration; choose one")
+    from pibench.models.opkinds import ARGMAX_LENGTHS
+
+    lengths = sorted(
+        {*ARGMAX_LENGTHS, *([suite.entries[0].config.vocab] if suite and suite.scope == "end_to_end" else [])}
+    )
+    progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.extend:
+        return _extend(args, backend, settings, lengths, progress)
     base = None
     if args.quick:
         from dataclasses import asdict
@@ -61,8 +80,21 @@ def main(args: argparse.Namespace) -> int:
         base.check_settings(backend, asdict(settings), "these settings")
     from pibench.calibration.microbench import calibrate
 
-    progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    data = calibrate(backend, settings, args.max_row_length, progress, base.file if base else None)
+    data = calibrate(backend, settings, args.max_row_length, progress, base.file if base else None, lengths)
     path = write_record(args.out, data)
     print(json.dumps({"calibration": str(path), "backend": backend, "settings": data.settings}, indent=1))
+    return 0
+
+
+def _extend(args: argparse.Namespace, backend: str, settings: Any, lengths: list[int], progress: Any) -> int:
+    from dataclasses import asdict
+
+    from pibench.calibration.fit import load_calibration
+    from pibench.calibration.microbench import extend
+
+    base = load_calibration(args.extend)
+    base.check_settings(backend, asdict(settings), "these settings")
+    data, measured = extend(base.file, settings, lengths, progress)
+    path = write_record(args.out, data.model_dump(mode="json", exclude_none=True))  # the file's fields as they were
+    print(json.dumps({"calibration": str(path), "extended": args.extend, "measured": measured}, indent=1))
     return 0

@@ -109,6 +109,9 @@ def broadcast(a: Shape, b: Shape) -> Shape:
 
 
 Sample = tuple[Shape, ...]  # operand shapes of one measured call
+# Row lengths (vocabulary sizes) a calibration tabulates the argmax at: GPT-2's, LLaMA's 32000, and
+# small ones for tiny suites; `pibench calibrate --suite SUITE` adds the suite's vocab.
+ARGMAX_LENGTHS = (2, 16, 32, 64, 256, 1024, 32000, 50257)
 MATMULS = ("linear", "attn_matmul", "embedding", "lm_head")
 
 
@@ -236,7 +239,7 @@ CALLS: dict[str, Call] = {
             ),
             weights=False,  # Q Kᵀ and softmax·V: both operands come from activations
         ),
-        # end to end: the argmax has no calibrated model yet
+        # end to end: the LM head's and the embedding's products are priced as any product with a weight
         *(_tied_product(name, role) for role, name in HEAD_KINDS.items()),
         Call(
             "argmax",
@@ -244,10 +247,9 @@ CALLS: dict[str, Call] = {
             _rows_cols,
             lambda ops, xs: ops.argmax(xs[0]),
             None,
-            samples=(),
-            time_samples=(),
+            samples=(),  # tabulated per row length (`ARGMAX_LENGTHS`) by the calibration
+            time_samples=(((1, 8192),), ((1, 32000),), ((1, 50257),)),
             weights=False,
-            calibrated=False,
         ),
         Call(
             "mul",

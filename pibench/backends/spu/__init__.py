@@ -135,6 +135,8 @@ SAMPLES: dict[str, tuple[Sample, ...]] = {
         ((6, 128, 128), (6, 128, 64)),
     ),
     "mul": (((64, 768), (1,)), ((96, 768), (1,)), ((12, 64, 64), (12, 64, 1)), ((6, 128, 128), (6, 128, 1))),
+    # the next token's choice over a vocabulary: one row, GPT-2's 50257 and smaller ones
+    "argmax": (((1, 8192),), ((1, 16384),), ((2, 8192),), ((1, 50257),)),
 }
 
 
