@@ -261,8 +261,8 @@ def test_generate_and_scope_are_checked_and_refused_where_not_measured(tmp_path)
     proc = run_cli("cost", str(override))
     assert proc.returncode == 2 and "set the tokens to generate under 'generate'" in proc.stderr
     for extra, fragment in (
-        ("backend: spu\n", "is measured under CrypTen, not yet under spu"),
-        ("scope: end_to_end\nvocab: 16\n", "scope: end_to_end is counted by `pibench cost`, not yet measured"),
+        ("backend: spu\n", "generate: is measured under CrypTen, not yet under spu"),
+        ("backend: spu\nscope: end_to_end\nvocab: 16\n", "generate: and scope: end_to_end is measured under"),
     ):
         good = write_suite(
             tmp_path,
@@ -285,6 +285,19 @@ variants: [sm_ln_g, sm_scfuffn_pruned, hehofmann_scffn]
 """
 
 
+def _sampled_and_full(suite, tmp_path, *extra):
+    """`pibench run SUITE` sampled and with --full: each record, and each run's stdout with its lines
+    joined (a wrapped footer reads as one line)."""
+    records, said = {}, {}
+    for mode in ("sampled", "full"):
+        out = tmp_path / f"{mode}.json"
+        flags = ["--full"] if mode == "full" else []
+        proc = run_cli("run", str(suite), "--out", str(out), "--no-progress", *flags, *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        records[mode], said[mode] = json.loads(out.read_text()), " ".join(proc.stdout.split())
+    return records, said
+
+
 def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
     """`pibench run` of a tiny generating suite under CrypTen: the prefill, then two decode steps over the
     cache with reused weight masks. Sampled (one layer per kind) and --full (every layer) runs give every
@@ -292,14 +305,9 @@ def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
     symbolic trace of each pass, decode steps opening no weight); the set-up opens each weight matrix once: SM + LN + G at d=32 has
     32x96 + 32x32 + 32x128 + 128x32 = 12,288 weight elements a layer, 2 layers, 8 B a party, both
     parties: 2 * 12288 * 8 * 2 = 393,216 B, which the prefill's bytes already hold."""
-    suite = write_suite(tmp_path, GEN_SUITE, "gen.yaml")
-    records = {}
+    records, said = _sampled_and_full(write_suite(tmp_path, GEN_SUITE, "gen.yaml"), tmp_path)
     for mode in ("sampled", "full"):
-        out = tmp_path / f"{mode}.json"
-        proc = run_cli("run", str(suite), "--out", str(out), "--no-progress", *(["--full"] if mode == "full" else []))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        records[mode] = json.loads(out.read_text())
-        assert "generation: 3 tokens, the prefill then 2 decode steps" in proc.stdout
+        assert "generation: 3 tokens, the prefill (pre.), then 2 decode steps" in said[mode]
     for sampled, full in zip(records["sampled"]["variants"], records["full"]["variants"], strict=True):
         s, f = sampled["measured"]["generation"], full["measured"]["generation"]
         shape = [(p["context"], p["bytes"], p["rounds"]) for p in s["steps"]]
@@ -566,3 +574,45 @@ def test_spu_generates_the_plaintext_tokens_end_to_end():
     assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
     out = json.loads(parties[0][1].strip().splitlines()[-1])
     assert len(out["plain"]) == 3 and out["mpc"] == out["plain"], out
+
+
+E2E_SUITE = """name: e2e_tiny
+model: {L: 2, H: 2, d: 32, T: 8}
+generate: {new_tokens: 4}
+scope: end_to_end
+vocab: 64
+repeats: 1
+variants: [sm_ln_g, sm_scfuffn_pruned, hehofmann_scffn]
+"""
+
+
+def test_an_end_to_end_generation_is_measured_exactly_and_chooses_the_plaintexts_tokens(tmp_path):
+    """`pibench run` end to end under CrypTen: the prompt's one-hot rows times the token embedding, the
+    stack, the logits and the argmax under MPC, each chosen one-hot row fed back unrevealed, the tokens
+    revealed to the client. Sampled (one layer per kind; the head, the same shapes at every step, at
+    decode steps 1 and 3 of 3, step 2 counting its figures) and --full (every layer, the head at every
+    step) give every pass the same bytes and rounds, and so does the prediction (the calibration's
+    argmax table at vocab 64; the tied LM head reuses the mask the embedding lookup opened). The set-up
+    opens wte once, (64 x 32) elements, beside each layer's: SM + LN + G 2 * 12,288 + 2,048 = 26,624
+    elements, 16 B each for both parties: 425,984 B. With --full the client learns the plaintext
+    interpreter's greedy tokens on the same weights and prompt; a sampled run, whose step 2 chose no
+    token, reports none."""
+    records, said = _sampled_and_full(write_suite(tmp_path, E2E_SUITE, "e2e.yaml"), tmp_path)
+    assert "tokens revealed to the client: the plaintext interpreter's greedy ones, for every variant" in said["full"]
+    assert (
+        "the head (embedding lookup, logits, argmax: the same shapes at every step) ran at decode steps 1 and 3"
+        in said["sampled"]
+    )
+    for sampled, full in zip(records["sampled"]["variants"], records["full"]["variants"], strict=True):
+        s, f = sampled["measured"], full["measured"]
+        shape = [(p["context"], p["bytes"], p["rounds"]) for p in s["generation"]["steps"]]
+        assert shape == [(p["context"], p["bytes"], p["rounds"]) for p in f["generation"]["steps"]], sampled["name"]
+        predicted = sampled["predicted"]["generation"]
+        assert [(p["context"], p["bytes"], p["rounds"]) for p in predicted["steps"]] == shape, sampled["name"]
+        assert predicted["setup_bytes"] == s["generation"]["setup"]["bytes"] == f["generation"]["setup"]["bytes"]
+        assert s["by_kind"]["argmax"]["bytes"] > 0 and s["by_kind"]["embedding"]["bytes"] > 0
+        assert (s["generation"]["head_steps"], f["generation"]["head_steps"]) == ([1, 3], None)
+        assert s["tokens"] is None and len(f["tokens"]["generated"]) == 4
+        assert f["tokens"]["generated"] == f["tokens"]["plaintext"], sampled["name"]
+        assert f["usable"] and s["usable"]
+    assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 425_984

@@ -145,8 +145,9 @@ class Session(ABC):
         """Stop keeping what `prepare` opened."""
 
     @abstractmethod
-    def reveal(self, y: Any) -> Any:
-        """The plaintext of a shared tensor (a torch tensor), as every party sees it."""
+    def reveal(self, y: Any, to: int | None = None) -> Any:
+        """The plaintext of a shared tensor (a torch tensor), as every party sees it, or as party `to`
+        alone does (the others learn nothing and get None)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -140,17 +140,15 @@ def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.
 
 
 def refuse_generation(suite: Any) -> None:
-    """What is costed (`pibench cost`) but not yet measured, refused by every party: the end-to-end
-    scope, and generation under a backend other than CrypTen."""
-    if suite.scope == "end_to_end":
+    """What is costed (`pibench cost`) but not yet measured, refused by every party: generation and
+    the end-to-end scope under a backend other than CrypTen."""
+    what = " and ".join(
+        w for w, on in (("generate:", suite.new_tokens), ("scope: end_to_end", suite.scope == "end_to_end")) if on
+    )
+    if what and suite.backend != "crypten":
         raise PibenchError(
-            f"suite '{suite.path}': scope: end_to_end is counted by `pibench cost`, not yet measured under MPC; "
-            "remove it to measure the layers"
-        )
-    if suite.new_tokens and suite.backend != "crypten":
-        raise PibenchError(
-            f"suite '{suite.path}': generate: is measured under CrypTen, not yet under {suite.backend}; "
-            "`pibench cost` counts it"
+            f"suite '{suite.path}': {what} is measured under CrypTen, not yet under {suite.backend}; "
+            "`pibench cost --predict` predicts it"
         )
 
 

@@ -83,6 +83,9 @@ class PartyResult(PartyMeasurement):
     layers_measured: dict[str, Positive]
     generation: list[TokenCounts] | None = None  # the prefill, then every decode step
     setup: PartyCounts | None = None  # opened once for every decode step (CrypTen's weight masks)
+    tokens: list[Count] | None = None  # end to end, the client: the token ids revealed to it
+    reference_tokens: list[Count] | None = None  # end to end, rank 0: the plaintext interpreter's greedy ones
+    head_steps: list[Positive] | None = None  # end to end, sampled: the decode steps the head ran at
 
 
 class PartyRecord(PartyMeasurement):
@@ -113,10 +116,26 @@ class Generation(Strict):
 
     steps: list[TokenStep] = Field(min_length=1)
     setup: DealerTotals | None
+    # end to end, sampled: the decode steps the head (embedding lookup, logits, argmax: the same shapes at
+    # every step) ran at, the others counting its figures; None: at every step
+    head_steps: list[Positive] | None = None
 
     @property
     def bytes(self) -> int:
         return sum(s.bytes for s in self.steps)
+
+
+class Tokens(Strict):
+    """End to end: the token ids generated under MPC (revealed to the client alone) and the plaintext
+    interpreter's greedy ones on the same weights, prompt and layers."""
+
+    generated: list[Count] = Field(min_length=1)
+    plaintext: list[Count] = Field(min_length=1)
+
+    @property
+    def first_difference(self) -> int | None:
+        """The position of the first token where MPC error changed the choice (None: all equal)."""
+        return next((i for i, (a, b) in enumerate(zip(self.generated, self.plaintext, strict=True)) if a != b), None)
 
 
 class Measured(Spread):
@@ -135,6 +154,7 @@ class Measured(Spread):
     dealer: DealerTotals | None
     parties: list[PartyRecord] = Field(min_length=2)
     generation: Generation | None = None  # a suite that generates: the prefill (these totals) and decode steps
+    tokens: Tokens | None = None  # end to end: the tokens generated, beside the plaintext's
 
     @field_validator("by_kind", mode="before")
     @classmethod

@@ -37,10 +37,21 @@ from pibench.measuring.measured import (
     PartyResult,
     StepRecord,
     TokenCounts,
+    Tokens,
     TokenStep,
 )
 from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
-from pibench.models.definition import KVCache, input_stage, layer, layer_param_specs, layer_weight_specs
+from pibench.models.definition import (
+    KVCache,
+    ParamSpec,
+    embed,
+    input_stage,
+    layer,
+    layer_param_specs,
+    layer_weight_specs,
+    logits,
+    step,
+)
 from pibench.models.opkinds import KINDS
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.suites.loader import Suite, SuiteEntry
@@ -93,18 +104,32 @@ class _PeakRSS:
 
 
 def synthetic_weights(entry: SuiteEntry, seed: int, layers: list[int]) -> dict[str, torch.Tensor]:
-    """The server's weights of the input stage and `layers`: a random model of the variant (folded
-    reparametrisations)."""
+    """The server's weights of the input stage and `layers` (end to end, and of the head): a random
+    model of the variant (folded reparametrisations). End to end, the token and position embeddings
+    are scaled so that an embedded token is unit-variance, as the layers scope's synthetic input is:
+    at GPT-2's initial 0.02 LayerNorm would see variances far below the range CrypTen's inverse
+    square root approximates, an artefact of random weights rather than a cost."""
     names = layer_weight_specs(entry.config, layers)
     with torch.no_grad():
         model = TorchModel(entry.config, seed=seed, only=names).eval()  # nothing but what is measured
-        return {k: v.detach() for k, v in model.effective_weights().items()}
+        weights = {k: v.detach() for k, v in model.effective_weights().items()}
+    for name in ("wte", "wpe"):  # N(0, 0.02^2) each -> N(0, 1/2) each, N(0, 1) summed
+        if name in weights:
+            weights[name] = weights[name] * (math.sqrt(0.5) / 0.02)
+    return weights
 
 
 def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
     """The client's input embeddings (T, d), unit-variance as GPT-2's embedded tokens roughly are."""
     gen = torch.Generator().manual_seed(seed + 1)
     return torch.randn(entry.config.T, entry.config.d, generator=gen)
+
+
+def synthetic_tokens(entry: SuiteEntry, seed: int) -> torch.Tensor:
+    """The client's prompt end to end: T token ids, uniform over the vocabulary, as one-hot rows (T, vocab)."""
+    cfg = entry.config
+    ids = torch.randint(0, cfg.vocab, (cfg.T,), generator=torch.Generator().manual_seed(seed + 1))
+    return torch.nn.functional.one_hot(ids, cfg.vocab).to(torch.float32)
 
 
 def synthetic_decode_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
@@ -129,45 +154,125 @@ def _decode(
     session: Session,
     weights: Any,
     cfg: Any,
-    steps: list[tuple[str, int, int | None]],
+    steps: list[Stage],
     cache: KVCache,
+    first: Any,
     fed: Any,
     emit: Emit,
     variant: str,
-) -> tuple[list[TokenCounts], StepCounts | None]:
+    full: bool = False,
+) -> tuple[list[TokenCounts], StepCounts | None, list[Any]]:
     """Every decode step after the prefill, each over the sampled layers once (layers of a kind cost
     the same at each step too, so the counts are exact), reusing what `Session.prepare` opened once.
-    `fed`: the positions fed back, shared (new_tokens - 1, d). Returns each step's counts over the
-    stack and the set-up's."""
+    End to end, each step's input is the token the last one chose (`first`: the prefill's), a secret
+    one-hot row; else the positions fed back, `fed` (new_tokens - 1, d), shared; end to end, a sampled
+    run (not `full`) runs the head at `head_sample`'s steps alone. Returns each step's counts over the
+    stack, the set-up's, and (end to end, the head run at every step) every token chosen, secret, in order."""
     setup: StepCounts | None = None
-    for _, times, index in steps:  # each layer kind's weights, standing for its layers
-        if index is not None:
-            opened = session.prepare({n: weights[n] for n in layer_param_specs(cfg, index)})
-            if opened is not None:
-                setup = setup or StepCounts()
-                setup.add(opened, times)
-    tokens = []
+    # the weights products open: wte (the embedding lookup and the tied LM head; wpe's rows are added) and
+    # each layer kind's
+    head = {"wte": ParamSpec((cfg.vocab, cfg.d))} if cfg.scope == "end_to_end" else {}
+    parts = [head] + [layer_param_specs(cfg, i) for _, _, i in steps if isinstance(i, int)]
+    times = [1] + [t for _, t, i in steps if isinstance(i, int)]
+    for specs, n in zip(parts, times, strict=True):  # the head's and each layer kind's weights
+        opened = session.prepare({name: weights[name] for name in specs}) if specs else None
+        if opened is not None:
+            setup = setup or StepCounts()
+            setup.add(opened, n)
+    tokens, chosen = [], [first]
     try:
+        if cfg.new_tokens > 1:  # unmeasured, on a copy of the cache: a decode step's shapes run once before
+            h = (
+                first
+                if cfg.scope == "end_to_end"
+                else session.measure(functools.partial(_rows, start=0, stop=1), weights, fed)[0]
+            )
+            held = cache.copy()
+            for _, _, index in steps:
+                h, _ = session.measure(functools.partial(_run, cfg=cfg, index=index, cache=held), weights, h)
+        heads = set(range(1, cfg.new_tokens)) if full else head_sample(cfg)
+        last: dict[Any, StepCounts] = {}  # end to end: each head stage's counts where it last ran
+        embedded = None
         for j in range(1, cfg.new_tokens):
             total = StepCounts()
-            h, _ = session.measure(functools.partial(_rows, start=j - 1, stop=j), weights, fed)
-            for _, times, index in steps:
+            if cfg.scope == "end_to_end":
+                h = chosen[-1]
+            else:
+                h, _ = session.measure(functools.partial(_rows, start=j - 1, stop=j), weights, fed)
+            for _, n, index in steps:
+                if index in HEAD_STAGES and j not in heads:  # the same shapes as where it ran: its counts
+                    total.add(last[index], n)
+                    if index == "embed":
+                        cache.positions += 1
+                        h = embedded
+                    continue
                 h, counts = session.measure(functools.partial(_run, cfg=cfg, index=index, cache=cache), weights, h)
-                total.add(counts, times)
+                total.add(counts, n)
+                if index in HEAD_STAGES:
+                    last[index] = counts
+                if index == "embed":
+                    embedded = h
+            if j in heads:
+                chosen.append(h)
             tokens.append(_token_counts(cfg.T + j, total))
             emit({"event": "step", "variant": variant, "step": f"decode step {j}", "pass": 1, "passes": 1})
     finally:
         session.release()
-    return tokens, setup
+    every = cfg.scope == "end_to_end" and len(heads) == cfg.new_tokens - 1
+    return tokens, setup, chosen if every else []  # a token fed back unchosen: no tokens of its own
 
 
-def _steps(sample: dict[int, int]) -> list[tuple[str, int, int | None]]:
-    """(label, layers it stands for, layer index or None for the input stage), in order."""
-    return [("input stage", 1, None)] + [(f"layer {i}", n, i) for i, n in sorted(sample.items())]
+HEAD_STAGES = ("embed", "logits", "argmax")  # end to end: what every pass runs on the same shapes
 
 
-def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | None, cache: KVCache | None = None) -> Any:
-    return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, index, cache)
+def _warm_up(ops: Any, weights: Any, x: Any, cfg: Any, index: int) -> Any:
+    """An unmeasured pass of the prompt through layer `index` (end to end, from the embedding lookup
+    to the logits), so that timing is that of steady state."""
+    e2e = cfg.scope == "end_to_end"
+    h = layer(ops, weights, embed(ops, weights, x, 0) if e2e else x, cfg, index)
+    return logits(ops, weights, h, cfg) if e2e else h
+
+
+def _head_steps(cfg: Any, full: bool) -> list[int] | None:
+    """The decode steps a run ran the head at, where not every one (the record's `head_steps`)."""
+    sample = head_sample(cfg)
+    return sorted(sample) if not full and cfg.scope == "end_to_end" and len(sample) < cfg.new_tokens - 1 else None
+
+
+def head_sample(cfg: Any) -> set[int]:
+    """End to end, the decode steps a sampled run runs the head at (the embedding lookup, the logits
+    and the argmax: one row each, the same shapes at every step, so the same bytes and rounds): the
+    first two and the last. The others count those figures; their layers run on the last embedded
+    row, so a sampled run chooses no tokens of its own (`--full` runs the head at every step)."""
+    if cfg.scope != "end_to_end":
+        return set()
+    return {j for j in (1, cfg.new_tokens - 1) if 1 <= j < cfg.new_tokens}
+
+
+Stage = tuple[str, int, int | str | None]  # (label, layers it stands for, what runs: `_run`'s index)
+
+
+def _steps(sample: dict[int, int], cfg: Any) -> list[Stage]:
+    """(label, layers it stands for, what runs), in order: the input stage (None), each sampled layer
+    (its index); end to end, the embedding lookup first, the logits and the argmax last."""
+    layers: list[Stage] = [("input stage", 1, None)] + [(f"layer {i}", n, i) for i, n in sorted(sample.items())]
+    if cfg.scope != "end_to_end":
+        return layers
+    return [("embedding", 1, "embed"), *layers, ("logits", 1, "logits"), ("argmax", 1, "argmax")]
+
+
+def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | str | None, cache: KVCache | None = None) -> Any:
+    """One stage of a pass (`_steps`) on its input; the embedding lookup advances the cache's positions."""
+    if index == "embed":
+        past = cache.positions if cache is not None else 0
+        if cache is not None:
+            cache.positions = past + x.shape[0]
+        return embed(ops, weights, x, past)
+    if index == "logits":
+        return logits(ops, weights, x, cfg)
+    if index == "argmax":
+        return ops.argmax(x)
+    return input_stage(ops, weights, x, cfg) if index is None else layer(ops, weights, x, cfg, int(index), cache)
 
 
 def _median_pass(label: str, passes: list[StepCounts], exact: bool) -> StepCounts:
@@ -193,17 +298,17 @@ def _timed_walk(
     weights: Any,
     x: Any,
     cfg: Any,
-    steps: list[tuple[str, int, int | None]],
+    steps: list[Stage],
     opts: PartyOptions,
     emit: Emit,
     variant: str,
     cache: KVCache | None = None,
-) -> tuple[Any, list[StepCounts]]:
+) -> tuple[list[Any], list[StepCounts]]:
     """Walk the steps `opts.repeats` times, passes interleaved (every step once, then every step again),
     so that a passing slowdown of the machine falls on one pass of several steps rather than on every
     pass of one. The first pass walks the stack (extending `cache`, a generation's); later passes
     rerun each step on the input and cache it had then, so timing cannot change the result. Returns
-    the first pass's output and each step's median pass (`_median_pass`)."""
+    the first pass's inputs of every step and its output, and each step's median pass (`_median_pass`)."""
     inputs: list[Any] = []  # each step's input in the first pass
     passes: list[list[StepCounts]] = [[] for _ in steps]
     before = cache.copy() if cache is not None else None
@@ -214,24 +319,39 @@ def _timed_walk(
                 inputs.append(out)
             held = cache if n == 0 or before is None else before.copy()
             run = functools.partial(_run, cfg=cfg, index=index, cache=held)
+            tied = index == "logits"  # the tied LM head reuses what the embedding lookup opened, uncounted here
+            if tied:
+                session.prepare({"wte": weights["wte"]})
             y, counts = session.measure(run, weights, inputs[i])
+            if tied:
+                session.release()
             passes[i].append(counts)
             if n == 0:
                 out = y
             emit({"event": "step", "variant": variant, "step": label, "pass": n + 1, "passes": opts.repeats})
-    return out, [_median_pass(label, runs, opts.exact) for (label, _, _), runs in zip(steps, passes, strict=True)]
+    medians = [_median_pass(label, runs, opts.exact) for (label, _, _), runs in zip(steps, passes, strict=True)]
+    return [*inputs, out], medians
 
 
 def _reference(
     entry: SuiteEntry, seed: int, weights: dict[str, torch.Tensor], layers: list[int], gelu: str
-) -> torch.Tensor:
-    """The plaintext interpreter on the same input and layers, in the same order."""
+) -> tuple[torch.Tensor, list[int] | None]:
+    """The plaintext interpreter on the same input and layers, in the same order: the prompt's hidden
+    states (end to end: its last position's logits, and the greedy tokens of the whole generation)."""
     cfg, ops = entry.config, TorchOps(gelu)
     with torch.no_grad():
+        if cfg.scope == "end_to_end":
+            cache, token, ids, first = KVCache(), synthetic_tokens(entry, seed), [], None
+            for _ in range(max(cfg.new_tokens, 1)):
+                token, scores = step(ops, weights, token, cfg, cache, layers)
+                first = scores if first is None else first
+                ids.append(int(token.argmax()))
+            assert first is not None
+            return first, ids
         y = input_stage(ops, weights, synthetic_input(entry, seed), cfg)
         for i in layers:
             y = layer(ops, weights, y, cfg, i)
-    return y
+    return y, None
 
 
 def error_scope(sample: dict[int, int], L: int, full: bool) -> str:
@@ -273,22 +393,25 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
     total, step_log = StepCounts(), []
     with _PeakRSS() as rss:
         plain_w = synthetic_weights(entry, seed, layers) if rank == 0 else None
-        generating = cfg.new_tokens > 1
+        generating, e2e = cfg.new_tokens > 1, cfg.scope == "end_to_end"
         x_plain = None
-        if rank == 1:  # the prompt's embeddings, and those of the positions fed back while generating
+        if rank == 1 and e2e:  # the prompt's tokens; later ones are chosen under MPC
+            x_plain = synthetic_tokens(entry, seed)
+        elif rank == 1:  # the prompt's embeddings, and those of the positions fed back while generating
             x_plain = synthetic_input(entry, seed)
             x_plain = torch.cat([x_plain, synthetic_decode_input(entry, seed)]) if generating else x_plain
-        weights, x_all = session.share(plain_w, specs, x_plain, (cfg.context, cfg.d))
+        shape = (cfg.T, cfg.vocab) if e2e else (cfg.context if generating else cfg.T, cfg.d)
+        weights, x_all = session.share(plain_w, specs, x_plain, shape)
         x, fed = x_all, None
-        if generating:
+        if generating and not e2e:
             x, _ = session.measure(functools.partial(_rows, start=0, stop=cfg.T), weights, x_all)
             fed, _ = session.measure(functools.partial(_rows, start=cfg.T, stop=cfg.context), weights, x_all)
-        if opts.warm_up:
-            session.measure(lambda ops, w, h: layer(ops, w, h, cfg, layers[0]), weights, x)
+        if opts.warm_up:  # end to end, the embedding lookup before and the logits after the layer
+            session.measure(functools.partial(_warm_up, cfg=cfg, index=layers[0]), weights, x)
             emit({"event": "warm-up", "variant": entry.name})
-        steps = _steps(sample)
+        steps = _steps(sample, cfg)
         cache = KVCache() if generating else None
-        x, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name, cache)
+        walked, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name, cache)
         for (label, times, _), counts in zip(steps, medians, strict=True):
             total.add(counts, times)
             step_log.append(
@@ -297,15 +420,21 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
                 )
             )
         generation = setup = None
+        chosen = [walked[-1]] if e2e else []  # end to end: the token the prefill chose, secret
         if generating:
             assert cache is not None
-            decoded, opened = _decode(session, weights, cfg, steps, cache, fed, emit, entry.name)
+            decoded, opened, chosen = _decode(
+                session, weights, cfg, steps, cache, walked[-1], fed, emit, entry.name, opts.full
+            )
             generation = [_token_counts(cfg.T, total), *decoded]
             setup = _counts(opened.total()) if opened is not None else None
-        out = session.reveal(x)
-    error = reference = None
+        out = session.reveal(walked[-2] if e2e else walked[-1])  # end to end: the prompt's logits
+        # only the generated tokens are revealed, to the client
+        revealed = [session.reveal(t, to=1) for t in chosen]
+    tokens = [int(t.argmax()) for t in revealed] if rank == 1 and revealed else None
+    error = reference = expected = None
     if rank == 0 and plain_w is not None:  # the reference needs the client's input: synthetic, from its seed
-        ref = _reference(entry, seed, plain_w, layers, opts.gelu)
+        ref, expected = _reference(entry, seed, plain_w, layers, opts.gelu)
         error, reference = _finite((out - ref).abs().max().item()), _finite(ref.abs().max().item())
     return PartyResult(
         rank=rank,
@@ -323,6 +452,9 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         choices=session.choices,
         generation=generation,
         setup=setup,
+        tokens=tokens,
+        reference_tokens=expected,
+        head_steps=_head_steps(cfg, opts.full),
     )
 
 
@@ -338,7 +470,16 @@ def _merged(counts: Sequence[PartyCounts]) -> KindTotals:
 
 
 # sent by a party, merged into Measured
-PARTY_ONLY = {"layers_measured", "max_abs_error", "max_abs_reference", "generation", "setup"}
+PARTY_ONLY = {
+    "layers_measured",
+    "max_abs_error",
+    "max_abs_reference",
+    "generation",
+    "setup",
+    "tokens",
+    "reference_tokens",
+    "head_steps",
+}
 
 
 def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dict[int, str]) -> Measured:
@@ -373,6 +514,7 @@ def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dic
         else None,
         parties=[PartyRecord(role=roles[p.rank], **p.model_dump(exclude=PARTY_ONLY)) for p in parties],
         generation=_merged_generation(parties),
+        tokens=_merged_tokens(parties),
     )
 
 
@@ -394,7 +536,14 @@ def _merged_generation(parties: Sequence[PartyResult]) -> Generation | None:
         )
     setups = [p.setup for p in parties if p.setup is not None]
     setup = DealerTotals(bytes=sum(c.sent for c in setups), rounds=max(c.rounds for c in setups)) if setups else None
-    return Generation(steps=steps, setup=setup)
+    return Generation(steps=steps, setup=setup, head_steps=parties[0].head_steps)
+
+
+def _merged_tokens(parties: Sequence[PartyResult]) -> Tokens | None:
+    """End to end: the tokens the client learnt, beside the plaintext interpreter's greedy ones."""
+    got = next((p.tokens for p in parties if p.tokens is not None), None)
+    expected = next((p.reference_tokens for p in parties if p.reference_tokens is not None), None)
+    return Tokens(generated=got, plaintext=expected) if got is not None and expected is not None else None
 
 
 def _ticker(emit: Emit, every_s: float = 2.0) -> Callable[[], None]:

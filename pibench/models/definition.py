@@ -169,16 +169,22 @@ def embed(ops: Ops, weights: Mapping[str, Tensor], tokens: Tensor, past: int) ->
     return ops.add(x, ops.rows(weights["wpe"], past, past + tokens.shape[0]))
 
 
-def head(ops: Ops, weights: Mapping[str, Tensor], h: Tensor, cfg: ModelConfig) -> tuple[Tensor, Tensor]:
-    """Hidden states (n, d) -> the next token's one-hot row (1, vocab) and its logits (1, vocab): only
-    the last position needs logits (greedy generation); the final LayerNorm where the variant
-    normalises, the LM head tied to the token embedding (h wte^T), the argmax under MPC."""
+def logits(ops: Ops, weights: Mapping[str, Tensor], h: Tensor, cfg: ModelConfig) -> Tensor:
+    """Hidden states (n, d) -> the last position's logits (1, vocab): only the last position needs
+    logits (greedy generation); the final LayerNorm where the variant normalises, then the LM head tied
+    to the token embedding (h wte^T)."""
     n = h.shape[0]
     last = ops.rows(h, n - 1, n) if n > 1 else h
     if cfg.norm == "pre_ln":
         last = ops.layernorm(last, weights["ln_f.g"], weights["ln_f.b"])
-    logits = ops.matmul(last, ops.transpose(weights["wte"]), "head.lm_head")
-    return ops.argmax(logits), logits
+    return ops.matmul(last, ops.transpose(weights["wte"]), "head.lm_head")
+
+
+def head(ops: Ops, weights: Mapping[str, Tensor], h: Tensor, cfg: ModelConfig) -> tuple[Tensor, Tensor]:
+    """Hidden states (n, d) -> the next token's one-hot row (1, vocab), chosen by argmax under MPC, and
+    its logits (1, vocab) (`logits`)."""
+    scores = logits(ops, weights, h, cfg)
+    return ops.argmax(scores), scores
 
 
 def step(

@@ -1,9 +1,10 @@
 """The generation table of a record: what the prefill, each generated token and the whole answer cost.
 
-A row per variant: the prefill (bytes, seconds), the first and the last decode step (context t, bytes,
-rounds, seconds), the total over the N tokens, and each against the suite's first variant (the
-baseline, SM + LN + G in the papers' suites): savings of the prefill, of the last decode step (per
-token) and of the total. Bytes are both parties' (1 MB = 1e6 B).
+A row per variant: the prefill (GB, seconds), a token (the last decode step, the dearest: MB, rounds,
+seconds, and its latency projected onto the record's networks), the total over the N tokens (GB,
+minutes), and the savings of the prefill, of a token and of the total against the suite's first
+variant (the baseline, SM + LN + G in the papers' suites). Bytes are both parties' (1 GB = 1e9 B).
+The footer says what the head sampling and the tokens were, where the run was end to end.
 """
 
 from __future__ import annotations
@@ -12,58 +13,85 @@ import textwrap
 
 from tabulate import tabulate
 
-from pibench.results.records import Record
-
-
-def _mb(n: float) -> str:
-    return f"{n / 1e6:,.2f}"
+from pibench.counting.network import PROFILES, project
+from pibench.counting.notation import BYTE_UNITS, unit_for
+from pibench.measuring.measured import Generation, TokenStep
+from pibench.results.records import Record, VariantRecord
 
 
 def _ratio(base: float, mine: float) -> str:
     return f"{base / mine:.2f}×" if mine else "-"
 
 
+def token_projected_s(step: TokenStep, profile: str) -> float:
+    """A pass's seconds projected onto `profile` (`pibench.counting.network.project`; the parties send
+    equal halves of the bytes)."""
+    comm = sum(k.comm_s for k in step.by_kind.values())
+    return project(step.wall_s, comm, step.rounds, step.bytes // 2, PROFILES[profile])
+
+
+def _generation(v: VariantRecord) -> Generation:
+    assert v.measured.generation is not None
+    return v.measured.generation
+
+
 def generation_table(record: Record) -> str | None:
     """The table, or None where the record's variants do not generate."""
-    rows, base = [], None
     variants = [v for v in record.variants if v.measured.generation is not None]
     if not variants:
         return None
-    for v in variants:
-        gen = v.measured.generation
-        assert gen is not None
-        prefill, first, last = gen.steps[0], gen.steps[1], gen.steps[-1]
-        total = (gen.bytes, sum(s.rounds for s in gen.steps), sum(s.wall_s for s in gen.steps))
+    profiles = [p for p in record.run.project if p in PROFILES] if record.run.network == "loopback" else []
+    gens = [_generation(v) for v in variants]
+    big = unit_for([g.bytes for g in gens], BYTE_UNITS)  # the prefill and all tokens
+    small = unit_for([g.steps[-1].bytes for g in gens], BYTE_UNITS)  # a token
+    rows, base = [], None
+    for v, gen in zip(variants, gens, strict=True):
+        prefill, last = gen.steps[0], gen.steps[-1]
+        total = (gen.bytes, sum(s.wall_s for s in gen.steps))
         base = base or (prefill.bytes, last.bytes, total[0])
-        rows.append(
-            [
-                v.label,
-                _mb(prefill.bytes),
-                f"{prefill.wall_s:.2f}",
-                *(x for s in (first, last) for x in (s.context, _mb(s.bytes), f"{s.rounds:,}", f"{s.wall_s:.2f}")),
-                _mb(total[0]),
-                f"{total[1]:,}",
-                f"{total[2]:.1f}",
-                *(_ratio(b, m) for b, m in zip(base, (prefill.bytes, last.bytes, total[0]), strict=True)),
-            ]
-        )
-    n = len(variants[0].measured.generation.steps)  # type: ignore[union-attr]
-    headers = ["variant", "prefill MB", "s", "t", "decode 1 MB", "rounds", "s", "t", "last MB", "rounds", "s"]
-    headers += [f"{n} tok. MB", "rounds", "s", "sav. prefill", "per token", "total"]
-    setups = [v.measured.generation.setup for v in variants if v.measured.generation.setup]  # type: ignore[union-attr]
-    setup = (
-        f"; of each prefill's bytes, {_mb(max(s.bytes for s in setups))} MB at most open the weights' masks once, "
-        "reused by every later token (crypten.weight_masks: reuse)"
-        if setups
-        else ""
-    )
-    footer = (
-        f"MB: bytes both parties sent (1 MB = 1e6 B); t: positions attended to; decode steps timed once each{setup}; "
-        f"savings against {variants[0].label}."
-    )
+        row = [v.label, big.show(prefill.bytes), f"{prefill.wall_s:.1f}"]
+        row += [small.show(last.bytes), f"{last.rounds:,}", f"{last.wall_s:.2f}"]
+        row += [f"{token_projected_s(last, p):.1f}" for p in profiles]
+        row += [big.show(total[0]), f"{total[1] / 60:.2f}"]
+        rows.append(row + [_ratio(b, m) for b, m in zip(base, (prefill.bytes, last.bytes, total[0]), strict=True)])
+    first = _generation(variants[0])
+    n, t = len(first.steps), first.steps[-1].context
+    headers = ["variant", f"pre. {big.name}", "s", f"tok. {small.name}", "rounds", "s", *profiles]
+    headers += [f"all {big.name}", "min", "×pre.", "×tok.", "×all"]
     return (
-        f"generation: {n} tokens, the prefill then {n - 1} decode steps (KV cache)\n"
+        f"generation: {n} tokens, the prefill (pre.), then {n - 1} decode steps (KV cache); tok.: the last (t={t})\n"
         + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
         + "\n"
-        + textwrap.fill(footer, 120, subsequent_indent="  ")
+        + textwrap.fill(_footer(variants, profiles), 120, subsequent_indent="  ")
     )
+
+
+def _footer(variants: list[VariantRecord], profiles: list[str]) -> str:
+    setups = [g.setup.bytes for g in map(_generation, variants) if g.setup]
+    parts = ["bytes both parties sent (1 GB = 1e9 B); decode steps timed once each"]
+    if setups:
+        parts.append(
+            f"of each prefill's bytes, {max(setups) / 1e6:,.2f} MB at most open the weights' masks once, "
+            "reused by every later token (crypten.weight_masks: reuse)"
+        )
+    if profiles:
+        parts.append(f"{', '.join(profiles)}: a token's seconds projected onto the network (rounds x RTT included)")
+    heads = {tuple(g.head_steps) for g in map(_generation, variants) if g.head_steps}
+    if heads:
+        steps = " and ".join(str(j) for j in sorted({j for h in heads for j in h}))
+        parts.append(
+            f"end to end, the head (embedding lookup, logits, argmax: the same shapes at every step) ran at decode "
+            f"steps {steps}, the others counting its bytes, rounds and seconds (--full: every step, and the tokens)"
+        )
+    chosen = [(v, v.measured.tokens) for v in variants if v.measured.tokens is not None]
+    if chosen:
+        changed = [f"{v.label} at token {t.first_difference + 1}" for v, t in chosen if t.first_difference is not None]
+        parts.append(
+            "tokens revealed to the client: "
+            + (
+                f"MPC error changed the plaintext's greedy choice for {', '.join(changed)}"
+                if changed
+                else f"the plaintext interpreter's greedy ones, for every variant ({len(chosen[0][1].generated)} each)"
+            )
+        )
+    return "; ".join(parts) + f"; savings (×) against {variants[0].label}."

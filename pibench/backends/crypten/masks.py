@@ -72,10 +72,10 @@ class WeightMasks:
         source = self._tied.get(id(w))
         if mask is None and source is not None and id(source) in self._masks:
             m = self._masks[id(source)]
-            b = m.b.shallow_copy()
-            b.share = m.b.share.transpose(-2, -1)
-            b_plain = None if m.b_plain is None else m.b_plain.transpose(-2, -1)
-            mask = self._masks[id(w)] = _Mask(w, b, b_plain, m.delta.transpose(-2, -1))
+            b = m.b.shallow_copy()  # laid out afresh: int64 products of a transposed view are many times slower
+            b.share = m.b.share.transpose(-2, -1).contiguous()
+            b_plain = None if m.b_plain is None else m.b_plain.transpose(-2, -1).contiguous()
+            mask = self._masks[id(w)] = _Mask(w, b, b_plain, m.delta.transpose(-2, -1).contiguous())
         return mask
 
     def matmul(self, x: Any, w: Any) -> Any:

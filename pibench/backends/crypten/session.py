@@ -221,9 +221,10 @@ class CrypTenSession(Session):
     def dealer_lifetime(self) -> Counts | None:
         return self.meter.dealer_lifetime if self.meter.dealer_rank is not None else None
 
-    def reveal(self, y: Any) -> Any:
+    def reveal(self, y: Any, to: int | None = None) -> Any:
         self.meter.reset()
-        return exact_decode(y.reveal().cpu(), y.encoder.scale)
+        plain = y.reveal(dst=to)  # with dst, the others' copy is a partial sum: discarded
+        return exact_decode(plain.cpu(), y.encoder.scale) if to in (None, self.rank) else None
 
     @property
     def choices(self) -> dict[str, str]:

@@ -366,9 +366,15 @@ class SPUSession(Session):
         self.link.send(other, data)
         return theirs
 
-    def reveal(self, y: Any) -> Any:
-        mine, theirs = y.share, _unpack(self._swap(_pack(y.share)))
-        shares = [mine, theirs] if self.rank == 0 else [theirs, mine]
+    def reveal(self, y: Any, to: int | None = None) -> Any:
+        if to is None:
+            theirs = _unpack(self._swap(_pack(y.share)))
+        elif self.rank != to:  # one way: the others send their share, `to` alone reconstructs
+            self.link.send(to, _pack(y.share))
+            return None
+        else:
+            theirs = _unpack(self.link.recv(1 - to))
+        shares = [y.share, theirs] if self.rank == 0 else [theirs, y.share]
         return torch.from_numpy(np.asarray(self.io.reconstruct(shares), np.float64).reshape(y.shape))
 
     def close(self) -> None:
