@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import spu.api as spu_api
@@ -37,9 +36,9 @@ import torch
 from spu.utils import frontend as spu_fe
 
 from pibench.backends.base import Counts, Rendezvous, Session, Step, StepCounts
+from pibench.backends.spu.jaxops import JaxOps
 from pibench.backends.spu.settings import SPUSettings
 from pibench.models.opkinds import KINDS, matmul_kind
-from pibench.models.ops import LAYERNORM_EPS, MASK_VALUE, Ops
 from pibench.util.errors import PibenchError
 from pibench.util.procs import Deadline
 
@@ -127,16 +126,12 @@ def runtime_config(s: SPUSettings) -> Any:
     return config
 
 
-def _layernorm(x: Any, gain: Any, bias: Any) -> Any:
-    centred = x - jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
-    return centred * jax.lax.rsqrt(var + LAYERNORM_EPS) * gain + bias
-
-
-class SpuOps(Ops):
-    """`Ops` that run each call as one SPU executable on this party's shares."""
+class SpuOps(JaxOps):
+    """`Ops` that run each call (`JaxOps`'s) as one SPU executable on this party's shares; the public
+    constants are `JaxOps`'s, compiled into the calls that use them."""
 
     def __init__(self, session: SPUSession) -> None:
+        super().__init__(session.settings.gelu)
         self.s = session
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
@@ -149,57 +144,40 @@ class SpuOps(Ops):
         return self.s.call("other", "mul", jnp.multiply, a, b)
 
     def scale(self, a: Any, c: float) -> Any:
-        return self.s.call("other", f"scale{c!r}", lambda x: x * c, a)
+        return self.s.call("other", f"scale{c!r}", lambda x: super(SpuOps, self).scale(x, c), a)
 
     def softmax(self, x: Any) -> Any:
-        return self.s.call("softmax", "softmax", lambda v: jax.nn.softmax(v, axis=-1), x)
+        return self.s.call("softmax", "softmax", super().softmax, x)
 
     def layernorm(self, x: Any, gain: Any, bias: Any) -> Any:
-        return self.s.call("layernorm", "layernorm", _layernorm, x, gain, bias)
+        return self.s.call("layernorm", "layernorm", super().layernorm, x, gain, bias)
 
     def gelu(self, x: Any) -> Any:
-        tanh = self.s.settings.gelu == "tanh"
-        return self.s.call("gelu", f"gelu{tanh}", lambda v: jax.nn.gelu(v, approximate=tanh), x)
+        return self.s.call("gelu", f"gelu{self.tanh}", super().gelu, x)
 
     def relu(self, x: Any) -> Any:
-        return self.s.call("relu", "relu", jax.nn.relu, x)
+        return self.s.call("relu", "relu", super().relu, x)
 
     def argmax(self, x: Any) -> Any:
-        n = x.shape[-1]
-        return self.s.call("argmax", "argmax", lambda v: jax.nn.one_hot(jnp.argmax(v, axis=-1), n, dtype=v.dtype), x)
+        return self.s.call("argmax", "argmax", super().argmax, x)
 
     def split_heads(self, x: Any, heads: int) -> Any:
-        T, d = x.shape
-        return self.s.call("other", f"heads{heads}", lambda v: v.reshape(T, heads, d // heads).transpose(1, 0, 2), x)
+        return self.s.call("other", f"heads{heads}", lambda v: super(SpuOps, self).split_heads(v, heads), x)
 
     def split(self, x: Any, parts: int) -> list[Any]:
-        return self.s.call("other", f"split{parts}", lambda v: tuple(jnp.split(v, parts, axis=-1)), x)
+        return self.s.call("other", f"split{parts}", lambda v: tuple(super(SpuOps, self).split(v, parts)), x)
 
     def merge_heads(self, x: Any) -> Any:
-        H, T, dh = x.shape
-        return self.s.call("other", "merge", lambda v: v.transpose(1, 0, 2).reshape(T, H * dh), x)
+        return self.s.call("other", "merge", super().merge_heads, x)
 
     def transpose(self, x: Any) -> Any:
-        return self.s.call("other", "transpose", lambda v: jnp.swapaxes(v, -1, -2), x)
+        return self.s.call("other", "transpose", super().transpose, x)
 
     def concat(self, a: Any, b: Any) -> Any:
-        return self.s.call("other", "concat", lambda u, v: jnp.concatenate([u, v], axis=-2), a, b)
+        return self.s.call("other", "concat", super().concat, a, b)
 
     def rows(self, x: Any, start: int, stop: int) -> Any:
-        return self.s.call("other", f"rows{start}:{stop}", lambda v: v[..., start:stop, :], x)
-
-    def causal_mask(self, n: int, t: int | None = None) -> Any:
-        t = n if t is None else t
-        return np.triu(np.full((n, t), MASK_VALUE, np.float32), t - n + 1)
-
-    def causal_average(self, n: int, t: int | None = None) -> Any:
-        t = n if t is None else t
-        steps = np.arange(t - n + 1, t + 1, dtype=np.float32)[:, None]
-        return (np.tril(np.ones((n, t), np.float32), t - n) / steps).astype(np.float32)
-
-    def eye(self, n: int, t: int | None = None) -> Any:
-        t = n if t is None else t
-        return np.eye(n, t, t - n, dtype=np.float32)
+        return self.s.call("other", f"rows{start}:{stop}", lambda v: super(SpuOps, self).rows(v, start, stop), x)
 
 
 class SPUSession(Session):
@@ -296,6 +274,7 @@ class SPUSession(Session):
         if self.counts is not None:
             self.counts.by_kind[kind].add(Counts(sent, received, recv_actions, 0.0, wall))
             self.counts.own["spu_send_actions"] = self.counts.own.get("spu_send_actions", 0) + send_actions
+            self.counts.own["spu_programs"] = self.counts.own.get("spu_programs", 0) + 1
         outs = [SpuValue(self.runtime.get_var(f"y{i}"), shape) for i, shape in enumerate(shapes)]
         for name_ in [*(f"x{i}" for i in range(len(secret))), *(f"y{i}" for i in range(len(shapes)))]:
             self.runtime.del_var(name_)
@@ -353,6 +332,7 @@ class SPUSession(Session):
         # SPU's own link figures of the step: bytes, and messages ("actions") sent and received
         counts.own |= {"spu_sent_bytes": total.sent, "spu_recv_bytes": total.received, "spu_recv_actions": total.rounds}
         counts.own.setdefault("spu_send_actions", 0)
+        counts.own.setdefault("spu_programs", 0)
         assert set(counts.by_kind) == set(KINDS)
         return y, counts
 
