@@ -257,9 +257,9 @@ def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
     steps = [("input stage", 1, None), ("layer 0", 1, 0), ("layer 1", 2, 1)]
     events = []
     opts = measure.PartyOptions(rank=0, rendezvous=None, suite=None, repeats=3)
-    out, medians = measure._timed_walk(Session(), {}, "x", None, steps, opts, events.append, "v")
-    first = ["x", "x>None#1", "x>None#1>0#2"]
-    assert calls == first * 3 and out == "x>None#1>0#2>1#3"
+    walked, medians = measure._timed_walk(Session(), {}, "x", None, steps, opts, events.append, "v")
+    first = ["x", "x>None#1", "x>None#1>0#2"]  # each step's input in the first pass, then its output
+    assert calls == first * 3 and walked == [*first, "x>None#1>0#2>1#3"]
     # s0 took 3, 1, 2 s: median 2, spread [1, 3]; s1 1, 2, 3 -> 2 [1, 3]; s2 5, 6, 4 -> 5 [4, 6]
     assert [(c.wall_s, c.spread["wall_s_min"], c.spread["wall_s_max"]) for c in medians] == [
         (2.0, 1.0, 3.0),

@@ -287,14 +287,14 @@ def nnls_fit(rows: list[tuple[list[float], float]]) -> list[float]:
 def predict_cost(
     cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = (), settings: dict[str, Any] | None = None
 ) -> Predicted:
-    """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles`
-    (the two parties send equal halves of the bytes)."""
+    """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles` (the two
+    parties send equal halves of the bytes; rounds x RTT where the backend's rounds are round trips,
+    as measured records are projected: `Backend.rounds_are_round_trips`)."""
     totals = cal.predict(tally)
     minutes = {"loopback": totals["wall_s"] / 60}
+    rounds = totals["rounds"] if BACKENDS.get(cal.file.backend).rounds_are_round_trips else 0
     for prof in profiles:
-        minutes[prof.name] = (
-            project(totals["wall_s"], totals["comm_s"], totals["rounds"], totals["bytes"] // 2, prof) / 60
-        )
+        minutes[prof.name] = project(totals["wall_s"], totals["comm_s"], rounds, totals["bytes"] // 2, prof) / 60
     return Predicted(
         bytes=int(totals["bytes"]),
         gb=totals["bytes"] / 1e9,

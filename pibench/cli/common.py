@@ -139,19 +139,6 @@ def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.
     return 0
 
 
-def refuse_generation(suite: Any) -> None:
-    """What is costed (`pibench cost`) but not yet measured, refused by every party: generation and
-    the end-to-end scope under a backend other than CrypTen."""
-    what = " and ".join(
-        w for w, on in (("generate:", suite.new_tokens), ("scope: end_to_end", suite.scope == "end_to_end")) if on
-    )
-    if what and suite.backend != "crypten":
-        raise PibenchError(
-            f"suite '{suite.path}': {what} is measured under CrypTen, not yet under {suite.backend}; "
-            "`pibench cost --predict` predicts it"
-        )
-
-
 def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     """What would otherwise fail only after the parties ran, checked before they start."""
     from pibench.counting.network import parse_profile

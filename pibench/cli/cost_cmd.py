@@ -71,10 +71,14 @@ def _predictions(
     profiles = [parse_profile(n) for n in args.network or []]
     cal = load_calibration(args.calibration) if args.calibration else shipped_calibration(suite.backend)
     cal.check_settings(suite.backend, suite.settings_dict, f"suite '{suite.path}'")
+    backend = BACKENDS.get(suite.backend)
     about = (
-        f"predicted for {cal.describe(BACKENDS.get(suite.backend))}; bytes sent by both parties; "
+        f"predicted for {cal.describe(backend)}; bytes sent by both parties; "
         f"time model from {cal.time_model(suite.settings_dict)}"
     )
+    if profiles:
+        rtt = " + rounds x RTT" if backend.rounds_are_round_trips else ", no rounds x RTT (its rounds are messages)"
+        about += f"; minutes on a network: compute + max(exchange CPU, wire){rtt}"
     return list(predicted(cal, costs, profiles, suite.settings_dict, gens)), about
 
 
@@ -185,7 +189,7 @@ def _generation_table(suite: Suite, gens: list[GenerationCost]) -> str:
     )
 
 
-def _predicted_generation_table(gens: list[GenerationCost], preds: list[Predicted]) -> str:
+def _predicted_generation_table(gens: list[GenerationCost], preds: list[Predicted], backend: str) -> str:
     """Predicted bytes, rounds and minutes of the passes `generation_steps` names, and the set-up."""
     rows = []
     for gen, p in zip(gens, preds, strict=True):
@@ -197,12 +201,15 @@ def _predicted_generation_table(gens: list[GenerationCost], preds: list[Predicte
         if setup is not None:
             rows.append([gen.prefill.variant, "set-up", f"{setup / 1e6:,.2f}", "-"] + ["-"] * len(p.minutes))
     headers = ["variant", "step", "pred. MB", "pred. rounds", *(f"min {n}" for n in preds[0].minutes)]
-    footer = (
-        "set-up: each weight's mask opened once (crypten.weight_masks: reuse), within the prefill's bytes; "
-        "decode steps open none"
-        if any(p.generation and p.generation.setup_bytes is not None for p in preds)
-        else "every product opens its weight again"
-    )
+    if any(p.generation and p.generation.setup_bytes is not None for p in preds):
+        footer = (
+            "set-up: each weight's mask opened once (crypten.weight_masks: reuse), within the prefill's bytes; "
+            "decode steps open none"
+        )
+    elif backend == "crypten":
+        footer = "every product opens its weight again (crypten.weight_masks: fresh)"
+    else:
+        footer = f"no set-up: {backend} keeps nothing from one pass for the next"
     return (
         "predicted, every pass of the generation\n"
         + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
@@ -269,5 +276,5 @@ def main(args: argparse.Namespace) -> int:
         print(_generation_table(suite, gens))
     if gens and preds:
         print()
-        print(_predicted_generation_table(gens, preds))
+        print(_predicted_generation_table(gens, preds, suite.backend))
     return 0

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from pibench.cli.common import add_run_options, finish, refuse_generation, refuse_late_failures
+from pibench.cli.common import add_run_options, finish, refuse_late_failures
 from pibench.cli.report_cmd import add_report_options
 from pibench.measuring.measured import RunInfo
 from pibench.measuring.peers import SECRET_ENV, check_listen_host, load_secret
@@ -122,7 +122,6 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
         args.secret = load_secret(args.secret_file)
     elif args.secret_file:
         raise PibenchError("--secret-file: a run started by `pibench run` gets its secret from pibench run")
-    refuse_generation(suite)
     if args.rank == 0 and not args.events:
         refuse_late_failures(suite, args)
     return suite, backend, roles

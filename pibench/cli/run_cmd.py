@@ -8,7 +8,7 @@ import signal
 import sys
 
 from pibench.backends import BACKENDS
-from pibench.cli.common import add_run_options, finish, refuse_generation, refuse_late_failures
+from pibench.cli.common import add_run_options, finish, refuse_late_failures
 from pibench.cli.report_cmd import add_report_options
 from pibench.suites.loader import load_suite
 
@@ -41,7 +41,6 @@ def main(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
     profile = parse_profile(args.emulate) if args.emulate else suite.emulate
-    refuse_generation(suite)
     refuse_late_failures(suite, args)
     # what is about to run; the suite's name and dimensions head the table that ends the run
     backend = BACKENDS.get(suite.backend)

@@ -42,8 +42,12 @@ class SPU(Backend):
     def party_memory(self, cfg: ModelConfig, weights: int) -> int:
         """CHEETAH's HE products hold the server's encoded weight matrices, so the largest one drives a
         party's peak: measured here, 10.7 GiB for GPT-2's SM + LN + G (768 x 3072) and 10.1 GiB with
-        768 x 2304 at most, 2.5 GiB at d=192 whatever T; so about 2 GiB + 3.7 KiB per element."""
+        768 x 2304 at most, 2.5 GiB at d=192 whatever T; so about 2 GiB + 3.7 KiB per element. End to
+        end, the token embedding (vocab x d) is one of them: GPT-2's 50257 x 768 took two parties past
+        this machine's 24 GiB within seconds (2026-12-04), as the estimate says it would."""
         largest = cfg.d * (cfg.d_ff if cfg.ffn != "scaled_fused" else 3 * cfg.d)
+        if cfg.scope == "end_to_end":
+            largest = max(largest, cfg.vocab * cfg.d)
         return 2 * 2**30 + 3790 * largest
 
     def local_rendezvous(self, ranks: int) -> tuple[str, socket.socket | None]:
@@ -78,7 +82,8 @@ class SPU(Backend):
         return (
             f"{self.named(version)} 2PC ({s['protocol']}, {s['field']}, {s['fxp_fraction_bits']} fraction bits, "
             f"{s['gelu']}-GELU, exp {s['exp_mode']}, log {s['log_mode']}, reciprocal {iters} Goldschmidt it., "
-            f"softmax {softmax}, weights {s['weights']})"
+            f"softmax {softmax}, weights {s['weights']}; op by op, each operation its own program, which moves "
+            "what one program per pass moves within SPU's run-to-run spread: docs/spu.md)"
         )
 
     def load(self) -> None:
