@@ -13,7 +13,7 @@ from pibench.quality.summary import plot_quality, render_quality
 from pibench.quality.training_record import KIND as QUALITY_KIND
 from pibench.quality.training_record import QualityRecord, measured_ppl, validate_quality_record
 from pibench.results.generation import generation_table
-from pibench.results.plots import plot
+from pibench.results.plots import plot, plot_generation
 from pibench.results.records import Record, check_folder, read_json, validate_record
 from pibench.results.records import flat_settings as _flat
 from pibench.results.report import MeasuredPpl, Report, build_report, merge_reports
@@ -147,6 +147,9 @@ def emit_report(
     if args.plot:
         for table, rep in zip(tables, reports, strict=True):
             for path in plot(rep, args.plot, Path(table.name).stem):
+                print(f"plot: {path}", file=sys.stderr)
+        for name, record in records:
+            for path in plot_generation(record, args.plot, Path(name).stem):
                 print(f"plot: {path}", file=sys.stderr)
         for name, q in quality:
             for path in plot_quality(q, args.plot, Path(name).stem, reports[0] if reports else None):

@@ -13,6 +13,7 @@ import textwrap
 
 from tabulate import tabulate
 
+from pibench.backends import BACKENDS
 from pibench.counting.network import PROFILES, project
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.measuring.measured import Generation, TokenStep
@@ -23,11 +24,23 @@ def _ratio(base: float, mine: float) -> str:
     return f"{base / mine:.2f}×" if mine else "-"
 
 
-def token_projected_s(step: TokenStep, profile: str) -> float:
+def token_projected_s(step: TokenStep, profile: str, rtt: bool = True) -> float:
     """A pass's seconds projected onto `profile` (`pibench.counting.network.project`; the parties send
-    equal halves of the bytes)."""
+    equal halves of the bytes); `rtt` false leaves out rounds x RTT (a backend whose rounds are not
+    round trips: `Backend.rounds_are_round_trips`)."""
     comm = sum(k.comm_s for k in step.by_kind.values())
-    return project(step.wall_s, comm, step.rounds, step.bytes // 2, PROFILES[profile])
+    return project(step.wall_s, comm, step.rounds if rtt else 0, step.bytes // 2, PROFILES[profile])
+
+
+def rounds_are_round_trips(record: Record) -> bool:
+    """Whether the record's backend counts round trips (projections add rounds x RTT) or messages."""
+    name = record.backend.name
+    return BACKENDS.get(name).rounds_are_round_trips if name in BACKENDS else True
+
+
+def generating(record: Record) -> list[VariantRecord]:
+    """The record's variants that generate (a `measured.generation`), in order."""
+    return [v for v in record.variants if v.measured.generation is not None]
 
 
 def _generation(v: VariantRecord) -> Generation:
@@ -36,37 +49,56 @@ def _generation(v: VariantRecord) -> Generation:
 
 
 def generation_table(record: Record) -> str | None:
-    """The table, or None where the record's variants do not generate."""
-    variants = [v for v in record.variants if v.measured.generation is not None]
+    """The tables (cost, then savings), or None where the record's variants do not generate."""
+    variants = generating(record)
     if not variants:
         return None
     profiles = [p for p in record.run.project if p in PROFILES] if record.run.network == "loopback" else []
+    rtt = rounds_are_round_trips(record)
     gens = [_generation(v) for v in variants]
     big = unit_for([g.bytes for g in gens], BYTE_UNITS)  # the prefill and all tokens
     small = unit_for([g.steps[-1].bytes for g in gens], BYTE_UNITS)  # a token
-    rows, base = [], None
+    rows = []
     for v, gen in zip(variants, gens, strict=True):
         prefill, last = gen.steps[0], gen.steps[-1]
-        total = (gen.bytes, sum(s.wall_s for s in gen.steps))
-        base = base or (prefill.bytes, last.bytes, total[0])
         row = [v.label, big.show(prefill.bytes), f"{prefill.wall_s:.1f}"]
         row += [small.show(last.bytes), f"{last.rounds:,}", f"{last.wall_s:.2f}"]
-        row += [f"{token_projected_s(last, p):.1f}" for p in profiles]
-        row += [big.show(total[0]), f"{total[1] / 60:.2f}"]
-        rows.append(row + [_ratio(b, m) for b, m in zip(base, (prefill.bytes, last.bytes, total[0]), strict=True)])
+        row += [f"{token_projected_s(last, p, rtt):.1f}" for p in profiles]
+        rows.append([*row, big.show(gen.bytes), f"{sum(s.wall_s for s in gen.steps) / 60:.2f}"])
     first = _generation(variants[0])
     n, t = len(first.steps), first.steps[-1].context
-    headers = ["variant", f"pre. {big.name}", "s", f"tok. {small.name}", "rounds", "s", *profiles]
-    headers += [f"all {big.name}", "min", "×pre.", "×tok.", "×all"]
+    headers = ["variant", f"pre. {big.name}", "s", f"tok. {small.name}", "rounds", "s"]
+    headers += [f"{p} proj." for p in profiles]
+    headers += [f"all {big.name}", "min"]
     return (
         f"generation: {n} tokens, the prefill (pre.), then {n - 1} decode steps (KV cache); tok.: the last (t={t})\n"
         + tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+        + "\n\n"
+        + _savings_table(variants, profiles, rtt)
         + "\n"
-        + textwrap.fill(_footer(variants, profiles), 120, subsequent_indent="  ")
+        + textwrap.fill(_footer(variants, profiles, rtt), 120, subsequent_indent="  ")
     )
 
 
-def _footer(variants: list[VariantRecord], profiles: list[str]) -> str:
+def _savings_table(variants: list[VariantRecord], profiles: list[str], rtt: bool) -> str:
+    """Savings against the first variant of the prefill, a token (the last decode step) and all N
+    tokens: of bytes, of measured seconds, and of seconds projected onto each profile."""
+
+    def figures(v: VariantRecord) -> list[float]:
+        steps = _generation(v).steps
+        parts = (steps[:1], steps[-1:], steps)  # the prefill, a token, all
+        out = [float(sum(s.bytes for s in p)) for p in parts] + [sum(s.wall_s for s in p) for p in parts]
+        return out + [sum(token_projected_s(s, net, rtt) for s in p) for net in profiles for p in parts]
+
+    base = figures(variants[0])
+    rows = [[v.label, *(_ratio(b, m) for b, m in zip(base, figures(v), strict=True))] for v in variants]
+    headers = ["\n\nsavings (×) of", "comm.\n\npre.", "\n\ntok.", "\n\nall", "lat.\n\npre.", "\n\ntok.", "\n\nall"]
+    for net in profiles:  # projected, not measured: said in the header
+        headers += [f"{net}\nproj.\npre.", "\n\ntok.", "\n\nall"]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def _footer(variants: list[VariantRecord], profiles: list[str], rtt: bool) -> str:
     setups = [g.setup.bytes for g in map(_generation, variants) if g.setup]
     parts = ["bytes both parties sent (1 GB = 1e9 B); decode steps timed once each"]
     if setups:
@@ -75,7 +107,8 @@ def _footer(variants: list[VariantRecord], profiles: list[str]) -> str:
             "reused by every later token (crypten.weight_masks: reuse)"
         )
     if profiles:
-        parts.append(f"{', '.join(profiles)}: a token's seconds projected onto the network (rounds x RTT included)")
+        how = "rounds x RTT included" if rtt else "no rounds x RTT: the backend's rounds are messages, not round trips"
+        parts.append(f"{', '.join(profiles)}: a token's seconds projected onto the network ({how})")
     heads = {tuple(g.head_steps) for g in map(_generation, variants) if g.head_steps}
     if heads:
         steps = " and ".join(str(j) for j in sorted({j for h in heads for j in h}))

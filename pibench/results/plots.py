@@ -8,6 +8,10 @@ they show what its table shows: every backend (measured or predicted) and every 
                         (the record's own latency with whiskers over the repeated passes' range), the
                         papers' published savings as markers beside them where a row matches
 
+    STEM-generation     (a record that generates) every pass's cost against the positions it attends to:
+                        per variant, a decode step's bytes stacked by operation kind; beside them, each
+                        variant's projected seconds per token on the papers' WAN (paper-wan)
+
 Titles come from the suite (name, description, dimensions), wrapped so nothing is clipped; missing
 values are left out, never drawn as zero; legends sit outside the axes.
 """
@@ -21,6 +25,8 @@ from typing import Any
 
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.models.opkinds import KINDS
+from pibench.results.generation import generating, rounds_are_round_trips, token_projected_s
+from pibench.results.records import Record
 from pibench.results.report import Report
 
 
@@ -153,19 +159,86 @@ def _savings(plt: Any, rep: Report) -> Any:
     return fig
 
 
-def plot(rep: Report, out_dir: str | Path, stem: str) -> list[Path]:
-    """Write both figures (PNG and SVG) under `out_dir`; the paths written."""
+def _generation(plt: Any, record: Record) -> Any:
+    """Small multiples, one per generating variant: each decode step's bytes (both parties) stacked by
+    kind against its context t; the last panel: each variant's projected paper-wan seconds per token."""
+    variants = generating(record)
+    steps = {v.label: v.measured.generation.steps[1:] for v in variants}  # type: ignore[union-attr]
+    unit = unit_for([s.bytes for ss in steps.values() for s in ss], BYTE_UNITS)
+    columns = min(4, len(variants) + 1)
+    rows = -(-(len(variants) + 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    top = max((s.bytes for ss in steps.values() for s in ss), default=1) / unit.per * 1.1
+    for ax, (label, passes) in zip(flat, steps.items(), strict=False):
+        t = [s.context for s in passes]
+        stacks = [(k, [s.by_kind[k].bytes / unit.per if k in s.by_kind else 0.0 for s in passes]) for k in KINDS]
+        shown = [(k, ys) for k, ys in stacks if any(ys)]
+        ax.stackplot(
+            t,
+            *[ys for _, ys in shown],
+            labels=[f"{k}: {KINDS[k].description}" for k, _ in shown],
+            colors=[f"C{list(KINDS).index(k)}" for k, _ in shown],
+        )
+        ax.set_title(label, fontsize=8)
+        ax.set_ylim(0, top)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("context t (positions attended to)", fontsize=7)
+        ax.set_ylabel(f"{unit.name} per token", fontsize=7)
+    wan = flat[len(steps)]
+    rtt = rounds_are_round_trips(record)
+    for n, (label, passes) in enumerate(steps.items()):
+        t = [s.context for s in passes]
+        style = "-" if n < 10 else "--"
+        wan.plot(t, [token_projected_s(s, "paper-wan", rtt) for s in passes], style, label=label, color=f"C{n % 10}")
+    wan.set_title("projected onto paper-wan (100 Mbit/s, 80 ms)", fontsize=8)
+    wan.set_xlabel("context t (positions attended to)", fontsize=7)
+    wan.set_ylabel("seconds per token", fontsize=7)
+    wan.set_ylim(bottom=0)
+    wan.tick_params(labelsize=7)
+    for ax in flat[len(steps) + 1 :]:
+        ax.axis("off")
+    spare = flat[len(steps) + 1] if len(flat) > len(steps) + 1 else None  # the variants' legend, else inside
+    handles, names = wan.get_legend_handles_labels()
+    (spare or wan).legend(handles, names, fontsize=6, frameon=False, loc="upper left" if spare else "lower right")
+    legend = {n: h for ax in flat[: len(steps)] for h, n in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize=7, frameon=False)
+    dims = ", ".join(f"{k}={v}" for k, v in record.suite.dims.items())
+    title = f"Cost per generated token (decode steps) — {record.suite.name} ({dims}), {record.backend.label} measured"
+    fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=9)
+    height = fig.get_size_inches()[1]  # room below for the kinds' legend, about 0.17 inch a row
+    fig.tight_layout(rect=(0, (0.2 + 0.17 * -(-len(legend) // 2)) / height, 1, 1))
+    return fig
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(rep: Report, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write both figures (PNG and SVG) under `out_dir`; the paths written."""
+    plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in (("comm_by_kind", _comm_by_kind), ("savings", _savings)):
         written += save_figure(plt, draw(plt, rep), out_dir / f"{stem}-{name}")
     return written
+
+
+def plot_generation(record: Record, out_dir: str | Path, stem: str) -> list[Path]:
+    """STEM-generation (PNG and SVG) under `out_dir` for a record that generates; the paths written
+    (none where no variant generates)."""
+    if not generating(record):
+        return []
+    plt = _pyplot()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return save_figure(plt, _generation(plt, record), Path(out_dir) / f"{stem}-generation")
 
 
 def save_figure(plt: Any, fig: Any, base: Path) -> list[Path]:
