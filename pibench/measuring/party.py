@@ -41,6 +41,7 @@ from pibench.measuring.measured import (
     TokenStep,
 )
 from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
+from pibench.models.checkpoints import load_weights
 from pibench.models.definition import (
     KVCache,
     ParamSpec,
@@ -117,6 +118,15 @@ def synthetic_weights(entry: SuiteEntry, seed: int, layers: list[int]) -> dict[s
         if name in weights:
             weights[name] = weights[name] * (math.sqrt(0.5) / 0.02)
     return weights
+
+
+def server_weights(entry: SuiteEntry, suite: Suite, layers: list[int]) -> dict[str, torch.Tensor]:
+    """The server's weights of what a run reads (`layer_weight_specs`): from the file the suite names
+    (`weights:`), else synthetic from its seed."""
+    if suite.weights is None:
+        return synthetic_weights(entry, suite.seed, layers)
+    kind, path = suite.weights
+    return load_weights(kind, path, entry.config, layer_weight_specs(entry.config, layers))
 
 
 def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
@@ -392,7 +402,7 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
     specs = {n: s.shape for n, s in layer_weight_specs(cfg, layers).items()}
     total, step_log = StepCounts(), []
     with _PeakRSS() as rss:
-        plain_w = synthetic_weights(entry, seed, layers) if rank == 0 else None
+        plain_w = server_weights(entry, opts.suite, layers) if rank == 0 else None
         generating, e2e = cfg.new_tokens > 1, cfg.scope == "end_to_end"
         x_plain = None
         if rank == 1 and e2e:  # the prompt's tokens; later ones are chosen under MPC

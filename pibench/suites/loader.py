@@ -100,6 +100,16 @@ class NetworkSpec:
     project: list[StrictStr] = Field(default_factory=lambda: list(DEFAULT_PROJECTIONS), max_length=16)
 
 
+@schema(frozen=True, config=STRICT)
+class WeightsSpec:
+    """Where the server's weights come from (`pibench.models.checkpoints`); absent: synthetic, drawn
+    from the suite's seed. One of: a pibench checkpoint file, a local Hugging Face GPT-2 directory;
+    a relative path is the suite file's folder's."""
+
+    checkpoint: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
+    huggingface: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
+
+
 def _entry_shorthand(value: object) -> object:
     return {"variant": value} if isinstance(value, str) else value
 
@@ -118,6 +128,7 @@ class SuiteSpec:
     backend: StrictStr = DEFAULT_BACKEND
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # `pibench train`
+    weights: WeightsSpec | None = None  # absent: synthetic weights from `seed`
 
 
 def _field_names(cls: type) -> set[str]:
@@ -133,7 +144,7 @@ def _field_names(cls: type) -> set[str]:
 KNOWN_KEYS = {
     *(
         name
-        for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, GenerateSpec, TrainSettings)
+        for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, GenerateSpec, TrainSettings, WeightsSpec)
         for name in _field_names(cls)
     ),
     *FIELDS,
@@ -171,6 +182,7 @@ class Suite:
     emulate: NetworkProfile | None = None
     project: tuple[NetworkProfile, ...] = ()
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    weights: tuple[str, str] | None = None  # (kind, path): "checkpoint" or "huggingface"; None: synthetic
 
     @property
     def new_tokens(self) -> int:
@@ -197,6 +209,7 @@ class Suite:
             "backend": self.backend,
             "settings": self.settings_dict,
             "entries": [(e.name, e.variant.name, e.config.as_dict()) for e in self.entries],
+            "weights": self.weights,
         }
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -473,6 +486,13 @@ def load_suite(
         raise file.error(("model",), _describe(err.errors()[0])[1]) from None
     entries = _entries(file, data, spec, dims)
     emulate, project = _profiles(file, spec)
+    weights = None
+    if spec.weights is not None:
+        given = [(k, v) for k, v in dataclasses.asdict(spec.weights).items() if v is not None]
+        if len(given) != 1:
+            raise file.error(("weights",), "name one source: 'checkpoint: FILE' or 'huggingface: DIRECTORY'")
+        kind, where = given[0]
+        weights = (kind, str(path.parent / Path(where).expanduser()))
     return Suite(
         spec.name or _stem_name(path),
         str(path),
@@ -488,6 +508,7 @@ def load_suite(
         emulate,
         project,
         spec.train,
+        weights,
     )
 
 
