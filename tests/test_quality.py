@@ -210,3 +210,40 @@ def test_report_of_a_quality_record_honours_every_format(tmp_path):
         2,
         f"pibench: error: --columns: applies to run records; {record} is a quality record\n",
     )
+
+
+def test_trained_weights_are_kept_and_run_under_mpc(tmp_path):
+    """`pibench train` saves each trained variant as a pibench checkpoint (safetensors, its config in the
+    metadata) beside the record, which names the file and its SHA-256; `pibench run` of a suite at the
+    same L, H, d with `weights: {checkpoint: ...}` runs those weights under CrypTen (scope: layers),
+    and an end-to-end suite is refused in one line (the byte model's head is not the tied one)."""
+    import hashlib
+
+    suite = write_suite(
+        tmp_path,
+        "name: tq\nmodel: {L: 1, H: 2, d: 32, T: 16}\nvariants: [sm_ln_g]\n"
+        "train: {tokens: 1920, batch: 4, eval_batches: 1, corpus_bytes: 100000}\n",
+    )
+    out = tmp_path / "q.json"
+    proc = run_cli("train", str(suite), "--out", str(out), "--no-progress", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads(out.read_text())["variants"][0]["quality"]["checkpoint"]
+    path = tmp_path / "q-weights" / "sm_ln_g.safetensors"
+    assert saved == {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    run = write_suite(
+        tmp_path,
+        f"model: {{L: 1, H: 2, d: 32, T: 8}}\nrepeats: 1\nweights: {{checkpoint: {path}}}\nvariants: [sm_ln_g]\n",
+        "run.yaml",
+    )
+    proc = run_cli("run", str(run), "--out", str(tmp_path / "r.json"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    measured = json.loads((tmp_path / "r.json").read_text())["variants"][0]["measured"]
+    assert measured["usable"] and measured["bytes"] > 0
+    e2e = write_suite(
+        tmp_path,
+        f"model: {{L: 1, H: 2, d: 32, T: 8}}\nscope: end_to_end\nvocab: 256\nweights: {{checkpoint: {path}}}\n"
+        "variants: [sm_ln_g]\n",
+        "e2e.yaml",
+    )
+    proc = run_cli("run", str(e2e), "--out", str(tmp_path / "e.json"))
+    assert proc.returncode == 2 and "has no weight 'wte'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

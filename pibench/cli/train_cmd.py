@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_options(parser, "results/SUITE-quality-TIME.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        help="where each trained variant's weights go, NAME.safetensors (default: beside the record, RECORD-weights/)",
+    )
+    parser.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="train on the CPU or on the machine's first GPU"
     )
 
@@ -47,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
     from pibench.quality.training_record import build_quality_record
 
     corpus = load_corpus(max_bytes=suite.train.corpus_bytes)
+    weights_dir = Path(args.checkpoints) if args.checkpoints else Path(out).with_name(f"{Path(out).stem}-weights")
     results = []
     for entry in suite.entries:
         bar = Progress(None, "step", not args.no_progress, desc=entry.name, leave=False)
@@ -56,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
             bar.note(f"loss={loss:.3f}")
 
         settings = entry.train or suite.train
-        results.append(train_variant(entry.config, entry.variant.ereg, corpus, settings, progress, args.device))
+        where = weights_dir / f"{entry.name}.safetensors"
+        results.append(train_variant(entry.config, entry.variant.ereg, corpus, settings, progress, args.device, where))
         bar.close()
         r = results[-1]
         said = (

@@ -14,9 +14,11 @@ is reported as diverged (no perplexity) and the suite goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,8 +106,10 @@ def train_variant(
     s: TrainSettings,
     progress: Callable[[int, int, float], None] | None = None,
     device: str = "cpu",
+    checkpoint: Path | None = None,
 ) -> Quality:
-    """Train and evaluate one variant on `device`; the record's `quality` entry."""
+    """Train and evaluate one variant on `device`; the record's `quality` entry. `checkpoint`: where to
+    save the trained weights (`save_trained`), unless training diverged."""
     torch.manual_seed(s.seed)
     model = LanguageModel(cfg, s.seed, ereg).to(device)
     opt = torch.optim.AdamW(_param_groups(model, s.weight_decay), lr=s.lr, betas=(0.9, 0.95))
@@ -156,7 +160,26 @@ def train_variant(
     }
     if diverged:
         return Quality.model_validate(out | {"val_loss": None, "val_ppl": None, "entropy": None})
-    return Quality.model_validate(out | evaluate(model, corpus, s, device))
+    saved = {"checkpoint": save_trained(model, checkpoint, s)} if checkpoint is not None else {}
+    return Quality.model_validate(out | evaluate(model, corpus, s, device) | saved)
+
+
+def save_trained(model: LanguageModel, path: Path, s: TrainSettings) -> dict[str, str]:
+    """The trained stack's weights (folded reparametrisations, the definition's names: what `pibench run`
+    loads with `weights: {checkpoint: PATH}` at `scope: layers`) as a pibench checkpoint, with the
+    byte model around it under `lm.*` (embedding, positions, an untied head: not the end-to-end
+    scope's tied head, so an end-to-end suite finds no wte and says so); the file and its SHA-256."""
+    import hashlib
+    import json
+
+    from pibench.models.checkpoints import save_checkpoint
+
+    with torch.no_grad():
+        weights = {k: v.detach() for k, v in model.stack.effective_weights().items()}
+        weights |= {f"lm.{n}": getattr(model, n) for n in ("embed", "pos", "head", "head_bias")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model.cfg, weights, train=json.dumps(dataclasses.asdict(s), sort_keys=True))
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 @torch.no_grad()

@@ -90,6 +90,13 @@ class Divergence(Strict):
     reason: str
 
 
+class Checkpoint(Strict):
+    """A trained variant's weights (`pibench.models.checkpoints`): the file and its SHA-256."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Quality(Strict):
     """What training one variant gave (`pibench.quality.train.train_variant`)."""
 
@@ -103,6 +110,7 @@ class Quality(Strict):
     val_loss: float | None
     val_ppl: float | None = Field(default=None, ge=1)
     entropy: Entropy | None
+    checkpoint: Checkpoint | None = None  # the stack's trained weights (none where training diverged)
 
 
 class TrainedVariant(Strict):
