@@ -252,7 +252,7 @@ def _head_steps(cfg: Any, full: bool) -> list[int] | None:
 def head_sample(cfg: Any) -> set[int]:
     """End to end, the decode steps a sampled run runs the head at (the embedding lookup, the logits
     and the argmax: one row each, the same shapes at every step, so the same bytes and rounds): the
-    first two and the last. The others count those figures; their layers run on the last embedded
+    first and the last. The others count those figures; their layers run on the last embedded
     row, so a sampled run chooses no tokens of its own (`--full` runs the head at every step)."""
     if cfg.scope != "end_to_end":
         return set()

@@ -13,11 +13,11 @@ import textwrap
 
 from tabulate import tabulate
 
-from pibench.backends import BACKENDS
 from pibench.counting.network import PROFILES, project
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.measuring.measured import Generation, TokenStep
 from pibench.results.records import Record, VariantRecord
+from pibench.results.report import rounds_are_round_trips
 
 
 def _ratio(base: float, mine: float) -> str:
@@ -30,12 +30,6 @@ def token_projected_s(step: TokenStep, profile: str, rtt: bool = True) -> float:
     round trips: `Backend.rounds_are_round_trips`)."""
     comm = sum(k.comm_s for k in step.by_kind.values())
     return project(step.wall_s, comm, step.rounds if rtt else 0, step.bytes // 2, PROFILES[profile])
-
-
-def rounds_are_round_trips(record: Record) -> bool:
-    """Whether the record's backend counts round trips (projections add rounds x RTT) or messages."""
-    name = record.backend.name
-    return BACKENDS.get(name).rounds_are_round_trips if name in BACKENDS else True
 
 
 def generating(record: Record) -> list[VariantRecord]:

@@ -25,9 +25,9 @@ from typing import Any
 
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.models.opkinds import KINDS
-from pibench.results.generation import generating, rounds_are_round_trips, token_projected_s
+from pibench.results.generation import generating, token_projected_s
 from pibench.results.records import Record
-from pibench.results.report import Report
+from pibench.results.report import Report, rounds_are_round_trips
 
 
 def _title(rep: Report, what: str) -> str:

@@ -171,6 +171,13 @@ def _pick_baseline(record: Record, baseline: str | None) -> VariantRecord | None
     return base
 
 
+def rounds_are_round_trips(record: Record) -> bool:
+    """Whether the record's backend counts round trips (projections add rounds x RTT) or messages
+    (`Backend.rounds_are_round_trips`; a backend this pibench lacks: round trips)."""
+    name = record.backend.name
+    return BACKENDS.get(name).rounds_are_round_trips if name in BACKENDS else True
+
+
 def projected_s(m: Measured, profile: NetworkProfile, rtt: bool = True) -> float:
     """`pibench.counting.network.project` for one variant of a loopback record; `rtt` false leaves out
     the rounds x RTT term (for a backend whose rounds are not round trips)."""
@@ -247,8 +254,7 @@ def build_report(
     index = _published_index()
     published = {v.name: index.get(ModelConfig(**v.config)) for v in variants}
     pub_base = published.get(base.name) if base else None
-    backend = record.backend.name
-    rtt = BACKENDS.get(backend).rounds_are_round_trips if backend in BACKENDS else True
+    rtt = rounds_are_round_trips(record)
     rows = [_row(rtt, v, base, published[v.name], pub_base, profiles, from_loopback) for v in variants]
     _distinct_labels(rows)
     if quality:
