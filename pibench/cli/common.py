@@ -148,12 +148,10 @@ def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
 
     check_writable(record_path(args, suite.name)[0], force=args.force)
     if suite.weights is not None:  # every weight of every variant there, with its shape: before any party
-        from pibench.models.checkpoints import load_weights
-        from pibench.models.definition import param_specs
+        from pibench.models.checkpoints import check_weights
 
         kind, where = suite.weights
-        for e in suite.entries:
-            load_weights(kind, where, e.config, param_specs(e.config))
+        check_weights(kind, where, [e.config for e in suite.entries])
     if args.plot:
         check_folder(args.plot, "--plot")
     for name in args.network or []:

@@ -21,6 +21,7 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,19 +76,48 @@ def save_checkpoint(path: str | Path, cfg: ModelConfig, weights: Mapping[str, to
 def load_weights(kind: str, path: str | Path, cfg: ModelConfig, names: Collection[str]) -> dict[str, torch.Tensor]:
     """The weights `names` of variant `cfg` from a checkpoint ("checkpoint") or a Hugging Face GPT-2
     directory ("huggingface"), as float32 tensors of the definition's shapes."""
-    path = Path(path)
-    what = f"{kind} '{path}'"
-    tensors = _checkpoint(path, cfg, what) if kind == "checkpoint" else _huggingface(path, cfg, what)
-    specs = param_specs(cfg)
-    out = {}
+    return _select(_Source(kind, Path(path)), cfg, names)
+
+
+def check_weights(kind: str, path: str | Path, cfgs: Collection[ModelConfig]) -> None:
+    """That every weight of each variant in `cfgs` is in the file, with its shape (the file read once)."""
+    source = _Source(kind, Path(path))
+    for cfg in cfgs:
+        _select(source, cfg, param_specs(cfg))
+
+
+class _Source:
+    """A file's tensors (as stored) and what describes them (a checkpoint's metadata, a GPT-2's
+    config.json), read once."""
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self.kind, self.what = kind, f"{kind} '{path}'"
+        self.about: Mapping[str, Any]
+        if kind == "checkpoint":
+            self.tensors, self.about = _read_safetensors(path, self.what)
+        else:
+            self.about, self.tensors = _read_huggingface(path, self.what)
+
+    def fit(self, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+        """The tensors under the definition's names, once `cfg` is checked against the file."""
+        return _checkpoint(self, cfg) if self.kind == "checkpoint" else _huggingface(self, cfg)
+
+
+def _select(source: _Source, cfg: ModelConfig, names: Collection[str]) -> dict[str, torch.Tensor]:
+    tensors, specs, out = source.fit(cfg), param_specs(cfg), {}
     for name in names:
         if name not in tensors:
-            raise PibenchError(f"{what} has no weight '{name}' of shape {specs[name].shape}")
+            raise PibenchError(f"{source.what} has no weight '{name}' of shape {specs[name].shape}")
         w = tensors[name]
         if tuple(w.shape) != specs[name].shape:
-            raise PibenchError(f"{what}: '{name}' is {tuple(w.shape)}, the variant needs {specs[name].shape}")
+            raise PibenchError(f"{source.what}: '{name}' is {tuple(w.shape)}, the variant needs {specs[name].shape}")
         out[name] = w.to(torch.float32)
     return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
 
 
 def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -98,13 +128,12 @@ def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], d
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except FileNotFoundError:
         raise PibenchError(f"{what}: no such file") from None
-    except (OSError, ValueError, RuntimeError, Exception) as err:  # safetensors' own error type is not exported
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise PibenchError(f"{what} is not a readable safetensors file ({first})") from None
+    except Exception as err:  # safetensors' own error type is not exported
+        raise PibenchError(f"{what} is not a readable safetensors file ({_first_line(err)})") from None
 
 
-def _checkpoint(path: Path, cfg: ModelConfig, what: str) -> dict[str, torch.Tensor]:
-    tensors, meta = _read_safetensors(path, what)
+def _checkpoint(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    what, meta = source.what, source.about
     if CONFIG_KEY not in meta:
         raise PibenchError(f"{what} is not a pibench checkpoint (no '{CONFIG_KEY}' in its metadata)")
     try:
@@ -117,30 +146,20 @@ def _checkpoint(path: Path, cfg: ModelConfig, what: str) -> dict[str, torch.Tens
         differ = [k for k, v in saved.as_dict().items() if mine.as_dict().get(k) != v]
         said = ", ".join(f"{k}={saved.as_dict()[k]!r} (variant: {mine.as_dict()[k]!r})" for k in differ[:4])
         raise PibenchError(f"{what} holds another architecture: {said}")
-    return tensors
+    return source.tensors
 
 
-def _huggingface(directory: Path, cfg: ModelConfig, what: str) -> dict[str, torch.Tensor]:
-    config_path = directory / "config.json"
+def _read_huggingface(directory: Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """config.json and the state dict (names without GPT2LMHeadModel's "transformer." prefix)."""
     try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
+        hf = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PibenchError(f"{what}: no config.json there (a Hugging Face GPT-2 directory has one)") from None
     except (OSError, ValueError) as err:
         raise PibenchError(f"{what}: config.json is not readable JSON ({str(err)[:100]})") from None
     if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
-        raise PibenchError(f"{what}: config.json is not a GPT-2's (model_type {hf.get('model_type')!r})")
-    other = {k: getattr(cfg, k) for k, v in GPT2.items() if getattr(cfg, k) != v}
-    if other:
-        raise PibenchError(f"{what} is GPT-2 (SM + LN + G); the variant differs: {other}")
-    dims = {"L": "n_layer", "H": "n_head", "d": "n_embd"} | (
-        {"vocab": "vocab_size"} if cfg.scope == "end_to_end" else {}
-    )
-    for mine, theirs in dims.items():
-        if hf.get(theirs) != getattr(cfg, mine):
-            raise PibenchError(f"{what}: {theirs} is {hf.get(theirs)}, the suite's {mine} is {getattr(cfg, mine)}")
-    if cfg.context > int(hf.get("n_positions", 0)):
-        raise PibenchError(f"{what}: n_positions {hf.get('n_positions')} is below the suite's {cfg.context} positions")
+        kind = hf.get("model_type") if isinstance(hf, dict) else None
+        raise PibenchError(f"{what}: config.json is not a GPT-2's (model_type {kind!r})")
     if GELU_FORMS.get(hf.get("activation_function", "gelu_new")) is None:
         raise PibenchError(f"{what}: activation_function {hf.get('activation_function')!r} is not a GELU")
     safe, pickle = directory / "model.safetensors", directory / "pytorch_model.bin"
@@ -150,22 +169,28 @@ def _huggingface(directory: Path, cfg: ModelConfig, what: str) -> dict[str, torc
         try:
             state = torch.load(pickle, map_location="cpu", weights_only=True)  # tensors only: no code runs
         except Exception as err:  # a truncated or foreign file: one line
-            raise PibenchError(
-                f"{what}: pytorch_model.bin is not readable ({str(err).splitlines()[0][:120]})"
-            ) from None
+            raise PibenchError(f"{what}: pytorch_model.bin is not readable ({_first_line(err)})") from None
     else:
         raise PibenchError(f"{what}: neither model.safetensors nor pytorch_model.bin is there")
-    state = {k.removeprefix("transformer."): v for k, v in state.items()}
-    names = {mine: theirs for mine, theirs in _HEAD_NAMES.items()}
+    return hf, {k.removeprefix("transformer."): v for k, v in state.items()}
+
+
+def _huggingface(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    what, hf, state = source.what, source.about, source.tensors
+    other = {k: getattr(cfg, k) for k, v in GPT2.items() if getattr(cfg, k) != v}
+    if other:
+        raise PibenchError(f"{what} is GPT-2 (SM + LN + G); the variant differs: {other}")
+    dims = {"L": "n_layer", "H": "n_head", "d": "n_embd"}
+    dims |= {"vocab": "vocab_size"} if cfg.scope == "end_to_end" else {}
+    for mine, theirs in dims.items():
+        if hf.get(theirs) != getattr(cfg, mine):
+            raise PibenchError(f"{what}: {theirs} is {hf.get(theirs)}, the suite's {mine} is {getattr(cfg, mine)}")
+    if cfg.context > int(hf.get("n_positions", 0)):
+        raise PibenchError(f"{what}: n_positions {hf.get('n_positions')} is below the suite's {cfg.context} positions")
+    names = dict(_HEAD_NAMES)
     for i in range(cfg.L):
         names |= {f"h{i}.{mine}": f"h.{i}.{theirs}" for mine, theirs in _LAYER_NAMES.items()}
     out = {mine: state[theirs] for mine, theirs in names.items() if theirs in state}
     if "wpe" in out:
         out["wpe"] = out["wpe"][: cfg.context]  # the positions a run uses
     return out
-
-
-def huggingface_gelu(directory: str | Path) -> str:
-    """The GELU form ("tanh" or "erf") a Hugging Face GPT-2 directory's model computes."""
-    hf = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
-    return GELU_FORMS[hf.get("activation_function", "gelu_new")]
