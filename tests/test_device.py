@@ -40,3 +40,26 @@ def test_counts_on_the_gpu_equal_the_cpu(tmp_path):
         )
         assert gpu["measured"]["usable"]
     assert records["cuda"]["backend"]["settings"]["device"] == "cuda"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here (CI and this project's machines have none)")
+def test_train_on_the_gpu_then_run_its_weights_on_the_gpu_with_their_accuracy(tmp_path):
+    """`pibench train --device cuda` then `pibench run --device cuda` of the same suite: the trained
+    checkpoint's costs equal the CPU run's, and its accuracy on real text is measured on the GPU too,
+    within the CPU run's (the same windows and weights; the plaintext reference runs on the CPU both times,
+    fixed-point rounding may differ)."""
+    suite = write_suite(
+        tmp_path,
+        "model: {L: 1, H: 2, d: 32, T: 8}\nrepeats: 1\nvariants: [sm_scfuffn]\n"
+        "train: {tokens: 960, batch: 4, eval_batches: 1, corpus_bytes: 100000}\n"
+        "weights: {checkpoint: weights}\naccuracy: {windows: 2}\n",
+    )
+    trained = run_cli("train", str(suite), "--device", "cuda", "--out", str(tmp_path / "q.json"), "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    records = {
+        d: rec for d, (_, rec) in run_each(tmp_path, {d: (suite, ["--device", d]) for d in ("cpu", "cuda")}).items()
+    }
+    cpu, gpu = (records[d]["variants"][0]["measured"] for d in ("cpu", "cuda"))
+    assert (gpu["bytes"], gpu["rounds"]) == (cpu["bytes"], cpu["rounds"])
+    assert gpu["accuracy"]["loss_plaintext"] == pytest.approx(cpu["accuracy"]["loss_plaintext"], rel=1e-9)
+    assert gpu["accuracy"]["loss_mpc"] == pytest.approx(cpu["accuracy"]["loss_mpc"], abs=1e-2)

@@ -12,9 +12,9 @@ import torch
 
 from pibench.models.variants import VARIANTS
 from pibench.quality import entropy
-from pibench.quality.corpus import VOCAB, in_validation, load_corpus
 from pibench.quality.ereg import ereg_penalty
 from pibench.quality.train import _cross_entropy, learning_rate, train_variant
+from pibench.suites.corpus import VOCAB, in_validation, load_corpus
 from pibench.suites.train_section import TrainSettings
 from tests.conftest import ROOT, run_cli, write_suite
 

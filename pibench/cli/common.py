@@ -150,8 +150,9 @@ def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     if suite.weights is not None:  # every weight of every variant there, with its shape: before any party
         from pibench.models.checkpoints import check_weights
 
-        kind, where = suite.weights
-        check_weights(kind, where, [e.config for e in suite.entries])
+        for entry in suite.entries:
+            kind, where = suite.weights_of(entry.name)
+            check_weights(kind, where, [entry.config], language_model=suite.accuracy is not None)
     if args.plot:
         check_folder(args.plot, "--plot")
     for name in args.network or []:

@@ -13,7 +13,7 @@ from pibench.quality.summary import plot_quality, render_quality
 from pibench.quality.training_record import KIND as QUALITY_KIND
 from pibench.quality.training_record import QualityRecord, measured_ppl, validate_quality_record
 from pibench.results.generation import generation_table
-from pibench.results.plots import plot, plot_generation
+from pibench.results.plots import plot, plot_accuracy, plot_generation
 from pibench.results.records import Record, check_folder, read_json, validate_record
 from pibench.results.records import flat_settings as _flat
 from pibench.results.report import MeasuredPpl, Report, build_report, merge_reports
@@ -150,6 +150,9 @@ def emit_report(
                 print(f"plot: {path}", file=sys.stderr)
         for name, record in records:
             for path in plot_generation(record, args.plot, Path(name).stem):
+                print(f"plot: {path}", file=sys.stderr)
+        if records:  # one figure for every record that ran on real text (each backend's markers)
+            for path in plot_accuracy(records, args.plot, Path(records[0][0]).stem):
                 print(f"plot: {path}", file=sys.stderr)
         for name, q in quality:
             for path in plot_quality(q, args.plot, Path(name).stem, reports[0] if reports else None):

@@ -9,11 +9,17 @@ keys, no NaN, no strings for numbers; the kinds add up to the totals.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pibench.models.opkinds import KINDS
+
+# An output whose largest error exceeds this fraction of its largest magnitude is unusable: the run's
+# bytes and rounds are still what the protocol moved, but the model's answer would be garbage (e.g.
+# CrypTen's reciprocal at 10 fraction bits, errors up to 1e13).
+USABLE_RELATIVE_ERROR = 0.1
 
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
@@ -74,6 +80,33 @@ class TokenCounts(Strict):
     by_kind: dict[str, PartyCounts]
 
 
+class AccuracyRecord(Strict):
+    """Accuracy under MPC on real text (`pibench.measuring.accuracy`): the trained byte model's logits
+    under MPC against the plaintext interpreter's on the same windows. None: not finite."""
+
+    windows: Positive
+    positions: Positive  # windows x T: predictions compared
+    source: str  # where the windows' text came from
+    agreement: float = Field(ge=0, le=1)  # share of positions whose top-1 next byte is the same
+    mean_abs_logit_error: Seconds | None  # (logit units; `Seconds` is any finite float >= 0)
+    max_abs_logit_error: Seconds | None
+    max_abs_logit: Seconds  # the plaintext logits' largest magnitude: the scale of the errors
+    loss_mpc: Seconds | None  # mean cross-entropy of the next byte from the MPC logits, nats
+    loss_plaintext: Seconds  # the same from the plaintext logits
+    usable: bool  # the largest logit error within USABLE_RELATIVE_ERROR of max_abs_logit
+    first_unusable_op: str | None  # where not usable: the first operation past that bound ("layer 2 softmax")
+    wall_s: Seconds  # the pass's seconds, both parties' work (not in the variant's costs)
+
+    @property
+    def ppl_mpc(self) -> float | None:
+        """Perplexity per byte from the MPC logits (None: not finite)."""
+        return math.exp(self.loss_mpc) if self.loss_mpc is not None and self.loss_mpc < 700 else None
+
+    @property
+    def ppl_plaintext(self) -> float:
+        return math.exp(min(self.loss_plaintext, 700))
+
+
 class PartyResult(PartyMeasurement):
     """What a party sends the others after a variant: its counts, and (rank 0, which holds the weights
     the plaintext reference needs) the MPC output's error; None where not computed or not finite."""
@@ -86,6 +119,7 @@ class PartyResult(PartyMeasurement):
     tokens: list[Count] | None = None  # end to end, the client: the token ids revealed to it
     reference_tokens: list[Count] | None = None  # end to end, rank 0: the plaintext interpreter's greedy ones
     head_steps: list[Positive] | None = None  # end to end, sampled: the decode steps the head ran at
+    accuracy: AccuracyRecord | None = None  # rank 0, with trained weights: accuracy under MPC on real text
 
 
 class PartyRecord(PartyMeasurement):
@@ -155,6 +189,7 @@ class Measured(Spread):
     parties: list[PartyRecord] = Field(min_length=2)
     generation: Generation | None = None  # a suite that generates: the prefill (these totals) and decode steps
     tokens: Tokens | None = None  # end to end: the tokens generated, beside the plaintext's
+    accuracy: AccuracyRecord | None = None  # with trained weights: accuracy under MPC on real text
 
     @field_validator("by_kind", mode="before")
     @classmethod

@@ -20,14 +20,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import psutil
 import torch
 
 from pibench.backends.base import SPREAD, Backend, Counts, Emit, Rendezvous, Session, StepCounts
 from pibench.counting.sampling import layer_sample
+from pibench.measuring.accuracy import measure_accuracy
 from pibench.measuring.measured import (
+    USABLE_RELATIVE_ERROR,
     DealerTotals,
     Generation,
     KindTotals,
@@ -58,11 +60,6 @@ from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.suites.loader import Suite, SuiteEntry
 from pibench.util.errors import PibenchError, validated
 from pibench.util.procs import listening_socket
-
-# An output whose largest error exceeds this fraction of its largest magnitude is unusable: the run's
-# bytes and rounds are still what the protocol moved, but the model's answer would be garbage (e.g.
-# CrypTen's reciprocal at 10 fraction bits, errors up to 1e13).
-USABLE_RELATIVE_ERROR = 0.1
 
 
 @dataclass(frozen=True)
@@ -123,9 +120,10 @@ def synthetic_weights(entry: SuiteEntry, seed: int, layers: list[int]) -> dict[s
 def server_weights(entry: SuiteEntry, suite: Suite, layers: list[int]) -> dict[str, torch.Tensor]:
     """The server's weights of what a run reads (`layer_weight_specs`): from the file the suite names
     (`weights:`), else synthetic from its seed."""
-    if suite.weights is None:
+    source = suite.weights_of(entry.name)
+    if source is None:
         return synthetic_weights(entry, suite.seed, layers)
-    kind, path = suite.weights
+    kind, path = source
     return load_weights(kind, path, entry.config, layer_weight_specs(entry.config, layers))
 
 
@@ -450,7 +448,7 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         rank=rank,
         **_traffic(total.total()),
         wall_s=total.wall_s,
-        **total.spread,
+        **cast(dict[str, Any], total.spread),
         by_kind={k: _counts(c) for k, c in total.by_kind.items()},
         dealer=_counts(total.dealer),
         counters=total.own,
@@ -489,6 +487,7 @@ PARTY_ONLY = {
     "tokens",
     "reference_tokens",
     "head_steps",
+    "accuracy",
 }
 
 
@@ -525,6 +524,7 @@ def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dic
         parties=[PartyRecord(role=roles[p.rank], **p.model_dump(exclude=PARTY_ONLY)) for p in parties],
         generation=_merged_generation(parties),
         tokens=_merged_tokens(parties),
+        accuracy=first.accuracy,
     )
 
 
@@ -631,6 +631,8 @@ def _doing(event: dict[str, Any]) -> str | None:
         return f"past the warm-up of variant '{event['variant']}'"
     if kind == "step":
         return f"past {event['step']} of variant '{event['variant']}' (pass {event['pass']} of {event['passes']})"
+    if kind == "accuracy":
+        return f"past accuracy window {event['window']} of {event['windows']} of variant '{event['variant']}'"
     return None
 
 
@@ -676,6 +678,10 @@ def run_party(backend: Backend, opts: PartyOptions, emit: Emit) -> list[Measured
             emit({"event": "variant", "variant": entry.name})
             warm = backend.warm_up == "variant" or n == 0
             mine = measure_variant(session, dataclasses.replace(opts, warm_up=warm), entry, emit)
+            if opts.suite.accuracy is not None:  # after the costs, uncounted: the trained model on real text
+                peers.doing = f"measuring the accuracy of variant '{entry.name}' on real text"
+                accuracy = measure_accuracy(session, opts.suite, entry, opts.rank, opts.gelu, emit, peers.exchange)
+                mine = mine.model_copy(update={"accuracy": accuracy})
             peers.doing = f"exchanging the results of variant '{entry.name}'"
             theirs = [
                 _party_result(obj, r, peers) for r, obj in enumerate(peers.exchange(mine.model_dump(mode="json")))

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from pibench.models.config import ModelConfig
+from pibench.models.config import BYTE_VOCAB, ModelConfig
 from pibench.models.definition import param_specs
 from pibench.util.errors import PibenchError
 
@@ -79,11 +79,46 @@ def load_weights(kind: str, path: str | Path, cfg: ModelConfig, names: Collectio
     return _select(_Source(kind, Path(path)), cfg, names)
 
 
-def check_weights(kind: str, path: str | Path, cfgs: Collection[ModelConfig]) -> None:
-    """That every weight of each variant in `cfgs` is in the file, with its shape (the file read once)."""
+def check_weights(kind: str, path: str | Path, cfgs: Collection[ModelConfig], language_model: bool = False) -> None:
+    """That every weight of each variant in `cfgs` is in the file, with its shape (the file read once);
+    with `language_model`, the byte model around the stack too (`load_language_model`)."""
     source = _Source(kind, Path(path))
     for cfg in cfgs:
         _select(source, cfg, param_specs(cfg))
+        if language_model:
+            _language_model(source, cfg)
+
+
+def load_language_model(path: str | Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Every weight of a `pibench train` checkpoint: the stack's (the definition's names) and the byte
+    model's around it (`LM_NAMES`: embedding (vocab, d), positions cut to the suite's T (T, d), head
+    (d, vocab) and its bias (vocab,)), what an accuracy pass runs (`pibench.measuring.accuracy`)."""
+    source = _Source("checkpoint", Path(path))
+    return _select(source, cfg, param_specs(cfg)) | _language_model(source, cfg)
+
+
+LM_NAMES = ("lm.embed", "lm.pos", "lm.head", "lm.head_bias")  # the byte model `pibench train` keeps
+
+
+def _language_model(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    t = source.tensors
+    if missing := [n for n in LM_NAMES if n not in t]:
+        raise PibenchError(
+            f"{source.what} has no '{missing[0]}': not a `pibench train` language model, so no accuracy on "
+            "real text (the suite's 'accuracy: {windows: 0}' runs its weights without)"
+        )
+    vocab = BYTE_VOCAB
+    want = {"lm.embed": (vocab, cfg.d), "lm.head": (cfg.d, vocab), "lm.head_bias": (vocab,)}
+    for name, shape in want.items():
+        if tuple(t[name].shape) != shape:
+            raise PibenchError(f"{source.what}: '{name}' is {tuple(t[name].shape)}, the variant needs {shape}")
+    pos = t["lm.pos"]
+    if pos.dim() != 2 or pos.shape[1] != cfg.d or pos.shape[0] < cfg.T:
+        raise PibenchError(
+            f"{source.what}: 'lm.pos' is {tuple(pos.shape)}, the suite needs at least ({cfg.T}, {cfg.d})"
+        )
+    out = {name: t[name].to(torch.float32) for name in want}
+    return out | {"lm.pos": pos[: cfg.T].to(torch.float32)}
 
 
 class _Source:
@@ -127,7 +162,8 @@ def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], d
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except FileNotFoundError:
-        raise PibenchError(f"{what}: no such file") from None
+        hint = " (`pibench train SUITE` writes a suite's checkpoints)" if path.suffix == ".safetensors" else ""
+        raise PibenchError(f"{what}: no such file{hint}") from None
     except Exception as err:  # safetensors' own error type is not exported
         raise PibenchError(f"{what} is not a readable safetensors file ({_first_line(err)})") from None
 

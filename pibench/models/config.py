@@ -22,6 +22,9 @@ WeightParam = Literal["none", "weight_norm", "spectral_norm"]
 Scope = Literal["layers", "end_to_end"]
 
 
+BYTE_VOCAB = 256  # the byte-level language models `pibench train` trains (`pibench.suites.corpus`)
+
+
 @dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
 class ModelConfig:
     """A GPT-2-style causal decoder stack (d_ff = 4d), from input embeddings to hidden states.

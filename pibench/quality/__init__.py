@@ -1,6 +1,6 @@
-"""The quality side of the trade-off: train the variants small, measure perplexity and attention entropy.
+"""The quality side of the trade-off: train the variants small, measure perplexity and attention entropy
+(the corpus they train on is `pibench.suites.corpus`; their accuracy under MPC `pibench.measuring.accuracy`).
 
-corpus.py   the Python standard library's sources as bytes, split by file into train and validation
 entropy.py  attention entropy per layer and head, the seed's quarter bins, overload and collapse
 ereg.py     the entropy regulariser (EReg) of Jha & Reagen, with learnable per-head thresholds
 train.py    the language model around the stack, AdamW with warm-up and cosine decay, evaluation

@@ -9,6 +9,7 @@ but the dimensions (the quality suite trains small; the run measures GPT-2 size)
 from __future__ import annotations
 
 import json
+import statistics
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,30 +27,44 @@ from pibench.results.report import Report
 # the tidy frame's columns of the shares of heads in each quarter (`QUARTERS`) of the maximum entropy
 QUARTER_KEYS = tuple(f"heads_share_q{i + 1}" for i in range(len(QUARTERS)))
 HEADERS = ("Network Arch.", "PPL (per byte)", "overload", "collapse", "heads by quarter of max entropy", "train s")
+PAIRS_NOTE = (
+    "Pairs: the difference of mean perplexities is beyond the seed spread where every seed of one variant "
+    "is below every seed of the other (ranges apart), else within it."
+)
 
 
 def quality_frame(records: Sequence[tuple[str, QualityRecord]]) -> pd.DataFrame:
-    """One row per (quality record, variant), numbers only, units in the names: perplexity per byte,
-    validation loss (nats per byte), the step a variant diverged at (NaN: it did not), the shares of
-    heads overloaded and collapsed and in each quarter of the maximum entropy, training seconds."""
+    """One row per (quality record, variant), numbers only, units in the names: perplexity per byte
+    (the mean over the seeds that did not diverge, with their sample standard deviation, least and
+    greatest: one seed, std NaN), validation loss (nats per byte, the first seed's), the step the
+    first seed diverged at (NaN: it did not), seeds trained and diverged, the shares of heads
+    overloaded and collapsed (means over seeds) and in each quarter of the maximum entropy (the
+    first seed's), training seconds (the sum over seeds)."""
     rows = []
     for name, record in records:
         for v in record.variants:
             q, e = v.quality, v.quality.entropy
             shares: list[float | None] = list(e.quarter_shares.values()) if e else [None] * len(QUARTERS)
+            ppls = v.ppls
+            entropies = [r.entropy for r in v.runs if r.entropy is not None]
             rows.append(
                 {
                     "suite": record.suite.name,
                     "record": name,
                     "variant": v.name,
                     "label": v.label,
-                    "val_ppl": q.val_ppl,
+                    "val_ppl": v.mean_ppl,
+                    "val_ppl_std": statistics.stdev(ppls) if len(ppls) > 1 else None,
+                    "val_ppl_min": min(ppls) if ppls else None,
+                    "val_ppl_max": max(ppls) if ppls else None,
+                    "seeds": len(v.runs),
+                    "seeds_diverged": sum(r.diverged is not None for r in v.runs),
                     "val_loss_nats": q.val_loss,
                     "diverged_at_step": q.diverged.step if q.diverged else None,
-                    "overload_share": e.overload if e else None,
-                    "collapse_share": e.collapse if e else None,
+                    "overload_share": statistics.fmean(x.overload for x in entropies) if entropies else None,
+                    "collapse_share": statistics.fmean(x.collapse for x in entropies) if entropies else None,
                     **dict(zip(QUARTER_KEYS, shares, strict=True)),
-                    "train_s": q.wall_s,
+                    "train_s": sum(r.wall_s for r in v.runs),
                 }
             )
     out = pd.DataFrame(rows)
@@ -63,14 +78,72 @@ def _cells(row: Any) -> list[str]:
     def num(x: Any, fmt: str) -> str:
         return "-" if pd.isna(x) else format(x, fmt)
 
-    ppl = f"diverged (step {int(row.diverged_at_step)})" if pd.notna(row.diverged_at_step) else num(row.val_ppl, ".3f")
+    if row.seeds > 1:  # mean ± standard deviation over the seeds that finished
+        ppl = "diverged" if pd.isna(row.val_ppl) else f"{row.val_ppl:.3f} ± {num(row.val_ppl_std, '.3f')}"
+        ppl += f" ({int(row.seeds_diverged)} of {int(row.seeds)} diverged)" if row.seeds_diverged else ""
+    elif pd.notna(row.diverged_at_step):
+        ppl = f"diverged (step {int(row.diverged_at_step)})"
+    else:
+        ppl = num(row.val_ppl, ".3f")
     shares = " ".join(num(getattr(row, k), ".2f") for k in QUARTER_KEYS)
     overload, collapse = num(row.overload_share, ".2f"), num(row.collapse_share, ".2f")
     return [row.label, ppl, overload, collapse, shares, f"{row.train_s:.0f}"]
 
 
+def pair_verdicts(frame: pd.DataFrame) -> pd.DataFrame:
+    """For every pair of a record's variants trained with several seeds: the difference of their mean
+    perplexities (second minus first) and whether it exceeds the spread across seeds, i.e. every seed
+    of one variant is below every seed of the other (their ranges do not overlap: with 3 seeds each,
+    chance orders them so 1 time in 10); else it is within the seed spread."""
+    rows = []
+    for record, group in frame.groupby("record", sort=False):
+        trained = [r for r in group.itertuples() if r.seeds > 1 and pd.notna(r.val_ppl)]
+        for i, a in enumerate(trained):
+            for b in trained[i + 1 :]:
+                apart = a.val_ppl_max < b.val_ppl_min or b.val_ppl_max < a.val_ppl_min
+                rows.append(
+                    {
+                        "record": record,
+                        "first": a.label,
+                        "second": b.label,
+                        "ppl_difference": b.val_ppl - a.val_ppl,
+                        "first_range": (a.val_ppl_min, a.val_ppl_max),
+                        "second_range": (b.val_ppl_min, b.val_ppl_max),
+                        "beyond_seed_spread": bool(apart),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _pairs_table(pairs: pd.DataFrame, fmt: str) -> str:
+    def span(r: tuple[float, float]) -> str:
+        return f"{r[0]:.3f}-{r[1]:.3f}"
+
+    rows = [
+        [
+            p.first,
+            p.second,
+            f"{p.ppl_difference:+.3f}",
+            span(p.first_range),
+            span(p.second_range),
+            "beyond the seed spread" if p.beyond_seed_spread else "within the seed spread",
+        ]
+        for p in pairs.itertuples()
+    ]
+    headers = ["first", "second", "Δ PPL (second - first)", "first's seeds", "second's seeds", "verdict"]
+    return tabulate(rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True)
+
+
 def _notes(record: QualityRecord) -> str:
-    return (
+    seeds = sorted({len(v.runs) for v in record.variants})
+    spread = (
+        f"PPL is the mean ± sample standard deviation over {'/'.join(map(str, seeds))} training seeds "
+        "(the same validation windows); entropy: overload and collapse the means over seeds, quarters the "
+        "first seed's; train s: all seeds. "
+        if seeds != [1]
+        else ""
+    )
+    return spread + (
         f"{record.suite.name} ({record.dims_text}): {record.train.tokens:,} training bytes per variant "
         f"from the Python standard library ({record.corpus.train_bytes:,} bytes in train, "
         f"{record.corpus.validation_bytes:,} in validation); quarters {', '.join(QUARTERS)} of each head's "
@@ -98,6 +171,9 @@ def render_quality(records: Sequence[tuple[str, QualityRecord]], fmt: str) -> st
         out.append(
             table + ("\n\n" + notes if fmt == "markdown" else "\n" + textwrap.fill(notes, 120, subsequent_indent="  "))
         )
+        pairs = pair_verdicts(df[df["record"] == name])
+        if len(pairs):
+            out.append(_pairs_table(pairs, fmt) + "\n" + textwrap.fill(PAIRS_NOTE, 120, subsequent_indent="  "))
     return "\n\n".join(out)
 
 

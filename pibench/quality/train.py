@@ -28,9 +28,9 @@ from pibench.models.config import ModelConfig
 from pibench.models.definition import forward
 from pibench.models.plaintext import TorchModel, TorchOps
 from pibench.quality import entropy
-from pibench.quality.corpus import VOCAB, Corpus, batch
 from pibench.quality.ereg import THRESHOLD_INIT, ereg_penalty
 from pibench.quality.training_record import Quality
+from pibench.suites.corpus import EVAL_SEED, VOCAB, Corpus, batch
 from pibench.suites.train_section import TrainSettings
 
 CURVE_POINTS = 50  # training-loss samples kept per variant
@@ -150,6 +150,7 @@ def train_variant(
             progress(step + 1, steps, ce.item())
     wall = time.perf_counter() - start
     out: dict[str, Any] = {
+        "seed": s.seed,
         "steps": steps,
         "steps_done": (diverged or {}).get("step", steps),
         "tokens_per_step": s.batch * cfg.T,
@@ -186,7 +187,7 @@ def save_trained(model: LanguageModel, path: Path, s: TrainSettings) -> dict[str
 def evaluate(model: LanguageModel, corpus: Corpus, s: TrainSettings, device: str = "cpu") -> dict[str, Any]:
     """Validation loss and perplexity per byte over `eval_batches` fixed windows, and the entropy of
     every attention head on them."""
-    gen = torch.Generator().manual_seed(s.seed + 12345)  # the same windows for every variant
+    gen = torch.Generator().manual_seed(EVAL_SEED)  # the same windows for every variant and seed
     losses, probs_all = [], []
     for _ in range(s.eval_batches):
         window = batch(corpus.validation, model.cfg.T, s.batch, gen).to(device)

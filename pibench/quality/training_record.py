@@ -32,12 +32,14 @@ UNITS = {
     "entropy.overload": "share of heads in the top quarter (attention nearly uniform)",
     "entropy.collapse": "share of heads in the bottom quarter (attention on nearly one position)",
     "wall_s": "seconds of training (evaluation excluded)",
+    "other_seeds": "the same variant trained with the settings' other seeds (`quality` is the first seed's)",
 }
 
 
-def build_quality_record(suite: Suite, corpus: Any, results: Sequence[Quality]) -> QualityRecord:
-    """`corpus`: the `pibench.quality.corpus.Corpus` trained on; `results`: `train_variant`'s, per entry."""
-    from pibench.quality.corpus import VALIDATION_SHARE
+def build_quality_record(suite: Suite, corpus: Any, results: Sequence[Sequence[Quality]]) -> QualityRecord:
+    """`corpus`: the `pibench.suites.corpus.Corpus` trained on; `results`: `train_variant`'s, per entry
+    one per seed (`TrainSettings.seed_list`: the first seed's first)."""
+    from pibench.suites.corpus import VALIDATION_SHARE
 
     costs = {c.variant: c for c in suite_costs(suite)}
     return validate_quality_record(_assemble(suite, corpus, results, costs, VALIDATION_SHARE), "the quality record")
@@ -69,7 +71,8 @@ def _assemble(suite: Suite, corpus: Any, results: Any, costs: Any, share: float)
                 "config": e.config.as_dict(),
                 "analytic": costs[e.name].to_json(),
                 "train": dataclasses.asdict(e.train) if e.train else None,  # where it differs from the suite's
-                "quality": r.model_dump(mode="json"),
+                "quality": r[0].model_dump(mode="json"),
+                "other_seeds": [q.model_dump(mode="json") for q in r[1:]],
             }
             for e, r in zip(suite.entries, results, strict=True)
         ],
@@ -111,6 +114,7 @@ class Quality(Strict):
     val_ppl: float | None = Field(default=None, ge=1)
     entropy: Entropy | None
     checkpoint: Checkpoint | None = None  # the stack's trained weights (none where training diverged)
+    seed: int | None = Field(default=None, ge=0)  # the training seed (a record older than seeds: the suite's)
 
 
 class TrainedVariant(Strict):
@@ -121,7 +125,24 @@ class TrainedVariant(Strict):
     config: dict[str, Any]
     analytic: Analytic
     train: dict[str, Any] | None  # the entry's own training settings, where they differ from the suite's
-    quality: Quality
+    quality: Quality  # the first seed's
+    other_seeds: list[Quality] = Field(default_factory=list)  # the other seeds', in order
+
+    @property
+    def runs(self) -> list[Quality]:
+        """Every seed's training of this variant, the first seed's first."""
+        return [self.quality, *self.other_seeds]
+
+    @property
+    def ppls(self) -> list[float]:
+        """The validation perplexities of the seeds that did not diverge."""
+        return [q.val_ppl for q in self.runs if q.val_ppl is not None]
+
+    @property
+    def mean_ppl(self) -> float | None:
+        """The mean validation perplexity over the seeds that did not diverge (None: every seed diverged)."""
+        ppls = self.ppls
+        return sum(ppls) / len(ppls) if ppls else None
 
 
 class QualitySuite(Strict):
@@ -177,12 +198,12 @@ def _arch(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def measured_ppl(quality: Sequence[QualityRecord]) -> MeasuredPpl:
-    """The quality records' validation perplexities per byte, by variant name and architecture (every
-    field but the dimensions: the quality suite trains small, the run measures GPT-2 size); None where
-    a variant diverged."""
+    """The quality records' validation perplexities per byte (the mean over seeds), by variant name and
+    architecture (every field but the dimensions: the quality suite trains small, the run measures GPT-2
+    size); None where every seed of a variant diverged."""
     index = {}
     for record in quality:
         for v in record.variants:
-            index[(v.name, _arch(v.config))] = v.quality.val_ppl
+            index[(v.name, _arch(v.config))] = v.mean_ppl
     suites = sorted({q.suite.name for q in quality})
     return MeasuredPpl(lambda name, config: index.get((name, _arch(config))), suites)

@@ -9,7 +9,7 @@ and always say which. Savings are each backend's own, against the same baseline 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pibench.backends import BACKENDS
 from pibench.counting.cost import trace
@@ -29,6 +29,10 @@ class BackendColumns:
     save_comm: dict[str, float | None]
     save_lat: dict[str, float | None]
     by_kind: dict[str, dict[str, int] | None]  # bytes per operation kind (measured, or predicted)
+    # measured on real text with trained weights (`measured.accuracy`): perplexity per byte from the MPC
+    # logits and top-1 agreement with plaintext; empty where predicted
+    ppl_mpc: dict[str, float | None] = field(default_factory=dict)
+    agreement: dict[str, float | None] = field(default_factory=dict)
 
 
 def _savings(values: dict[str, float | None], base: str | None) -> dict[str, float | None]:
@@ -47,15 +51,19 @@ def measured_columns(main: Record, other: Record, base: str | None, about: str) 
     comm: dict[str, float | None] = {}
     lat: dict[str, float | None] = {}
     kinds: dict[str, dict[str, int] | None] = {}
+    ppl: dict[str, float | None] = {}
+    agree: dict[str, float | None] = {}
     for v in main.variants:
         t = theirs.get(v.name)
         if t is not None and t.config == v.config:
             comm[v.name], lat[v.name] = t.measured.bytes / 1e9, t.measured.wall_s / 60
             kinds[v.name] = {k: c.bytes for k, c in t.measured.by_kind.items()}
+            acc = t.measured.accuracy
+            ppl[v.name], agree[v.name] = (acc.ppl_mpc, acc.agreement) if acc else (None, None)
         else:
-            comm[v.name] = lat[v.name] = kinds[v.name] = None
+            comm[v.name] = lat[v.name] = kinds[v.name] = ppl[v.name] = agree[v.name] = None
     label = other.backend.label
-    return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base), kinds)
+    return BackendColumns(label, about, comm, lat, _savings(comm, base), _savings(lat, base), kinds, ppl, agree)
 
 
 def predicted_columns(main: Record, backend: str, base: str | None) -> BackendColumns:

@@ -34,7 +34,7 @@ SHORT_TOPS = {"Savings Comm.": "Sav. comm. (×)", "Savings Lat.": "Sav. lat. (×
 
 
 def escape(text: str) -> str:
-    return "".join(SPECIALS.get(c, c) for c in text).replace("×", r"$\times$").replace("—", "--")
+    return "".join(SPECIALS.get(c, c) for c in text).replace("×", r"$\times$").replace("±", r"$\pm$").replace("—", "--")
 
 
 def notation(text: str) -> str:

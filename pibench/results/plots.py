@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,56 @@ def plot_generation(record: Record, out_dir: str | Path, stem: str) -> list[Path
     plt = _pyplot()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return save_figure(plt, _generation(plt, record), Path(out_dir) / f"{stem}-generation")
+
+
+def plot_accuracy(records: Sequence[tuple[str, Record]], out_dir: str | Path, stem: str) -> list[Path]:
+    """STEM-accuracy (PNG and SVG) under `out_dir`: each variant's perplexity per byte from the MPC
+    logits against that from the plaintext logits on the same real text, one marker per record (a
+    backend), the diagonal where MPC costs nothing; a variant whose MPC perplexity is not finite is
+    drawn at the top edge. None written where no record ran on real text."""
+    ran = [(name, r) for name, r in records if any(v.measured.accuracy for v in r.variants)]
+    if not ran:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    points = [
+        (v.measured.accuracy.ppl_plaintext, v.measured.accuracy.ppl_mpc)
+        for _, r in ran
+        for v in r.variants
+        if v.measured.accuracy is not None
+    ]
+    finite = [y for _, y in points if y is not None]
+    top = max([x for x, _ in points] + finite) * 1.15
+    low = min([x for x, _ in points] + finite) / 1.1
+    for k, (name, record) in enumerate(ran):
+        xs, ys, labels, broken = [], [], [], []
+        for v in record.variants:
+            a = v.measured.accuracy
+            if a is None:
+                continue
+            xs.append(a.ppl_plaintext)
+            ys.append(a.ppl_mpc if a.ppl_mpc is not None else top)
+            labels.append(v.label)
+            broken.append(not a.usable)
+        marker = "osD^v"[k % 5]
+        tag = f"{record.backend.label} ({Path(name).stem})" if len(ran) > 1 else record.backend.label
+        ax.scatter(xs, ys, marker=marker, label=tag, zorder=3)
+        for x, y, label, bad in zip(xs, ys, labels, broken, strict=True):
+            text = label + (" (unusable)" if bad else "")
+            ax.annotate(text, (x, y), fontsize=6.5, xytext=(4, 4 if k % 2 == 0 else -9), textcoords="offset points")
+    ax.plot([low, top], [low, top], linestyle="--", color="grey", linewidth=0.8, label="MPC = plaintext")
+    ax.set_xlim(low, top)
+    ax.set_ylim(low, top * 1.05)
+    first = ran[0][1]
+    acc = next(v.measured.accuracy for v in first.variants if v.measured.accuracy is not None)
+    ax.set_xlabel("perplexity per byte, plaintext logits")
+    ax.set_ylabel("perplexity per byte, MPC logits")
+    ax.set_title(
+        f"Accuracy under MPC — {first.suite.name}, {acc.windows} windows of {first.suite.dims['T']} bytes", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return save_figure(plt, fig, Path(out_dir) / f"{stem}-accuracy")
 
 
 def save_figure(plt: Any, fig: Any, base: Path) -> list[Path]:

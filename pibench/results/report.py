@@ -21,7 +21,7 @@ from typing import Any
 from pibench.backends import BACKENDS
 from pibench.counting.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project
 from pibench.counting.notation import nonlinear_notation_json
-from pibench.measuring.measured import Measured
+from pibench.measuring.measured import USABLE_RELATIVE_ERROR, AccuracyRecord, Measured
 from pibench.models.config import ModelConfig
 from pibench.models.variants import BASELINE
 from pibench.results.backend_columns import BackendColumns, other_backends
@@ -69,6 +69,13 @@ class Row:
     save_lat_low: float | None = None  # the baseline's fastest over this variant's slowest
     save_lat_high: float | None = None  # the baseline's slowest over this variant's fastest
     comm_by_kind: dict[str, int] = field(default_factory=dict)  # bytes per operation kind (both parties)
+    # accuracy under MPC on real text (`measured.accuracy`, trained weights): perplexity per byte from the
+    # plaintext and the MPC logits, top-1 agreement, mean and largest absolute logit error
+    ppl_plain: float | None = None
+    ppl_mpc: float | None = None
+    agreement: float | None = None
+    logit_err_mean: float | None = None
+    logit_err_max: float | None = None
     record: str | None = None  # the record the row comes from, in a table of several (`merge_reports`)
 
 
@@ -89,6 +96,7 @@ class Report:
     predicted_by: str | None = None  # set when the predicted columns are shown
     error_by: str = ""  # what the MPC error covers, and which outputs are unusable
     quality_by: str | None = None  # where measured perplexities come from
+    accuracy_by: str | None = None  # what the accuracy columns measured, and which variants broke on real text
     others: list[BackendColumns] = field(default_factory=list)  # other backends' (`results.backend_columns`)
     repeats: int = 1  # timed passes per measured step (the spread columns mean something from 2)
     description: str = ""  # the suite's
@@ -219,8 +227,47 @@ def _row(
         max_abs_error=m.max_abs_error,
         peak_rss_gb=max(p.peak_rss_bytes for p in m.parties) / 1e9,
         comm_by_kind={kind: k.bytes for kind, k in m.by_kind.items()},
+        **(_accuracy(m.accuracy) if m.accuracy else {}),
         **(_spread(m, base.measured if base else None) if m.repeats > 1 else {}),
     )
+
+
+def _accuracy(a: AccuracyRecord) -> dict[str, Any]:
+    """The accuracy fields of a row whose variant ran on real text."""
+    return {
+        "ppl_plain": a.ppl_plaintext,
+        "ppl_mpc": a.ppl_mpc,
+        "agreement": a.agreement,
+        "logit_err_mean": a.mean_abs_logit_error,
+        "logit_err_max": a.max_abs_logit_error,
+    }
+
+
+def accuracy_by(record: Record) -> str | None:
+    """What a record's accuracy columns measured (None: no variant ran on real text), and the variants
+    whose fixed-point arithmetic broke on it, with the operation where."""
+    ran = [(v, v.measured.accuracy) for v in record.variants if v.measured.accuracy is not None]
+    if not ran:
+        return None
+    first = ran[0][1]
+    weights = record.suite.source.get("weights") if isinstance(record.suite.source, dict) else None
+    said = (
+        f"the trained weights ({_flat_weights(weights)}) on {first.windows} windows of {record.suite.dims['T']} "
+        f"bytes of real text ({first.source}): PPL [plaintext], [{record.backend.label}] per byte from the "
+        "plaintext and the MPC logits; Top-1 agr.: share of positions with the same most likely next byte; "
+        "Logit err.: mean and largest |MPC - plaintext| logit"
+    )
+    broke = [f"{v.label} ({a.first_unusable_op or 'not located'})" for v, a in ran if not a.usable]
+    if broke:
+        said += (
+            f"; unusable on real text (largest logit error over {USABLE_RELATIVE_ERROR:.0%} of the largest "
+            f"logit), with the first operation past that bound: {', '.join(broke)}"
+        )
+    return said
+
+
+def _flat_weights(source: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in source.items()) if isinstance(source, dict) else "from a file"
 
 
 def _spread(m: Measured, base: Measured | None) -> dict[str, Any]:
@@ -309,6 +356,7 @@ def build_report(
         ),
         error_by=_error_by(record),
         quality_by=quality_by,
+        accuracy_by=accuracy_by(record),
         repeats=record.repeats,
         description=record.suite.description,
         others=other_backends(record, others, backends, base.name if base else None, measured_by),
@@ -378,6 +426,8 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
         lines.append(f"[PROFILE proj.]: {rep.label}, {rep.projected_by}.")
     if rep.quality_by and has("quality"):
         lines.append(f"PPL [meas.]: {rep.quality_by}.")
+    if rep.accuracy_by and has("accuracy"):
+        lines.append(f"Accuracy under MPC: {rep.accuracy_by}.")
     if rep.predicted_by and has("predicted"):
         lines.append(f"[{rep.label}, pred.]: {rep.predicted_by}.")
     return lines

@@ -35,6 +35,8 @@ from pibench.util.errors import PibenchError, did_you_mean
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 GROUPS = {  # what each group of columns holds, for --columns and the README
     "quality": "measured perplexity per byte, from quality records given beside (pibench train), and PPL [pub.]",
+    "accuracy": "with trained weights: perplexity per byte from plaintext and MPC logits on real text, top-1 "
+    "agreement, logit error",
     "cost": "PPL [pub.], #nonlinear operations, FLOPs of FFN and attention (analytic)",
     "comm": "communication, GB sent by both parties (measured)",
     "latency": "forward-pass minutes (measured, median of repeats)",
@@ -52,10 +54,11 @@ GROUPS = {  # what each group of columns holds, for --columns and the README
 }
 # Tried in this order for a terminal until the width is used; `all` for every group.
 DEFAULT_GROUPS = (
-    *("quality", "comm", "latency", "savings", "others", "published", "projected", "spread", "predicted"),
+    *("quality", "accuracy", "comm", "latency", "savings", "others", "published", "projected", "spread", "predicted"),
     *("published_abs", "projected_lat", "cost"),
 )
 PASTE_GROUPS = (
+    "accuracy",
     "cost",
     "comm",
     "latency",
@@ -71,6 +74,8 @@ LATEX_GROUPS = ("comm", "latency", "savings", "published")  # 7 columns: one col
 TOPS = (  # display order (a top's name before its unit): a top's sub-columns stand together
     "Network Arch.",
     "PPL",
+    "Top-1 agr.",
+    "Logit err.",
     "#Nonlinear Ops",
     "FLOPs FFN",
     "FLOPs Attn.",
@@ -161,6 +166,11 @@ def columns(rep: Report) -> list[Column]:
         Column("quality", "ppl_measured", "PPL", "meas.", lambda r: r.ppl_measured, _num(".2f")),
         # beside a measured perplexity, the published one belongs to the quality group
         Column("quality" if rep.quality_by else "cost", "ppl_pub", "PPL", "pub.", lambda r: r.ppl, _num(".2f")),
+        Column("accuracy", "ppl_plaintext", "PPL", "plaintext", lambda r: r.ppl_plain, _num(".3f")),
+        Column("accuracy", "ppl_mpc", "PPL", tag, lambda r: r.ppl_mpc, _num(".3f")),
+        Column("accuracy", "top1_agreement", "Top-1 agr.", tag, lambda r: r.agreement, _num(".1%")),
+        Column("accuracy", "logit_err_mean", "Logit err.", f"{tag} mean", lambda r: r.logit_err_mean, _num(".2g")),
+        Column("accuracy", "logit_err_max", "Logit err.", f"{tag} max", lambda r: r.logit_err_max, _num(".2g")),
         Column("cost", "nonlinear", "#Nonlinear Ops", "", lambda r: r.nonlinear, str),
         Column("cost", "flops_ffn", "FLOPs FFN", "", lambda r: r.flops_ffn, billions),
         Column("cost", "flops_attn", "FLOPs Attn.", "", lambda r: r.flops_attn, billions),
@@ -180,6 +190,8 @@ def columns(rep: Report) -> list[Column]:
             Column("others", f"{k}_lat_min", lat_top, o.label, _by_variant(o.lat_min), minutes),
             Column("others", f"{k}_comm_savings", "Savings Comm.", o.label, _by_variant(o.save_comm), _times),
             Column("others", f"{k}_lat_savings", "Savings Lat.", o.label, _by_variant(o.save_lat), _times),
+            Column("accuracy", f"{k}_ppl_mpc", "PPL", o.label, _by_variant(o.ppl_mpc), _num(".3f")),
+            Column("accuracy", f"{k}_top1_agreement", "Top-1 agr.", o.label, _by_variant(o.agreement), _num(".1%")),
         ]
     if rep.predicted_by:
         cols += [

@@ -55,6 +55,8 @@ MAX_SEED = 2**62
 MAX_REPEATS = 100  # the parties seed torch generators with seed and seed + 1
 MAX_NEW_TOKENS = 4096
 MAX_VOCAB = 1_000_000
+MAX_WINDOWS = 4096
+DEFAULT_WINDOWS = 8  # accuracy windows per variant where trained weights make it the default
 # config fields a suite sets for every entry at once, and where
 SUITE_LEVEL = {
     "new_tokens": "set the tokens to generate under 'generate'",
@@ -110,6 +112,24 @@ class WeightsSpec:
     huggingface: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
 
 
+@schema(frozen=True, config=STRICT)
+class AccuracySpec:
+    """Accuracy under MPC on real text (`pibench.measuring.accuracy`): `windows` windows of T + 1 bytes
+    (0: none), from `text` (a file; a relative path is the suite file's folder's) or, absent, from the
+    quality corpus's validation split (the windows `pibench train` evaluates first)."""
+
+    windows: StrictInt = Field(default=DEFAULT_WINDOWS, ge=0, le=MAX_WINDOWS)
+    text: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A suite's resolved accuracy pass: windows per variant, and the text file (None: the corpus)."""
+
+    windows: int
+    text: str | None = None
+
+
 def _entry_shorthand(value: object) -> object:
     return {"variant": value} if isinstance(value, str) else value
 
@@ -129,6 +149,7 @@ class SuiteSpec:
     network: NetworkSpec = dataclasses.field(default_factory=NetworkSpec)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)  # `pibench train`
     weights: WeightsSpec | None = None  # absent: synthetic weights from `seed`
+    accuracy: AccuracySpec | None = None  # absent: on with a pibench checkpoint (DEFAULT_WINDOWS), else off
 
 
 def _field_names(cls: type) -> set[str]:
@@ -144,7 +165,7 @@ def _field_names(cls: type) -> set[str]:
 KNOWN_KEYS = {
     *(
         name
-        for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, GenerateSpec, TrainSettings, WeightsSpec)
+        for cls in (SuiteSpec, EntrySpec, NetworkSpec, Dims, GenerateSpec, TrainSettings, WeightsSpec, AccuracySpec)
         for name in _field_names(cls)
     ),
     *FIELDS,
@@ -183,6 +204,22 @@ class Suite:
     project: tuple[NetworkProfile, ...] = ()
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     weights: tuple[str, str] | None = None  # (kind, path): "checkpoint" or "huggingface"; None: synthetic
+    accuracy: Accuracy | None = None  # accuracy under MPC on real text after each variant's costs
+
+    @property
+    def checkpoint_dir(self) -> str | None:
+        """The folder of per-variant checkpoints the suite names (`weights: {checkpoint: DIR}`: a folder, or
+        a path not ending in .safetensors), where `pibench train` writes and `pibench run` reads."""
+        if self.weights is None or self.weights[0] != "checkpoint":
+            return None
+        path = Path(self.weights[1])
+        return str(path) if path.is_dir() or path.suffix != ".safetensors" else None
+
+    def weights_of(self, entry: str) -> tuple[str, str] | None:
+        """(kind, path) of entry `entry`'s weights: in a checkpoint folder (`checkpoint_dir`) its own file,
+        NAME.safetensors; any other source serves every entry."""
+        folder = self.checkpoint_dir
+        return ("checkpoint", str(Path(folder) / f"{entry}.safetensors")) if folder else self.weights
 
     @property
     def new_tokens(self) -> int:
@@ -210,6 +247,7 @@ class Suite:
             "settings": self.settings_dict,
             "entries": [(e.name, e.variant.name, e.config.as_dict()) for e in self.entries],
             "weights": self.source.get("weights"),  # as written: hosts may hold the suite in other folders
+            "accuracy": self.accuracy and self.accuracy.windows,
         }
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -493,6 +531,7 @@ def load_suite(
             raise file.error(("weights",), "name one source: 'checkpoint: FILE' or 'huggingface: DIRECTORY'")
         kind, where = given[0]
         weights = (kind, str(path.parent / Path(where).expanduser()))
+    accuracy = _accuracy(file, spec, path, weights)
     return Suite(
         spec.name or _stem_name(path),
         str(path),
@@ -509,7 +548,30 @@ def load_suite(
         project,
         spec.train,
         weights,
+        accuracy,
     )
+
+
+def _accuracy(file: _SuiteFile, spec: SuiteSpec, path: Path, weights: tuple[str, str] | None) -> Accuracy | None:
+    """The accuracy pass the suite asks for: its `accuracy:` section, else DEFAULT_WINDOWS windows where the
+    weights are a pibench checkpoint (a trained byte model); refused where there is no byte model to run."""
+    given = spec.accuracy
+    if given is None:
+        on = weights is not None and weights[0] == "checkpoint" and spec.scope == "layers"
+        return Accuracy(DEFAULT_WINDOWS) if on else None
+    if given.windows == 0:
+        return None
+    if weights is None or weights[0] != "checkpoint":
+        why = (
+            "a Hugging Face GPT-2 needs tokenised text, which pibench does not make"
+            if weights
+            else "synthetic weights predict nothing"
+        )
+        raise file.error(("accuracy",), f"needs trained weights, 'weights: {{checkpoint: ...}}' ({why})")
+    if spec.scope != "layers":
+        raise file.error(("accuracy",), "runs the byte model `pibench train` keeps, at 'scope: layers'")
+    text = str(path.parent / Path(given.text).expanduser()) if given.text else None
+    return Accuracy(given.windows, text)
 
 
 def _stem_name(path: Path) -> str:

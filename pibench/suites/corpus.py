@@ -16,8 +16,11 @@ from pathlib import Path
 
 import torch
 
-VOCAB = 256
+from pibench.models.config import BYTE_VOCAB
+
+VOCAB = BYTE_VOCAB  # tokens are bytes
 VALIDATION_SHARE = 0.05
+EVAL_SEED = 12345  # the validation windows: the same for every variant and seed (seeds differ in training alone)
 SEPARATOR = b"\0"
 SKIP = ("site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__")
 
