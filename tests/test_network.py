@@ -117,6 +117,98 @@ def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
     assert not out.exists()
 
 
+needs_tun = pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun")
+ECHO_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5555)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); c.settimeout(60); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(200):
+    d = c.recv(4096)
+    if not d:
+        break
+    c.sendall(d)
+"""
+ECHO_CLIENT = """
+import socket, sys, time
+for _ in range(100):  # the server may not listen yet: at most 10 s of tries
+    try:
+        c = socket.create_connection((sys.argv[1], 5555), timeout=10); break
+    except OSError:
+        time.sleep(0.1)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rtts = []
+for _ in range(21):
+    t = time.perf_counter(); c.sendall(b"x" * 64); c.recv(4096); rtts.append(time.perf_counter() - t)
+print(sorted(rtts[1:])[10])
+"""
+
+
+def echo_rtt(link: EmulatedLink) -> float:
+    """The median of 20 timed 64-byte TCP round trips from rank 0's namespace to an echo in rank 1's (s)."""
+    from pibench.measuring.emulate import ADDRESSES
+    from pibench.util.procs import kill_tree
+
+    server = subprocess.Popen([*link.command_prefix(1), sys.executable, "-c", ECHO_SERVER, ADDRESSES[1]])
+    try:
+        client = subprocess.run(
+            [*link.command_prefix(0), sys.executable, "-c", ECHO_CLIENT, ADDRESSES[1]],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert client.returncode == 0, client.stderr
+        return float(client.stdout)
+    finally:
+        kill_tree(server.pid)
+        server.wait(timeout=10)
+
+
+@needs_root
+@needs_tun
+@pytest.mark.parametrize("rtt_ms", [10, 40, 80])
+def test_the_emulated_link_adds_the_profiles_round_trip_time(rtt_ms):
+    """A timed TCP echo across the link takes the profile's RTT within 10% (netem where the kernel has
+    it, else the userspace delay router, holding each direction RTT/2), and nothing of the link is
+    left once it is closed: no namespace, no router process."""
+    with EmulatedLink(parse_profile(f"1gbit,{rtt_ms}ms")) as link:
+        assert link.delay and link.mechanism in ("netem", "delay router")
+        assert ("RTT by netem" if link.mechanism == "netem" else "userspace delay router") in link.describe()
+        router = psutil.Process(link.router.pid) if link.router else None
+        rtt = echo_rtt(link)
+    assert rtt == pytest.approx(rtt_ms / 1e3, rel=0.1)
+    assert our_namespaces() == []
+    assert router is None or not router.is_running() or router.status() == psutil.STATUS_ZOMBIE
+
+
+@needs_root
+@needs_tun
+def test_a_router_whose_runner_was_killed_exits_by_itself():
+    """SIGKILL leaves no `finally` to run: the router sees its parent gone and exits within seconds;
+    the next link removes the dead runner's namespaces."""
+    code = (
+        "import time\nfrom pibench.counting.network import parse_profile\n"
+        "from pibench.measuring.emulate import EmulatedLink\n"
+        "link = EmulatedLink(parse_profile('1gbit,10ms')).__enter__()\n"
+        "print(link.router.pid if link.router else 0, flush=True)\ntime.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(holder.stdout.readline())
+        if not pid:
+            pytest.skip("this kernel has netem: no router to leave behind")
+        holder.kill()
+        holder.wait(timeout=10)
+        router = psutil.Process(pid)
+        router.wait(timeout=10)  # psutil.TimeoutExpired fails the test
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    with EmulatedLink(parse_profile("1gbit,0ms")):
+        pass
+    assert our_namespaces() == []
+
+
 def test_emulation_without_privileges_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(PibenchError, match=r"^--emulate needs root and the `ip` and `tc` commands"):

@@ -1,10 +1,15 @@
-"""A network link between the two parties on one machine: two network namespaces joined by a veth
-pair, bandwidth shaped with `tc ... tbf` and delay added with `tc ... netem` where the kernel has it.
+"""A network link between the two parties on one machine: two network namespaces, bandwidth shaped
+with `tc ... tbf`, round-trip time added by `tc ... netem` where the kernel has it, else by pibench's
+userspace delay router.
 
-Kernels without netem (these project machines' among them) get bandwidth only; `EmulatedLink.delay`
-then says False, `pibench run` says so, and the record's network says "bandwidth only". The
-namespaces (and with them the veth pair) are removed on every exit path; namespaces left by a
-pibench process that no longer exists are removed on the next start.
+With netem (or with no RTT to add) the namespaces are joined by a veth pair, netem holding each
+direction's packets RTT/2. Kernels without netem (these project machines' among them) join them
+through two TUN devices instead, served by `pibench.measuring.delay_router`, a process that holds
+every packet RTT/2 per direction, in order; tbf shapes each TUN device's egress as it would the
+veth's. `EmulatedLink.mechanism` says which, and so do `pibench run` and the record's network. The
+namespaces (with their devices) and the router process (by its PID) are removed on every exit path;
+namespaces left by a pibench process that no longer exists are removed on the next start, and a
+router whose parent has gone exits within a second.
 """
 
 from __future__ import annotations
@@ -23,10 +28,31 @@ from pibench.util.errors import PibenchError
 PREFIX = "pibench-"
 ADDRESSES = ("10.77.0.1", "10.77.0.2")  # inside the namespaces only; never routed anywhere
 PORT = 29500  # a fresh namespace has every port free
+TUN_MTU = 16384  # fewer, larger packets through the userspace router (tbf's burst stays above it)
+ROUTER_START_S = 10.0
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
+
+
+def _steps(steps: list[list[str]]) -> None:
+    for step in steps:
+        proc = _ip(*step, check=False)
+        if proc.returncode:
+            raise PibenchError(f"could not set up the emulated link: ip {' '.join(step)}: {proc.stderr.strip()}")
+
+
+def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str | None:
+    """The first line `proc` prints within `timeout_s` (None: none by then, or it exited first)."""
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            return None
+    return proc.stdout.readline().strip() or None
 
 
 def stale_namespaces() -> list[str]:
@@ -47,6 +73,9 @@ class EmulatedLink:
     names: tuple[str, str] = field(init=False)
     ifaces: tuple[str, str] = field(init=False)
     delay: bool = field(default=False, init=False)
+    # how the RTT is added: "netem", "delay router" (userspace, `pibench.measuring.delay_router`) or None
+    mechanism: str | None = field(default=None, init=False)
+    router: subprocess.Popen[str] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         pid = os.getpid()
@@ -85,16 +114,20 @@ class EmulatedLink:
                 ["-n", ns, "link", "set", "lo", "up"],
                 ["-n", ns, "link", "set", dev, "up"],
             ]
-        for step in steps:
-            proc = _ip(*step, check=False)
-            if proc.returncode:
-                raise PibenchError(f"could not set up the emulated link: ip {' '.join(step)}: {proc.stderr.strip()}")
+        _steps(steps)
+        if self.profile.rtt_s > 0:
+            if all(self._netem(rank) for rank in (0, 1)):
+                self.mechanism = "netem"
+            else:  # no netem: the namespaces meet through the userspace router instead of the veth pair
+                _steps([["-n", self.names[0], "link", "del", a]])  # both ends go
+                self._route()
+                self.mechanism = "delay router"
+        self.delay = self.mechanism is not None
         assert self.profile.bandwidth_bps is not None  # an emulated profile has a bandwidth (`parse_profile`)
         rate = int(self.profile.bandwidth_bps)
-        burst = max(32 * 1024, rate // 8 // 100)  # 10 ms worth of data, at least 32 KiB
-        self.delay = self.profile.rtt_s > 0 and all(self._netem(rank) for rank in (0, 1))
+        burst = max(2 * TUN_MTU, rate // 8 // 100)  # 10 ms worth of data, at least two of the largest packets
         for rank in (0, 1):
-            parent = ["parent", "1:", "handle", "2:"] if self.delay else ["root"]
+            parent = ["parent", "1:", "handle", "2:"] if self.mechanism == "netem" else ["root"]
             self._tc(
                 rank,
                 "qdisc",
@@ -110,6 +143,41 @@ class EmulatedLink:
                 "latency",
                 "200ms",
             )
+
+    def _route(self) -> None:
+        """Start the delay router (half the RTT per direction) and address its TUN devices point to point."""
+        import sys
+
+        self.router = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pibench.measuring.delay_router",
+                *self.names,
+                repr(self.profile.rtt_s / 2),
+                str(TUN_MTU),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ready = _first_line(self.router, ROUTER_START_S)
+        if ready != "ready":
+            err = (
+                self.router.stderr.read().strip().splitlines()[-1:]
+                if self.router.poll() is not None and self.router.stderr
+                else []
+            )
+            raise PibenchError(f"the delay router did not start ({(err or [ready or 'no answer'])[0][:200]})")
+        self.ifaces = ("tun0", "tun1")
+        steps = []
+        for rank in (0, 1):
+            ns, dev = self.names[rank], self.ifaces[rank]
+            steps += [
+                ["-n", ns, "addr", "add", ADDRESSES[rank], "peer", ADDRESSES[1 - rank], "dev", dev],
+                ["-n", ns, "link", "set", dev, "mtu", str(TUN_MTU), "up"],
+            ]
+        _steps(steps)
 
     def _tc(self, rank: int, *args: str, check: bool = True) -> bool:
         proc = subprocess.run(
@@ -128,6 +196,16 @@ class EmulatedLink:
         )
 
     def close(self) -> None:
+        if self.router is not None:
+            from pibench.util.procs import kill_tree
+
+            if self.router.poll() is None:
+                kill_tree(self.router.pid)
+            self.router.wait(timeout=10)
+            for stream in (self.router.stdout, self.router.stderr):
+                if stream:
+                    stream.close()
+            self.router = None
         for name in self.names:
             _ip("netns", "del", name, check=False)
 
@@ -146,5 +224,10 @@ class EmulatedLink:
         return ",".join(f"tcp://{address}:{PORT}" for address in ADDRESSES)
 
     def describe(self) -> str:
-        what = "bandwidth and delay" if self.delay else "bandwidth only: this kernel has no netem, RTT not emulated"
+        if self.mechanism == "netem":
+            what = "bandwidth by tbf, RTT by netem"
+        elif self.mechanism == "delay router":
+            what = "bandwidth by tbf, RTT by pibench's userspace delay router: this kernel has no netem"
+        else:
+            what = "bandwidth by tbf; no RTT to add"
         return f"{self.profile.describe()}, emulated ({what}) between two network namespaces"
