@@ -1,57 +1,96 @@
-"""Check the latency projection (pibench/counting/network.py) against emulated links.
+"""Check the latency projection (pibench/counting/network.py) against emulated links, RTT included.
 
-    sudo python bench/projection_check.py [--bandwidths 100mbit 250mbit] [--suite bench/suites/link.yaml]
+    sudo python bench/projection_check.py [--backends crypten spu] [--rtts 0.5 10 40 80]
+        [--bandwidths 100mbit 1gbit] [--suites bench/suites/rtt_prefill.yaml bench/suites/rtt_gen.yaml]
 
-Runs the suite once on loopback and once per bandwidth with `pibench run --emulate BW,0ms` (two
-network namespaces, tbf-shaped veth), then prints, per variant, the emulated forward-pass seconds
-beside the projection of the loopback run onto the same link, and their ratio. RTT is 0 here because
-these machines' kernel has no netem, so only bandwidth is emulated; the RTT term of the model is
-checked by the arithmetic tests. Exits 1 if any projection is off by more than 15%.
+For each backend and suite: one loopback run, then one `pibench run --emulate BW,RTT` per bandwidth and
+RTT (two network namespaces; tbf shapes the bandwidth, netem or else pibench's userspace delay router
+adds the RTT: docs/networks.md). Per variant it prints the emulated seconds (the forward pass; with
+generation, the prefill and every decode step summed) beside the projection of the loopback run onto
+the same link and their ratio. For a backend whose rounds are round trips (CrypTen) the projection adds
+rounds x RTT; for one whose rounds are messages (SPU's receive actions, which it pipelines) it adds
+nothing, and the table shows the upper bound rounds x RTT would give beside it. Every run is `--full`
+with one timed pass per step (the suites set `repeats: 1`), so every emulated second is a measured one.
+Exits 1 if a projection is off by more than 15%.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from pibench.counting.network import parse_profile
-from pibench.results.records import Record, read_record
-from pibench.results.report import projected_s
+from pibench.counting.network import NetworkProfile, parse_profile
+from pibench.results.generation import token_projected_s
+from pibench.results.records import Record, VariantRecord, read_record
+from pibench.results.report import projected_s, rounds_are_round_trips
 
 HERE = Path(__file__).resolve().parent
+SUITES = [str(HERE / "suites" / "rtt_prefill.yaml"), str(HERE / "suites" / "rtt_gen.yaml")]
+BOUND = 0.15
 
 
-def run(suite: str, out: Path, *extra: str) -> Record:
-    cmd = ["pibench", "run", suite, "--out", str(out), "--no-progress", "--full", *extra]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+def run(suite: str, backend: str, out: Path, *extra: str) -> Record:
+    cmd = ["pibench", "run", suite, "--backend", backend, "--out", str(out), "--no-progress", "--full", *extra]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=3600)
     return read_record(out)
+
+
+def seconds(v: VariantRecord) -> float:
+    """What a variant's run took: the forward pass, or the prefill and every decode step."""
+    gen = v.measured.generation
+    return sum(s.wall_s for s in gen.steps) if gen else v.measured.wall_s
+
+
+def projected(v: VariantRecord, profile: NetworkProfile, rtt: bool) -> float:
+    gen = v.measured.generation
+    if gen:
+        return sum(token_projected_s(s, profile, rtt) for s in gen.steps)
+    return projected_s(v.measured, profile, rtt)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default=str(HERE / "suites" / "link.yaml"))
-    ap.add_argument("--bandwidths", nargs="+", default=["100mbit", "250mbit"])
+    ap.add_argument("--backends", nargs="+", default=["crypten", "spu"])
+    ap.add_argument("--suites", nargs="+", default=SUITES)
+    ap.add_argument("--bandwidths", nargs="+", default=["100mbit", "1gbit"])
+    ap.add_argument("--rtts", nargs="+", default=["0.5", "10", "40", "80"], help="milliseconds")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="pibench-proj-"))
-    loop = run(args.suite, tmp / "loopback.json")
     ok = True
-    heads = ("MB sent/party", "loopback s", "emulated s", "projected s", "ratio")
-    print(f"{'variant':<12} {'link':<10} " + " ".join(f"{h:>13}" for h in heads))
-    for bw in args.bandwidths:
-        profile = parse_profile(f"{bw},0ms")
-        emu = run(args.suite, tmp / f"{bw}.json", "--emulate", profile.name)
-        for lv, ev in zip(loop.variants, emu.variants, strict=True):
-            predicted = projected_s(lv.measured, profile)
-            measured = ev.measured.wall_s
-            ratio = predicted / measured
-            ok &= abs(ratio - 1) <= 0.15
-            sent = max(p.sent for p in lv.measured.parties) / 1e6
-            cells = (f"{sent:.1f}", f"{lv.measured.wall_s:.2f}", f"{measured:.2f}", f"{predicted:.2f}")
-            print(f"{lv.name:<12} {bw:<10} " + " ".join(f"{c:>13}" for c in (*cells, f"{ratio:.3f}")))
-    print("projection within 15% of every emulated run" if ok else "projection OFF by more than 15%")
+    print(f"machine: {platform.processor() or platform.machine()}; bound {BOUND:.0%}", flush=True)
+    heads = ("rounds", "MB/party", "loopback s", "emulated s", "projected s", "ratio", "with RTT s", "ratio")
+    print(f"{'backend':<8} {'suite':<12} {'variant':<11} {'link':<14} " + " ".join(f"{h:>11}" for h in heads))
+    for backend in args.backends:
+        for suite in args.suites:
+            loop = run(suite, backend, tmp / f"{backend}-{Path(suite).stem}-loopback.json")
+            rtt_term = rounds_are_round_trips(loop)
+            for bw in args.bandwidths:
+                for rtt in args.rtts:
+                    profile = parse_profile(f"{bw},{rtt}ms")
+                    out = tmp / f"{backend}-{Path(suite).stem}-{bw}-{rtt}.json"
+                    emu = run(suite, backend, out, "--emulate", profile.name)
+                    for lv, ev in zip(loop.variants, emu.variants, strict=True):
+                        measured, predicted = seconds(ev), projected(lv, profile, rtt_term)
+                        ok &= abs(predicted / measured - 1) <= BOUND
+                        upper = "" if rtt_term else projected(lv, profile, True)
+                        sent = max(p.sent for p in lv.measured.parties) / 1e6
+                        cells = [
+                            f"{lv.measured.rounds:,}",
+                            f"{sent:.1f}",
+                            f"{seconds(lv):.2f}",
+                            f"{measured:.2f}",
+                            f"{predicted:.2f}",
+                            f"{predicted / measured:.3f}",
+                            f"{upper:.2f}" if upper else "-",
+                            f"{upper / measured:.3f}" if upper else "-",
+                        ]
+                        row = f"{backend:<8} {loop.suite.name:<12} {lv.name:<11} {profile.name:<14} "
+                        print(row + " ".join(f"{c:>11}" for c in cells), flush=True)
+    print(f"projection within {BOUND:.0%} of every emulated run" if ok else f"projection OFF by more than {BOUND:.0%}")
     return 0 if ok else 1
 
 

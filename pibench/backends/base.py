@@ -32,13 +32,16 @@ from pibench.util.procs import listening_socket
 @dataclass
 class Counts:
     """What one party's exchanges cost: bytes sent and received, rounds (blocking exchanges),
-    seconds inside exchanges and seconds of the operations they belong to."""
+    seconds inside exchanges and seconds of the operations they belong to, and the network round trips
+    the rounds wait for (0: the backend does not tell them apart from rounds; CrypTen's all_reduce of
+    3 or more elements waits for 2 under gloo's ring, every other exchange for 1: docs/networks.md)."""
 
     sent: int = 0
     received: int = 0
     rounds: int = 0
     comm_s: float = 0.0
     wall_s: float = 0.0
+    round_trips: int = 0
 
     def add(self, other: Counts, times: int = 1) -> None:
         for f in fields(self):

@@ -77,7 +77,11 @@ def _predictions(
         f"time model from {cal.time_model(suite.settings_dict)}"
     )
     if profiles:
-        rtt = " + rounds x RTT" if backend.rounds_are_round_trips else ", no rounds x RTT (its rounds are messages)"
+        rtt = (
+            " + rounds x RTT (measured runs count round trips: up to 2 per round, docs/networks.md)"
+            if backend.rounds_are_round_trips
+            else ", no rounds x RTT (its rounds are messages)"
+        )
         about += f"; minutes on a network: compute + max(exchange CPU, wire){rtt}"
     return list(predicted(cal, costs, profiles, suite.settings_dict, gens)), about
 

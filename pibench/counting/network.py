@@ -7,19 +7,21 @@ Profiles (bandwidth per direction, round-trip time):
     paper-wan  100 Mbit/s, 80 ms   the WAN of the seed paper (Jha & Reagen, sec. 5)
     "BW,RTT"   custom, e.g. "50mbit,100ms" (bandwidth in bit/kbit/mbit/gbit per second, RTT in us/ms/s)
 
-Projection (`project`), from a loopback run's wall_s, comm_s (seconds inside exchanges), rounds and
-the bytes the busier party sent:
+Projection (`project`), from a loopback run's wall_s, comm_s (seconds inside exchanges), round trips
+and the bytes the busier party sent:
 
     compute = wall_s - comm_s                      CrypTen's exchanges block: no overlap with compute
     wire    = max_sent_bytes * 8 * WIRE_OVERHEAD / bandwidth
-    latency = compute + max(comm_s, wire) + rounds * RTT
+    latency = compute + max(comm_s, wire) + round_trips * RTT
 
 - compute and communication are serial: CrypTen's exchanges are blocking;
 - on loopback an exchange still costs CPU (copies, system calls): comm_s. On a link that work
   overlaps with the bytes on the wire, so the exchanges take the longer of the two;
 - both parties send at once on a full-duplex link, so the busier direction sets the wire time;
-- one RTT per round: a round is one blocking exchange, and CrypTen's 2-party all-reduce (most rounds)
-  is two one-way hops;
+- round trips, not rounds: a round is one blocking exchange, but across an emulated link (bench/
+  projection_check.py) gloo's 2-party all_reduce of 3 or more elements waits for two round trips (a
+  reduce-scatter and an all-gather step), every other exchange for one; records count them per kind
+  (`round_trips`; older records and predictions fall back to rounds, which then undercount up to 2x);
 - WIRE_OVERHEAD: TCP/IP headers on 1500-byte frames (52 of every 1500 bytes, about 3.6%).
 """
 

@@ -231,3 +231,72 @@ class EmulatedLink:
         else:
             what = "bandwidth by tbf; no RTT to add"
         return f"{self.profile.describe()}, emulated ({what}) between two network namespaces"
+
+
+# --- probes of an emulated link (tests/test_network.py, bench/delay_router_check.py) -------------------
+
+_ECHO_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5555)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); c.settimeout(60); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    if sys.argv[2] == "echo":
+        c.sendall(d)
+"""
+_PROBE = """
+import socket, sys, time
+for _ in range(100):  # the server may not listen yet: at most 10 s of tries
+    try:
+        c = socket.create_connection((sys.argv[1], 5555), timeout=10); break
+    except OSError:
+        time.sleep(0.1)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1); c.settimeout(60)
+n = int(sys.argv[3])
+if sys.argv[2] == "echo":  # n timed round trips of 64 bytes (and one untimed first): their median
+    rtts = []
+    for _ in range(n + 1):
+        t = time.perf_counter(); c.sendall(b"x" * 64); c.recv(4096); rtts.append(time.perf_counter() - t)
+    print(sorted(rtts[1:])[n // 2])
+else:  # n bytes one way, then a shutdown the server acknowledges by closing: seconds from first to last
+    blob, t = b"y" * (1 << 20), time.perf_counter()
+    for _ in range(n >> 20):
+        c.sendall(blob)
+    c.shutdown(socket.SHUT_WR); c.recv(1)
+    print(time.perf_counter() - t)
+"""
+
+
+def _probe(link: EmulatedLink, mode: str, n: int) -> float:
+    """Run the probe client in rank 0's namespace against a server in rank 1's; the float it prints."""
+    import sys
+
+    from pibench.util.procs import kill_tree
+
+    server = subprocess.Popen([*link.command_prefix(1), sys.executable, "-c", _ECHO_SERVER, ADDRESSES[1], mode])
+    try:
+        client = subprocess.run(
+            [*link.command_prefix(0), sys.executable, "-c", _PROBE, ADDRESSES[1], mode, str(n)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if client.returncode:
+            raise PibenchError(f"the link probe failed: {client.stderr.strip().splitlines()[-1:]}")
+        return float(client.stdout)
+    finally:
+        kill_tree(server.pid)
+        server.wait(timeout=10)
+
+
+def echo_rtt(link: EmulatedLink, rounds: int = 20) -> float:
+    """The median of `rounds` timed 64-byte TCP round trips across the link (s)."""
+    return _probe(link, "echo", rounds)
+
+
+def throughput_bps(link: EmulatedLink, nbytes: int = 64 << 20) -> float:
+    """Bits per second of one TCP stream sending `nbytes` across the link (whole MiB)."""
+    return (nbytes >> 20 << 20) * 8 / _probe(link, "sink", nbytes)

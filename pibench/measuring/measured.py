@@ -35,6 +35,7 @@ class KindTotals(Strict):
     rounds: Count
     wall_s: Seconds
     comm_s: Seconds
+    round_trips: Count = 0  # network round trips the rounds wait for (0: not told apart, as rounds)
 
 
 class PartyCounts(Strict):
@@ -43,6 +44,7 @@ class PartyCounts(Strict):
     rounds: Count
     comm_s: Seconds
     wall_s: Seconds
+    round_trips: Count = 0  # `pibench.backends.base.Counts.round_trips`
 
 
 class StepRecord(PartyCounts):
@@ -143,6 +145,11 @@ class TokenStep(Strict):
     wall_s: Seconds
     by_kind: dict[str, KindTotals]
 
+    @property
+    def latency_rounds(self) -> int:
+        """The round trips a latency projection multiplies by the RTT (`latency_rounds`)."""
+        return latency_rounds(self.rounds, self.by_kind)
+
 
 class Generation(Strict):
     """A measured generation: every pass, and the one-off set-up of what decode steps reuse (bytes
@@ -191,6 +198,11 @@ class Measured(Spread):
     tokens: Tokens | None = None  # end to end: the tokens generated, beside the plaintext's
     accuracy: AccuracyRecord | None = None  # with trained weights: accuracy under MPC on real text
 
+    @property
+    def latency_rounds(self) -> int:
+        """The round trips a latency projection multiplies by the RTT (`latency_rounds`)."""
+        return latency_rounds(self.rounds, self.by_kind)
+
     @field_validator("by_kind", mode="before")
     @classmethod
     def _every_kind(cls, value: Any) -> Any:
@@ -209,6 +221,13 @@ class Measured(Spread):
         if sum(k.rounds for k in self.by_kind.values()) != self.rounds:
             raise ValueError("the rounds of the kinds do not add up to rounds")
         return self
+
+
+def latency_rounds(rounds: int, by_kind: dict[str, KindTotals]) -> int:
+    """The network round trips of a pass: the kinds' `round_trips` where the backend counted them,
+    else `rounds` (a record older than the count, or a backend that does not tell them apart)."""
+    trips = sum(k.round_trips for k in by_kind.values())
+    return trips or rounds
 
 
 class DealerCheck(Strict):

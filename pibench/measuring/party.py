@@ -372,16 +372,23 @@ def error_scope(sample: dict[int, int], L: int, full: bool) -> str:
 
 
 class _Traffic(TypedDict):
-    """Bytes sent and received (B), rounds, and seconds inside exchanges (s): record fields."""
+    """Bytes sent and received (B), rounds, seconds inside exchanges (s), round trips: record fields."""
 
     sent: int
     received: int
     rounds: int
     comm_s: float
+    round_trips: int
 
 
 def _traffic(c: Counts) -> _Traffic:
-    return {"sent": c.sent, "received": c.received, "rounds": c.rounds, "comm_s": c.comm_s}
+    return {
+        "sent": c.sent,
+        "received": c.received,
+        "rounds": c.rounds,
+        "comm_s": c.comm_s,
+        "round_trips": c.round_trips,
+    }
 
 
 def _counts(c: Counts) -> PartyCounts:
@@ -474,6 +481,7 @@ def _merged(counts: Sequence[PartyCounts]) -> KindTotals:
         rounds=max(c.rounds for c in counts),
         wall_s=max(c.wall_s for c in counts),
         comm_s=max(c.comm_s for c in counts),
+        round_trips=max(c.round_trips for c in counts),
     )
 
 

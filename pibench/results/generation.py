@@ -13,7 +13,7 @@ import textwrap
 
 from tabulate import tabulate
 
-from pibench.counting.network import PROFILES, project
+from pibench.counting.network import PROFILES, NetworkProfile, project
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.measuring.measured import Generation, TokenStep
 from pibench.results.records import Record, VariantRecord
@@ -24,12 +24,13 @@ def _ratio(base: float, mine: float) -> str:
     return f"{base / mine:.2f}×" if mine else "-"
 
 
-def token_projected_s(step: TokenStep, profile: str, rtt: bool = True) -> float:
+def token_projected_s(step: TokenStep, profile: str | NetworkProfile, rtt: bool = True) -> float:
     """A pass's seconds projected onto `profile` (`pibench.counting.network.project`; the parties send
     equal halves of the bytes); `rtt` false leaves out rounds x RTT (a backend whose rounds are not
     round trips: `Backend.rounds_are_round_trips`)."""
     comm = sum(k.comm_s for k in step.by_kind.values())
-    return project(step.wall_s, comm, step.rounds if rtt else 0, step.bytes // 2, PROFILES[profile])
+    link = PROFILES[profile] if isinstance(profile, str) else profile
+    return project(step.wall_s, comm, step.latency_rounds if rtt else 0, step.bytes // 2, link)
 
 
 def generating(record: Record) -> list[VariantRecord]:
@@ -101,7 +102,11 @@ def _footer(variants: list[VariantRecord], profiles: list[str], rtt: bool) -> st
             "reused by every later token (crypten.weight_masks: reuse)"
         )
     if profiles:
-        how = "rounds x RTT included" if rtt else "no rounds x RTT: the backend's rounds are messages, not round trips"
+        how = (
+            "round trips x RTT included (an all_reduce of 3 or more elements is 2: docs/networks.md)"
+            if rtt
+            else "no rounds x RTT: the backend's rounds are messages, not round trips"
+        )
         parts.append(f"{', '.join(profiles)}: a token's seconds projected onto the network ({how})")
     heads = {tuple(g.head_steps) for g in map(_generation, variants) if g.head_steps}
     if heads:

@@ -190,7 +190,7 @@ def projected_s(m: Measured, profile: NetworkProfile, rtt: bool = True) -> float
     """`pibench.counting.network.project` for one variant of a loopback record; `rtt` false leaves out
     the rounds x RTT term (for a backend whose rounds are not round trips)."""
     max_sent = max(p.sent for p in m.parties)
-    return project(m.wall_s, m.comm_s, m.rounds if rtt else 0, max_sent, profile)
+    return project(m.wall_s, m.comm_s, m.latency_rounds if rtt else 0, max_sent, profile)
 
 
 def _row(
@@ -343,7 +343,12 @@ def build_report(
             "projected from this loopback run onto "
             + "; ".join(p.describe() for p in linked)
             + " by pibench's latency model (compute + max(exchange CPU time, wire time)"
-            + (" + rounds x RTT" if rtt else "; no RTT term: this backend's rounds are messages, not round trips")
+            + (
+                " + round trips x RTT, counted per exchange where the record has them (CrypTen: an all_reduce of 3 "
+                "or more elements is 2, docs/networks.md), else rounds"
+                if rtt
+                else "; no RTT term: this backend's rounds are messages, not round trips"
+            )
             + "; see pibench/counting/network.py), not measured"
             if from_loopback
             else "no projection: projections start from a loopback run, and this run was not one"

@@ -89,6 +89,16 @@ def crypten_elements(
     return 0, 0  # barrier: a round, no payload
 
 
+def round_trips(name: str, args: tuple[Any, ...]) -> int:
+    """Network round trips one communicator call of two parties waits for, as timed across an emulated
+    link (bench/projection_check.py, docs/networks.md): gloo's ring all_reduce splits a tensor of 3
+    or more elements into a reduce-scatter and an all-gather step, each a round trip (2); a smaller
+    one, a broadcast, an all_gather, a send answered by a recv and a barrier take 1."""
+    if name == "all_reduce" and args and _numel(args[0]) >= 3:
+        return 2
+    return 1
+
+
 def _peer(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
     """The other rank of a point-to-point exchange, or the source of a broadcast (None for the rest):
     recv_obj(src, group); send_obj(obj, dst, group); broadcast(tensor, src, group)."""
@@ -165,8 +175,9 @@ class Meter:
         else:
             sent, received = sent * BYTES_PER_ELEMENT, received * BYTES_PER_ELEMENT
             targets = [self.by_kind[self.current]]
+        trips = round_trips(name, args)
         for counts in targets:
-            counts.add(Counts(int(sent), int(received), 1, seconds))
+            counts.add(Counts(int(sent), int(received), 1, seconds, round_trips=trips))
 
     def _wrap(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         def metered(*args: Any, **kwargs: Any) -> Any:
