@@ -62,7 +62,17 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="pibench-proj-"))
     ok = True
     print(f"machine: {platform.processor() or platform.machine()}; bound {BOUND:.0%}", flush=True)
-    heads = ("rounds", "MB/party", "loopback s", "emulated s", "projected s", "ratio", "with RTT s", "ratio")
+    heads = (
+        "rounds",
+        "round trips",
+        "MB/party",
+        "loopback s",
+        "emulated s",
+        "projected s",
+        "ratio",
+        "with RTT s",
+        "ratio",
+    )
     print(f"{'backend':<8} {'suite':<12} {'variant':<11} {'link':<14} " + " ".join(f"{h:>11}" for h in heads))
     for backend in args.backends:
         for suite in args.suites:
@@ -80,6 +90,7 @@ def main() -> int:
                         sent = max(p.sent for p in lv.measured.parties) / 1e6
                         cells = [
                             f"{lv.measured.rounds:,}",
+                            f"{lv.measured.latency_rounds:,}",
                             f"{sent:.1f}",
                             f"{seconds(lv):.2f}",
                             f"{measured:.2f}",

@@ -272,22 +272,29 @@ def plot_accuracy(records: Sequence[tuple[str, Record]], out_dir: str | Path, st
             labels.append(v.label)
             broken.append(not a.usable)
         marker = "osD^v"[k % 5]
-        tag = f"{record.backend.label} ({Path(name).stem})" if len(ran) > 1 else record.backend.label
+        windows = next(v.measured.accuracy.windows for v in record.variants if v.measured.accuracy is not None)
+        tag = f"{record.backend.label} ({Path(name).stem}, {windows} windows)" if len(ran) > 1 else record.backend.label
         ax.scatter(xs, ys, marker=marker, label=tag, zorder=3)
         for x, y, label, bad in zip(xs, ys, labels, broken, strict=True):
-            text = label + (" (unusable)" if bad else "")
-            ax.annotate(text, (x, y), fontsize=6.5, xytext=(4, 4 if k % 2 == 0 else -9), textcoords="offset points")
+            if bad or abs(y / x - 1) > 0.05:  # the points on the diagonal need no name: the legend says whose
+                text = label + (" (unusable)" if bad else "") + (" (not finite)" if y == top else "")
+                ax.annotate(text, (x, y), fontsize=6.5, xytext=(4, -3), textcoords="offset points")
     ax.plot([low, top], [low, top], linestyle="--", color="grey", linewidth=0.8, label="MPC = plaintext")
     ax.set_xlim(low, top)
     ax.set_ylim(low, top * 1.05)
     first = ran[0][1]
-    acc = next(v.measured.accuracy for v in first.variants if v.measured.accuracy is not None)
-    ax.set_xlabel("perplexity per byte, plaintext logits")
+    ax.set_xlabel("perplexity per byte, plaintext logits (each record's windows)")
     ax.set_ylabel("perplexity per byte, MPC logits")
-    ax.set_title(
-        f"Accuracy under MPC — {first.suite.name}, {acc.windows} windows of {first.suite.dims['T']} bytes", fontsize=9
-    )
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    ax.set_title(f"Accuracy under MPC — {first.suite.name}, windows of {first.suite.dims['T']} bytes", fontsize=9)
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(ScalarFormatter())
+        axis.set_tick_params(which="minor", labelsize=6)
+    ax.legend(fontsize=7, loc="lower right", frameon=False)  # named points: off the diagonal by 5%, or unusable
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return save_figure(plt, fig, Path(out_dir) / f"{stem}-accuracy")
 
