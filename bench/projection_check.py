@@ -8,8 +8,9 @@ RTT (two network namespaces; tbf shapes the bandwidth, netem or else pibench's u
 adds the RTT: docs/networks.md). Per variant it prints the emulated seconds (the forward pass; with
 generation, the prefill and every decode step summed) beside the projection of the loopback run onto
 the same link and their ratio. For a backend whose rounds are round trips (CrypTen) the projection adds
-rounds x RTT; for one whose rounds are messages (SPU's receive actions, which it pipelines) it adds
-nothing, and the table shows the upper bound rounds x RTT would give beside it. Every run is `--full`
+round trips x RTT; for one whose rounds are messages that both parties send at once (SPU's receive
+actions) it adds messages x RTT/2 (`Backend.rtt_per_round`), and the table shows what a full RTT per
+message would give beside it. Every run is `--full`
 with one timed pass per step (the suites set `repeats: 1`), so every emulated second is a measured one.
 Exits 1 if a projection is off by more than 15%.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 from pibench.counting.network import NetworkProfile, parse_profile
 from pibench.results.generation import token_projected_s
 from pibench.results.records import Record, VariantRecord, read_record
-from pibench.results.report import projected_s, rounds_are_round_trips
+from pibench.results.report import projected_s, rtt_per_round
 
 HERE = Path(__file__).resolve().parent
 SUITES = [str(HERE / "suites" / "rtt_prefill.yaml"), str(HERE / "suites" / "rtt_gen.yaml")]
@@ -45,7 +46,7 @@ def seconds(v: VariantRecord) -> float:
     return sum(s.wall_s for s in gen.steps) if gen else v.measured.wall_s
 
 
-def projected(v: VariantRecord, profile: NetworkProfile, rtt: bool) -> float:
+def projected(v: VariantRecord, profile: NetworkProfile, rtt: float) -> float:
     gen = v.measured.generation
     if gen:
         return sum(token_projected_s(s, profile, rtt) for s in gen.steps)
@@ -77,7 +78,7 @@ def main() -> int:
     for backend in args.backends:
         for suite in args.suites:
             loop = run(suite, backend, tmp / f"{backend}-{Path(suite).stem}-loopback.json")
-            rtt_term = rounds_are_round_trips(loop)
+            rtt_term = rtt_per_round(loop)
             for bw in args.bandwidths:
                 for rtt in args.rtts:
                     profile = parse_profile(f"{bw},{rtt}ms")
@@ -86,7 +87,7 @@ def main() -> int:
                     for lv, ev in zip(loop.variants, emu.variants, strict=True):
                         measured, predicted = seconds(ev), projected(lv, profile, rtt_term)
                         ok &= abs(predicted / measured - 1) <= BOUND
-                        upper = "" if rtt_term else projected(lv, profile, True)
+                        upper = "" if rtt_term == 1 else projected(lv, profile, 1.0)
                         sent = max(p.sent for p in lv.measured.parties) / 1e6
                         cells = [
                             f"{lv.measured.rounds:,}",

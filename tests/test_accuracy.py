@@ -164,7 +164,7 @@ def test_train_with_several_seeds_keeps_every_seed_and_a_directory_runs_each_var
     """`--seeds 0,1,2`: every variant trained three times, the first seed's run in `quality`, the others in
     `other_seeds` with their own checkpoints (NAME.seedS.safetensors); the table's perplexity is their
     mean ± sample standard deviation, and a pair's verdict is printed. `weights: {checkpoint: DIR}`
-    then runs each variant's NAME.safetensors, with its accuracy."""
+    then runs each variant's NAME.safetensors, with its accuracy, under CrypTen and under SPU."""
     suite = write_suite(
         tmp_path,
         "name: tq\nmodel: {L: 1, H: 2, d: 32, T: 8}\nrepeats: 1\nvariants: [sm_ln_g, sm_scfuffn]\n"
@@ -185,10 +185,15 @@ def test_train_with_several_seeds_keeps_every_seed_and_a_directory_runs_each_var
     assert frame.loc[0, "val_ppl_std"] == pytest.approx(statistics.stdev(ppls))
     assert f"{sum(ppls) / 3:.3f} ± {statistics.stdev(ppls):.3f}" in proc.stdout
     assert "seed spread" in proc.stdout
-    proc = run_cli("run", str(suite), "--out", str(tmp_path / "r.json"), "--no-progress", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for v in json.loads((tmp_path / "r.json").read_text())["variants"]:
-        assert v["measured"]["accuracy"]["windows"] == 1
+    backends = ["crypten"] + (["spu"] if importlib.util.find_spec("spu") else [])
+    for backend in backends:  # the same suite file runs what it trained, under each backend
+        out = tmp_path / f"{backend}.json"
+        proc = run_cli("run", str(suite), "--backend", backend, "--out", str(out), "--no-progress", timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        for v in json.loads(out.read_text())["variants"]:
+            acc = v["measured"]["accuracy"]
+            assert acc["windows"] == 1 and acc["positions"] == 8 and 0 <= acc["agreement"] <= 1
+            assert acc["loss_mpc"] is not None and acc["loss_plaintext"] > 0
 
 
 def test_pair_verdicts_tell_differences_beyond_the_seed_spread():

@@ -189,19 +189,21 @@ def test_report_of_a_quality_record_honours_every_format(tmp_path):
     assert [r["variant"] for r in rows] == [v["name"] for v in variants]
     frame = pd.read_csv(io.StringIO(out["csv"].stdout))
     assert frame["val_ppl"].dtype == float and frame["heads_share_q4"].dtype == float
-    first = variants[0]["quality"]
-    assert frame.loc[0, "val_ppl"] == pytest.approx(first["val_ppl"], rel=1e-12)
-    assert frame.loc[0, "train_s"] == pytest.approx(first["wall_s"], rel=1e-12)
+    runs = [variants[0]["quality"], *variants[0]["other_seeds"]]  # the record's three seeds
+    mean = sum(r["val_ppl"] for r in runs) / len(runs)  # (5.455 + 5.270 + 5.238) / 3 = 5.321
+    assert len(runs) == 3 and frame.loc[0, "val_ppl"] == pytest.approx(mean, rel=1e-12)
+    assert frame.loc[0, "train_s"] == pytest.approx(sum(r["wall_s"] for r in runs), rel=1e-12)
     # the shares of heads by quarter add up to 1 in every row
     quarters = frame[[f"heads_share_q{i}" for i in range(1, 5)]].sum(axis=1)
     assert (quarters.round(9) == 1.0).all()
     data = json.loads(out["json"].stdout)
-    assert [d["variant"] for d in data] == list(frame["variant"]) and data[0]["val_ppl"] == first["val_ppl"]
+    assert [d["variant"] for d in data] == list(frame["variant"]) and data[0]["val_ppl"] == pytest.approx(mean)
     latex = out["latex"].stdout
     assert (
         latex.startswith(r"\begin{table}")
         and r"\label{tab:quality\_small-quality}" in latex
-        and "SM + LN + G & 5.300" in latex
+        # mean (5.455 + 5.270 + 5.238) / 3 = 5.321; sample std sqrt((0.134² + 0.051² + 0.083²) / 2) = 0.117
+        and r"SM + LN + G & 5.321 $\pm$ 0.117" in latex
     )
     assert out["markdown"].stdout.startswith("| Network Arch.") and "Network Arch." in out["table"].stdout
     assert out["table"].stdout != out["csv"].stdout != out["markdown"].stdout

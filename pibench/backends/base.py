@@ -195,9 +195,13 @@ class Backend(ABC):
     # is the median pass, with the fastest and slowest recorded).
     warm_up: ClassVar[str] = "variant"
     repeats: ClassVar[int] = 3
-    # A round is one blocking round trip (CrypTen's communicator calls), so latency projections add
-    # rounds x RTT; where rounds only bound the round trips from above (SPU's messages), they do not.
+    # A round is one blocking exchange (CrypTen's communicator calls), counted in round trips where the
+    # backend can (`Counts.round_trips`); where rounds are messages (SPU's receive actions) they are not.
     rounds_are_round_trips: ClassVar[bool] = True
+    # RTTs a latency projection charges per round trip (per message, where rounds are messages), as timed
+    # across emulated links (bench/projection_check.py): 1 for CrypTen; 0.5 for SPU, whose parties send
+    # to each other at once, so each message waits one one-way delay (docs/networks.md)
+    rtt_per_round: ClassVar[float] = 1.0
 
     @classmethod
     def passes(cls, requested: int | None) -> int:

@@ -292,7 +292,7 @@ def predict_cost(
     as measured records are projected: `Backend.rounds_are_round_trips`)."""
     totals = cal.predict(tally)
     minutes = {"loopback": totals["wall_s"] / 60}
-    rounds = totals["rounds"] if BACKENDS.get(cal.file.backend).rounds_are_round_trips else 0
+    rounds = totals["rounds"] * BACKENDS.get(cal.file.backend).rtt_per_round
     for prof in profiles:
         minutes[prof.name] = project(totals["wall_s"], totals["comm_s"], rounds, totals["bytes"] // 2, prof) / 60
     return Predicted(

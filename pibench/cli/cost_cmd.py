@@ -80,7 +80,7 @@ def _predictions(
         rtt = (
             " + rounds x RTT (measured runs count round trips: up to 2 per round, docs/networks.md)"
             if backend.rounds_are_round_trips
-            else ", no rounds x RTT (its rounds are messages)"
+            else f" + messages x {backend.rtt_per_round:g} RTT (both parties send at once, docs/networks.md)"
         )
         about += f"; minutes on a network: compute + max(exchange CPU, wire){rtt}"
     return list(predicted(cal, costs, profiles, suite.settings_dict, gens)), about

@@ -90,7 +90,7 @@ def parse_profile(text: str) -> NetworkProfile:
     return NetworkProfile(text.strip(), bandwidth, rtt_s)
 
 
-def project(wall_s: float, comm_s: float, rounds: int, max_sent_bytes: int, profile: NetworkProfile) -> float:
+def project(wall_s: float, comm_s: float, rounds: float, max_sent_bytes: int, profile: NetworkProfile) -> float:
     """Projected seconds of a forward pass under `profile` (see the module docstring)."""
     if profile.bandwidth_bps is None:
         return wall_s

@@ -17,20 +17,19 @@ from pibench.counting.network import PROFILES, NetworkProfile, project
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.measuring.measured import Generation, TokenStep
 from pibench.results.records import Record, VariantRecord
-from pibench.results.report import rounds_are_round_trips
+from pibench.results.report import rtt_per_round
 
 
 def _ratio(base: float, mine: float) -> str:
     return f"{base / mine:.2f}×" if mine else "-"
 
 
-def token_projected_s(step: TokenStep, profile: str | NetworkProfile, rtt: bool = True) -> float:
+def token_projected_s(step: TokenStep, profile: str | NetworkProfile, rtt: float = 1.0) -> float:
     """A pass's seconds projected onto `profile` (`pibench.counting.network.project`; the parties send
-    equal halves of the bytes); `rtt` false leaves out rounds x RTT (a backend whose rounds are not
-    round trips: `Backend.rounds_are_round_trips`)."""
+    equal halves of the bytes), charging `rtt` RTTs per round trip (`Backend.rtt_per_round`)."""
     comm = sum(k.comm_s for k in step.by_kind.values())
     link = PROFILES[profile] if isinstance(profile, str) else profile
-    return project(step.wall_s, comm, step.latency_rounds if rtt else 0, step.bytes // 2, link)
+    return project(step.wall_s, comm, step.latency_rounds * rtt, step.bytes // 2, link)
 
 
 def generating(record: Record) -> list[VariantRecord]:
@@ -49,7 +48,7 @@ def generation_table(record: Record) -> str | None:
     if not variants:
         return None
     profiles = [p for p in record.run.project if p in PROFILES] if record.run.network == "loopback" else []
-    rtt = rounds_are_round_trips(record)
+    rtt = rtt_per_round(record)
     gens = [_generation(v) for v in variants]
     big = unit_for([g.bytes for g in gens], BYTE_UNITS)  # the prefill and all tokens
     small = unit_for([g.steps[-1].bytes for g in gens], BYTE_UNITS)  # a token
@@ -75,7 +74,7 @@ def generation_table(record: Record) -> str | None:
     )
 
 
-def _savings_table(variants: list[VariantRecord], profiles: list[str], rtt: bool) -> str:
+def _savings_table(variants: list[VariantRecord], profiles: list[str], rtt: float) -> str:
     """Savings against the first variant of the prefill, a token (the last decode step) and all N
     tokens: of bytes, of measured seconds, and of seconds projected onto each profile."""
 
@@ -93,7 +92,7 @@ def _savings_table(variants: list[VariantRecord], profiles: list[str], rtt: bool
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def _footer(variants: list[VariantRecord], profiles: list[str], rtt: bool) -> str:
+def _footer(variants: list[VariantRecord], profiles: list[str], rtt: float) -> str:
     setups = [g.setup.bytes for g in map(_generation, variants) if g.setup]
     parts = ["bytes both parties sent (1 GB = 1e9 B); decode steps timed once each"]
     if setups:
@@ -104,8 +103,8 @@ def _footer(variants: list[VariantRecord], profiles: list[str], rtt: bool) -> st
     if profiles:
         how = (
             "round trips x RTT included (an all_reduce of 3 or more elements is 2: docs/networks.md)"
-            if rtt
-            else "no rounds x RTT: the backend's rounds are messages, not round trips"
+            if rtt == 1
+            else f"messages x {rtt:g} RTT: the backend's rounds are messages both parties send at once"
         )
         parts.append(f"{', '.join(profiles)}: a token's seconds projected onto the network ({how})")
     heads = {tuple(g.head_steps) for g in map(_generation, variants) if g.head_steps}

@@ -28,7 +28,7 @@ from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.models.opkinds import KINDS
 from pibench.results.generation import generating, token_projected_s
 from pibench.results.records import Record
-from pibench.results.report import Report, rounds_are_round_trips
+from pibench.results.report import Report, rtt_per_round
 
 
 def _title(rep: Report, what: str) -> str:
@@ -187,7 +187,7 @@ def _generation(plt: Any, record: Record) -> Any:
         ax.set_xlabel("context t (positions attended to)", fontsize=7)
         ax.set_ylabel(f"{unit.name} per token", fontsize=7)
     wan = flat[len(steps)]
-    rtt = rounds_are_round_trips(record)
+    rtt = rtt_per_round(record)
     for n, (label, passes) in enumerate(steps.items()):
         t = [s.context for s in passes]
         style = "-" if n < 10 else "--"

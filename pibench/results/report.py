@@ -180,21 +180,28 @@ def _pick_baseline(record: Record, baseline: str | None) -> VariantRecord | None
 
 
 def rounds_are_round_trips(record: Record) -> bool:
-    """Whether the record's backend counts round trips (projections add rounds x RTT) or messages
-    (`Backend.rounds_are_round_trips`; a backend this pibench lacks: round trips)."""
+    """Whether the record's backend counts round trips or messages (`Backend.rounds_are_round_trips`;
+    a backend this pibench lacks: round trips)."""
     name = record.backend.name
     return BACKENDS.get(name).rounds_are_round_trips if name in BACKENDS else True
 
 
-def projected_s(m: Measured, profile: NetworkProfile, rtt: bool = True) -> float:
-    """`pibench.counting.network.project` for one variant of a loopback record; `rtt` false leaves out
-    the rounds x RTT term (for a backend whose rounds are not round trips)."""
+def rtt_per_round(record: Record) -> float:
+    """The RTTs a projection charges per round of the record's backend (`Backend.rtt_per_round`; a
+    backend this pibench lacks: 1)."""
+    name = record.backend.name
+    return BACKENDS.get(name).rtt_per_round if name in BACKENDS else 1.0
+
+
+def projected_s(m: Measured, profile: NetworkProfile, rtt: float = 1.0) -> float:
+    """`pibench.counting.network.project` for one variant of a loopback record, charging `rtt` RTTs per
+    round trip (`rtt_per_round`: 1 for CrypTen, 0.5 per SPU message)."""
     max_sent = max(p.sent for p in m.parties)
-    return project(m.wall_s, m.comm_s, m.latency_rounds if rtt else 0, max_sent, profile)
+    return project(m.wall_s, m.comm_s, m.latency_rounds * rtt, max_sent, profile)
 
 
 def _row(
-    rtt: bool,
+    rtt: float,
     v: VariantRecord,
     base: VariantRecord | None,
     pub: PublishedRow | None,
@@ -301,7 +308,7 @@ def build_report(
     index = _published_index()
     published = {v.name: index.get(ModelConfig(**v.config)) for v in variants}
     pub_base = published.get(base.name) if base else None
-    rtt = rounds_are_round_trips(record)
+    rtt = rtt_per_round(record)
     rows = [_row(rtt, v, base, published[v.name], pub_base, profiles, from_loopback) for v in variants]
     _distinct_labels(rows)
     if quality:
@@ -346,8 +353,8 @@ def build_report(
             + (
                 " + round trips x RTT, counted per exchange where the record has them (CrypTen: an all_reduce of 3 "
                 "or more elements is 2, docs/networks.md), else rounds"
-                if rtt
-                else "; no RTT term: this backend's rounds are messages, not round trips"
+                if rtt == 1
+                else f" + messages x {rtt:g} RTT: both parties send each message at once, docs/networks.md"
             )
             + "; see pibench/counting/network.py), not measured"
             if from_loopback

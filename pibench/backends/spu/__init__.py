@@ -37,7 +37,8 @@ class SPU(Backend):
     # first time, 10.85 MB after); a GPT-2 layer takes minutes on 2 cores
     warm_up = "session"
     repeats = 1
-    rounds_are_round_trips = False  # its messages: SPU pipelines them
+    rounds_are_round_trips = False  # its messages, sent by both parties at once
+    rtt_per_round = 0.5  # each waits a one-way delay: emulated within 13% at 10 and 40 ms (docs/networks.md)
 
     def party_memory(self, cfg: ModelConfig, weights: int) -> int:
         """CHEETAH's HE products hold the server's encoded weight matrices, so the largest one drives a
