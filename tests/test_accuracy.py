@@ -5,6 +5,7 @@ breaks located to its operation, one-line refusals, and several training seeds (
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
 import statistics
@@ -194,6 +195,10 @@ def test_train_with_several_seeds_keeps_every_seed_and_a_directory_runs_each_var
             acc = v["measured"]["accuracy"]
             assert acc["windows"] == 1 and acc["positions"] == 8 and 0 <= acc["agreement"] <= 1
             assert acc["loss_mpc"] is not None and acc["loss_plaintext"] > 0
+    if len(backends) == 2:  # over the same windows, SPU's PPL and agreement stand beside CrypTen's
+        both = run_cli("report", *(str(tmp_path / f"{b}.json") for b in backends), "--format", "csv")
+        frame = pd.read_csv(io.StringIO(both.stdout))
+        assert frame["spu_ppl_mpc"].notna().all() and frame["spu_top1_agreement"].notna().all()
 
 
 def test_pair_verdicts_tell_differences_beyond_the_seed_spread():

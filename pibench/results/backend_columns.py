@@ -58,8 +58,10 @@ def measured_columns(main: Record, other: Record, base: str | None, about: str) 
         if t is not None and t.config == v.config:
             comm[v.name], lat[v.name] = t.measured.bytes / 1e9, t.measured.wall_s / 60
             kinds[v.name] = {k: c.bytes for k, c in t.measured.by_kind.items()}
-            acc = t.measured.accuracy
-            ppl[v.name], agree[v.name] = (acc.ppl_mpc, acc.agreement) if acc else (None, None)
+            acc, mine = t.measured.accuracy, v.measured.accuracy
+            # beside the main record's PPL [plaintext] only where it is over the same text
+            same = acc and mine and (acc.windows, acc.source) == (mine.windows, mine.source)
+            ppl[v.name], agree[v.name] = (acc.ppl_mpc, acc.agreement) if acc and same else (None, None)
         else:
             comm[v.name] = lat[v.name] = kinds[v.name] = ppl[v.name] = agree[v.name] = None
     label = other.backend.label
