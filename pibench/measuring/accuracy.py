@@ -34,7 +34,7 @@ import torch
 
 from pibench.backends.base import Emit, Session
 from pibench.measuring.measured import USABLE_RELATIVE_ERROR, AccuracyRecord
-from pibench.models.checkpoints import load_language_model
+from pibench.models.checkpoints import language_model_shapes, load_language_model
 from pibench.models.config import ModelConfig
 from pibench.models.definition import forward, input_stage, layer, param_specs
 from pibench.models.plaintext import TorchOps
@@ -46,6 +46,7 @@ TRACED = ("matmul", "add", "mul", "scale", "softmax", "layernorm", "gelu", "relu
 MAX_TEXT_BYTES = 64 * 1024 * 1024
 
 
+@functools.lru_cache(maxsize=4)  # the same windows for every variant of a run: the corpus is read once
 def windows(acc: Accuracy, T: int, corpus_bytes: int | None) -> torch.Tensor:
     """The windows (n, T + 1) of byte values: from the text file, else from the quality corpus's
     validation split, at offsets drawn as `pibench train` draws its first evaluation batch."""
@@ -142,9 +143,9 @@ def measure_accuracy(
 ) -> AccuracyRecord | None:
     """Run the accuracy pass of `entry` as party `rank` (0: server, 1: client); rank 0's report, others None.
     `exchange`: pibench's channel between the parties, by which rank 0 says which window to diagnose."""
-    acc, cfg, n, T = suite.accuracy, entry.config, 0, entry.config.T
+    acc, cfg, start = suite.accuracy, entry.config, time.perf_counter()
     assert acc is not None
-    n, start = acc.windows, time.perf_counter()
+    n, T = acc.windows, cfg.T
     plain_w, x_plain = None, None
     if rank == 0:
         where = suite.weights_of(entry.name)
@@ -152,7 +153,7 @@ def measure_accuracy(
         plain_w = load_language_model(where[1], cfg)
     if rank == 1:  # every window's T + 1 bytes: the model reads the first T, the last is the last one's target
         x_plain = one_hot(windows(acc, T, suite.train.corpus_bytes).reshape(-1))
-    specs = {name: spec.shape for name, spec in param_specs(cfg).items()} | lm_shapes(cfg)
+    specs = {name: spec.shape for name, spec in param_specs(cfg).items()} | language_model_shapes(cfg)
     weights, x = session.share(plain_w, specs, x_plain, (n * (T + 1), VOCAB))
     mpc: list[torch.Tensor | None] = []
     for i in range(n):
@@ -191,11 +192,6 @@ def measure_accuracy(
     if report is None:
         return None
     return AccuracyRecord(**report, first_unusable_op=first, wall_s=time.perf_counter() - start)
-
-
-def lm_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The byte model around the stack (`pibench.models.checkpoints.LM_NAMES`), positions cut to T."""
-    return {"lm.embed": (VOCAB, cfg.d), "lm.pos": (cfg.T, cfg.d), "lm.head": (cfg.d, VOCAB), "lm.head_bias": (VOCAB,)}
 
 
 def one_hot(ids: torch.Tensor) -> torch.Tensor:

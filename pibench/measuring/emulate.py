@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import psutil
@@ -43,7 +44,7 @@ def _steps(steps: list[list[str]]) -> None:
             raise PibenchError(f"could not set up the emulated link: ip {' '.join(step)}: {proc.stderr.strip()}")
 
 
-def _first_line(proc: subprocess.Popen[str], timeout_s: float) -> str | None:
+def _ready_line(proc: subprocess.Popen[str], timeout_s: float) -> str | None:
     """The first line `proc` prints within `timeout_s` (None: none by then, or it exited first)."""
     import selectors
 
@@ -146,8 +147,6 @@ class EmulatedLink:
 
     def _route(self) -> None:
         """Start the delay router (half the RTT per direction) and address its TUN devices point to point."""
-        import sys
-
         self.router = subprocess.Popen(
             [
                 sys.executable,
@@ -161,7 +160,7 @@ class EmulatedLink:
             stderr=subprocess.PIPE,
             text=True,
         )
-        ready = _first_line(self.router, ROUTER_START_S)
+        ready = _ready_line(self.router, ROUTER_START_S)
         if ready != "ready":
             err = (
                 self.router.stderr.read().strip().splitlines()[-1:]
@@ -272,8 +271,6 @@ else:  # n bytes one way, then a shutdown the server acknowledges by closing: se
 
 def _probe(link: EmulatedLink, mode: str, n: int) -> float:
     """Run the probe client in rank 0's namespace against a server in rank 1's; the float it prints."""
-    import sys
-
     from pibench.util.procs import kill_tree
 
     server = subprocess.Popen([*link.command_prefix(1), sys.executable, "-c", _ECHO_SERVER, ADDRESSES[1], mode])

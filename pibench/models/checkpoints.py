@@ -100,6 +100,12 @@ def load_language_model(path: str | Path, cfg: ModelConfig) -> dict[str, torch.T
 LM_NAMES = ("lm.embed", "lm.pos", "lm.head", "lm.head_bias")  # the byte model `pibench train` keeps
 
 
+def language_model_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shapes of the byte model around the stack (`LM_NAMES`) as a run uses it: positions cut to T."""
+    d, v = cfg.d, BYTE_VOCAB
+    return {"lm.embed": (v, d), "lm.pos": (cfg.T, d), "lm.head": (d, v), "lm.head_bias": (v,)}
+
+
 def _language_model(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     t = source.tensors
     if missing := [n for n in LM_NAMES if n not in t]:
@@ -107,8 +113,7 @@ def _language_model(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor
             f"{source.what} has no '{missing[0]}': not a `pibench train` language model, so no accuracy on "
             "real text (the suite's 'accuracy: {windows: 0}' runs its weights without)"
         )
-    vocab = BYTE_VOCAB
-    want = {"lm.embed": (vocab, cfg.d), "lm.head": (cfg.d, vocab), "lm.head_bias": (vocab,)}
+    want = {name: shape for name, shape in language_model_shapes(cfg).items() if name != "lm.pos"}
     for name, shape in want.items():
         if tuple(t[name].shape) != shape:
             raise PibenchError(f"{source.what}: '{name}' is {tuple(t[name].shape)}, the variant needs {shape}")
