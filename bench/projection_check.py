@@ -9,10 +9,11 @@ adds the RTT: docs/networks.md). Per variant it prints the emulated seconds (the
 generation, the prefill and every decode step summed) beside the projection of the loopback run onto
 the same link and their ratio. For a backend whose rounds are round trips (CrypTen) the projection adds
 round trips x RTT; for one whose rounds are messages that both parties send at once (SPU's receive
-actions) it adds messages x RTT/2 (`Backend.rtt_per_round`), and the table shows what a full RTT per
-message would give beside it. Every run is `--full`
-with one timed pass per step (the suites set `repeats: 1`), so every emulated second is a measured one.
-Exits 1 if a projection is off by more than 15%.
+actions) it adds messages x 0.55 RTT (`Backend.rtt_per_round`, fitted to this check: at least RTT/2), and
+the table shows what a full RTT per message would give beside it, and the RTTs each round trip or
+message waited in the emulated run ((emulated - projection without the RTT term) / (rounds x RTT)).
+Every run is `--full` with one timed pass per step (the suites set `repeats: 1`), so every emulated
+second is a measured one. Exits 1 if a projection is off by more than 15%.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def projected(v: VariantRecord, profile: NetworkProfile, rtt: float) -> float:
     return projected_s(v.measured, profile, rtt)
 
 
+def latency_rounds(v: VariantRecord) -> int:
+    """The round trips (or messages) of a variant's run: the forward pass, or every pass of a generation."""
+    gen = v.measured.generation
+    return sum(s.latency_rounds for s in gen.steps) if gen else v.measured.latency_rounds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", nargs="+", default=["crypten", "spu"])
@@ -73,6 +80,7 @@ def main() -> int:
         "ratio",
         "with RTT s",
         "ratio",
+        "RTT waited",
     )
     print(f"{'backend':<8} {'suite':<12} {'variant':<11} {'link':<14} " + " ".join(f"{h:>11}" for h in heads))
     for backend in args.backends:
@@ -99,6 +107,7 @@ def main() -> int:
                             f"{predicted / measured:.3f}",
                             f"{upper:.2f}" if upper else "-",
                             f"{upper / measured:.3f}" if upper else "-",
+                            f"{(measured - projected(lv, profile, 0.0)) / (latency_rounds(lv) * profile.rtt_s):.2f}",
                         ]
                         row = f"{backend:<8} {loop.suite.name:<12} {lv.name:<11} {profile.name:<14} "
                         print(row + " ".join(f"{c:>11}" for c in cells), flush=True)

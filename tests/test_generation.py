@@ -629,13 +629,13 @@ def test_spu_measures_an_end_to_end_generation_beside_its_prediction(tmp_path):
     over 32), nothing opened once (SPU keeps no weight masks: no set-up), the client learning the
     plaintext interpreter's greedy tokens, and the prediction (the shipped SPU calibration on each
     pass's trace) beside the measurement; SPU's rounds are messages both parties send at once, so the
-    table's projections charge half an RTT each and say so."""
+    table's projections charge 0.55 RTT each (measured) and say so."""
     suite = write_suite(tmp_path, SPU_GEN_SUITE, "spu.yaml")
     out = tmp_path / "spu.json"
     proc = run_cli("run", str(suite), "--out", str(out), "--no-progress", "--full", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     said = " ".join(proc.stdout.split())
-    assert "messages x 0.5 RTT: the backend's rounds are messages both parties send at once" in said
+    assert "messages x 0.55 RTT: the backend's rounds are messages both parties send at once" in said
     for v in json.loads(out.read_text())["variants"]:
         m = v["measured"]
         gen, predicted = m["generation"], v["predicted"]["generation"]

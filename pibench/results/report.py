@@ -195,7 +195,7 @@ def rtt_per_round(record: Record) -> float:
 
 def projected_s(m: Measured, profile: NetworkProfile, rtt: float = 1.0) -> float:
     """`pibench.counting.network.project` for one variant of a loopback record, charging `rtt` RTTs per
-    round trip (`rtt_per_round`: 1 for CrypTen, 0.5 per SPU message)."""
+    round trip (`rtt_per_round`: 1 for CrypTen, 0.55 per SPU message, measured)."""
     max_sent = max(p.sent for p in m.parties)
     return project(m.wall_s, m.comm_s, m.latency_rounds * rtt, max_sent, profile)
 
