@@ -29,6 +29,26 @@ def run_cli(
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """`python -m pibench ARGS` started in the background, output captured (the caller ends it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pibench", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def sweep_records(folder: Path) -> dict[tuple[int, str], dict]:
+    """The records of a sweep folder's cells, by (T, variant name)."""
+    found = {}
+    for path in (folder / "cells").glob("*.json"):
+        rec = json.loads(path.read_text())
+        found[(rec["suite"]["dims"]["T"], rec["variants"][0]["name"])] = rec
+    return found
+
+
 @pytest.fixture
 def cli():
     return run_cli

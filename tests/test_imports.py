@@ -95,7 +95,19 @@ def test_the_walk_sees_lazy_imports_and_finds_a_cycle():
 
 
 # The stages, lowest first: a module may import its own stage and those below, never one above.
-STAGES = ("util", "models", "counting", "backends", "suites", "measuring", "calibration", "results", "quality", "cli")
+STAGES = (
+    "util",
+    "models",
+    "counting",
+    "backends",
+    "suites",
+    "measuring",
+    "calibration",
+    "results",
+    "quality",
+    "sweeps",
+    "cli",
+)
 # Files of the same role in each backend's own package share their names on purpose.
 SAME_ROLE = {"__init__", "__main__", "session", "settings"}
 

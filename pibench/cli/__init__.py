@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pibench import __version__
 from pibench.util.errors import PibenchError
 
-SUBCOMMANDS = ("list", "cost", "run", "party", "report", "compare", "gate", "calibrate", "train")
+SUBCOMMANDS = ("list", "cost", "run", "sweep", "party", "report", "compare", "gate", "calibrate", "train")
 
 QUICK_START = """\
 quick start:
@@ -22,6 +22,8 @@ quick start:
   pibench cost suites/gpt2_t512.yaml --predict   predicted CrypTen bytes, rounds, minutes (instant)
   pibench run suites/gpt2_t128.yaml              the main job: every variant under CrypTen 2PC
   pibench report results/gpt2_t128-*.json --format latex
+  pibench sweep suites/sweeps/papers_t.yaml     a grid of cells, cached and resumable (--executor ray)
+  pibench report results/sweeps/papers_t        one table over a sweep's folder
   pibench gate old.json new.json                 fail (exit 1) when bytes or rounds grew
 """
 

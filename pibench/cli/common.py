@@ -142,17 +142,11 @@ def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.
 def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
     """What would otherwise fail only after the parties ran, checked before they start."""
     from pibench.counting.network import parse_profile
-    from pibench.measuring.runner import check_memory
+    from pibench.measuring.runner import check_before_run
     from pibench.results.records import check_folder, check_writable
     from pibench.results.tables import parse_columns
 
     check_writable(record_path(args, suite.name)[0], force=args.force)
-    if suite.weights is not None:  # every weight of every variant there, with its shape: before any party
-        from pibench.models.checkpoints import check_weights
-
-        for entry in suite.entries:
-            kind, where = suite.weights_of(entry.name)
-            check_weights(kind, where, [entry.config], language_model=suite.accuracy is not None)
     if args.plot:
         check_folder(args.plot, "--plot")
     for name in args.network or []:
@@ -164,4 +158,4 @@ def refuse_late_failures(suite: Any, args: argparse.Namespace) -> None:
             f"--baseline '{args.baseline[:40]}' is not a variant of suite '{suite.name}'"
             f"{did_you_mean(args.baseline, names)}; its variants: {', '.join(names)}"
         )
-    check_memory(suite, args.full)
+    check_before_run(suite, args.full)

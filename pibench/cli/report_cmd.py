@@ -36,7 +36,9 @@ Column groups (--columns, comma-separated, or all):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("records", nargs="+", metavar="RECORD", help="run records (results/*.json)")
+    parser.add_argument(
+        "records", nargs="+", metavar="RECORD", help="run records (results/*.json), or a sweep's folder (pibench sweep)"
+    )
     add_report_options(parser)
 
 
@@ -159,7 +161,31 @@ def emit_report(
                 print(f"plot: {path}", file=sys.stderr)
 
 
+def _sweep_report(args: argparse.Namespace) -> int:
+    """`pibench report SWEEP_DIR`: one table over a sweep's cells (`pibench.sweeps.frame`)."""
+    from pibench.sweeps.frame import DEFAULT_NETWORK, plot_sweep, render_sweep, sweep_frame
+
+    if len(args.records) > 1:
+        raise PibenchError(f"'{args.records[0]}' is a sweep's folder: report it alone")
+    given = [f"--{k}" for k in ("columns", "backends") if getattr(args, k)] + (["--predict"] if args.predict else [])
+    if given:
+        raise PibenchError(
+            f"{', '.join(given)}: not for a sweep's report (its columns are fixed: pibench report --help)"
+        )
+    if args.plot:
+        check_folder(args.plot, "--plot")
+    networks = args.network or [DEFAULT_NETWORK]
+    df, manifest, notes = sweep_frame(args.records[0], args.baseline, networks)
+    print(render_sweep(df, manifest, notes, args.format))
+    if args.plot and not df.empty:
+        for path in plot_sweep(df, manifest, args.plot, networks[0]):
+            print(f"plot: {path}", file=sys.stderr)
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if any(Path(p).is_dir() for p in args.records):
+        return _sweep_report(args)
     runs, quality = [], []
     for path in args.records:
         data = read_json(path)

@@ -252,3 +252,5 @@ class RunInfo(Strict):
     elapsed_s: Seconds
     accepted_unusable: bool
     dealer: DealerCheck | None
+    # a sweep's cell run on Ray (`pibench.sweeps.ray_executor`): rank -> the node it ran on ("IP, node ID")
+    nodes: dict[str, str] | None = None

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from pibench.counting.sampling import layer_sample
 from pibench.measuring.emulate import EmulatedLink
 from pibench.measuring.measured import DealerCheck, Measured, RunInfo
 from pibench.measuring.peers import STARTUP_GRACE_S, new_secret
+from pibench.models.config import ModelConfig
 from pibench.models.definition import layer_weight_specs
 from pibench.suites.loader import Suite
 from pibench.util.errors import PibenchError, validated
@@ -40,23 +42,39 @@ from pibench.util.procs import die_with_parent, kill_tree, listening_socket
 from pibench.util.progress import Progress
 
 
+def party_memory(backend: str, cfg: ModelConfig, full: bool) -> int:
+    """Bytes one party of a run of `cfg` needs (`Backend.party_memory` of the layers it runs)."""
+    layers = list(range(cfg.L) if full else layer_sample(cfg))
+    weights = sum(math.prod(s.shape) for s in layer_weight_specs(cfg, layers).values())
+    return int(BACKENDS.get(backend).party_memory(cfg, weights))
+
+
+def check_before_run(suite: Suite, full: bool) -> None:
+    """What would otherwise fail only once parties run: every variant's weights there, with their
+    shapes, and memory for its two parties here (`check_memory`)."""
+    if suite.weights is not None:
+        from pibench.models.checkpoints import check_weights
+
+        for entry in suite.entries:
+            given = suite.weights_of(entry.name)
+            if given is not None:
+                check_weights(*given, [entry.config], language_model=suite.accuracy is not None)
+    check_memory(suite, full)
+
+
 def check_memory(suite: Suite, full: bool) -> None:
     """Refuse, before any party starts, a suite whose parties cannot fit in this machine's memory
     (the backend's estimate per party, `Backend.party_memory`)."""
-    import psutil
-
-    backend, total = BACKENDS.get(suite.backend), psutil.virtual_memory().total
+    total = psutil.virtual_memory().total
     for e in suite.entries:
         cfg = e.config
         if full and cfg.L > 10_000:
             raise PibenchError(f"variant '{e.name}': --full would run {cfg.L} layers; sample them (no --full)")
-        layers = list(range(cfg.L) if full else layer_sample(cfg))
-        weights = sum(math.prod(s.shape) for s in layer_weight_specs(cfg, layers).values())
-        need = 2 * backend.party_memory(cfg, weights)  # two parties on this machine
+        need = 2 * party_memory(suite.backend, cfg, full)  # two parties on this machine
         if need > total:
             raise PibenchError(
                 f"variant '{e.name}' (L={cfg.L}, H={cfg.H}, d={cfg.d}, T={cfg.T}) needs about {need / 2**30:.3g} GiB "
-                f"for its two parties under {backend.name}; this machine has {total / 2**30:.3g} GiB"
+                f"for its two parties under {suite.backend}; this machine has {total / 2**30:.3g} GiB"
             )
 
 
@@ -109,21 +127,30 @@ class _Parties:
     """The running party processes of one run."""
 
     def __init__(
-        self, suite: Suite, full: bool, timeout_s: float, link: EmulatedLink | None, include: Sequence[str] = ()
+        self,
+        suite: Suite,
+        full: bool,
+        timeout_s: float,
+        link: EmulatedLink | None,
+        include: Sequence[str] = (),
+        ranks: Sequence[int] | None = None,
     ) -> None:
         self.suite, self.full, self.timeout_s, self.link = suite, full, timeout_s, link
         self.include = list(include)  # files of the user's own variants, which the parties load too
+        self.ranks = ranks  # the ranks this host starts (None: every rank of the backend)
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.parties: dict[int, _Party] = {}
         self.threads: list[threading.Thread] = []
 
-    def start(self) -> str:
-        """Start every rank; returns the rendezvous address."""
+    def start(self, rendezvous: str | None = None, listener: socket.socket | None = None, secret: str = "") -> str:
+        """Start this host's ranks; returns the rendezvous address. Given none, rank 0 serves on the
+        emulated link's address, else on a socket bound here to 127.0.0.1; given one (parties on several
+        hosts), rank 0 serves on `listener` where it runs here, and every rank uses `secret`."""
         backend = BACKENDS.get(self.suite.backend)
-        roles = backend.ranks(self.suite.settings)
-        if self.link:
+        roles = {r: role for r, role in backend.ranks(self.suite.settings).items() if r in (self.ranks or [r])}
+        if rendezvous is None and self.link:
             rendezvous, listener = self.link.rendezvous, None
-        else:  # rank 0 serves pibench's channel on this socket, handed over: nothing can take the port
+        elif rendezvous is None:  # rank 0 serves pibench's channel on this socket, handed over: nothing can take it
             listener = listening_socket("127.0.0.1", 0)
             rendezvous = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
         suite = self.suite
@@ -135,7 +162,7 @@ class _Parties:
                 "backend": suite.backend,
                 "device": getattr(suite.settings, "device", None),
                 "repeats": suite.repeats,
-                "secret": new_secret().decode(),  # this run's, on the parties' stdin only
+                "secret": secret or new_secret().decode(),  # this run's, on the parties' stdin only
                 "include": self.include,
             }
         )
@@ -326,3 +353,35 @@ def run_local(
         dealer=watch.dealer_check(),
         accepted_unusable=accept_unusable,
     )
+
+
+def run_ranks(
+    suite: Suite,
+    ranks: Sequence[int],
+    rendezvous: str,
+    secret: str,
+    *,
+    listener: socket.socket | None = None,
+    full: bool = False,
+    timeout_s: float = 45.0,
+    include: Sequence[str] = (),
+) -> tuple[list[Measured] | None, dict[str, str]]:
+    """Run this host's `ranks` of a run whose parties are on several hosts (a sweep's cell spread over
+    Ray nodes): rank 0 serves `rendezvous` on `listener`, every rank shares `secret` and joins there.
+    Returns each variant's measurement where rank 0 runs here (else None) and the roles of the ranks
+    run here; a party that fails, hangs, or loses the other is a one-line `PibenchError`."""
+    parties = _Parties(suite, full, timeout_s, None, include, ranks)
+    watch = _Progress(suite, full, False, parties)
+    try:
+        parties.start(rendezvous, listener, secret)
+        _follow(parties, watch)
+    finally:
+        watch.bar.close()
+        parties.stop()
+    roles = {str(r): p.role for r, p in parties.parties.items()}
+    if 0 not in ranks:
+        return None, roles
+    missing = [e.name for e in suite.entries if e.name not in watch.measured]
+    if missing:
+        raise PibenchError(f"the parties ended without measuring {', '.join(missing)}; no record written")
+    return [watch.measured[e.name] for e in suite.entries], roles

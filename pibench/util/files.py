@@ -14,12 +14,15 @@ from typing import Any
 from pibench.util.errors import PibenchError
 
 RUN, QUALITY, CALIBRATION, UNSAVED = "pibench.run", "pibench.quality", "pibench.calibration", "pibench.unsaved"
+SWEEP, SWEEP_FAILURE = "pibench.sweep", "pibench.sweep-failure"
 SUITE = "suite"
 WHAT = {
     RUN: "a run record (from pibench run)",
     QUALITY: "a quality record (from pibench train)",
     CALIBRATION: "a calibration (from pibench calibrate)",
     UNSAVED: "a measurement kept after its record could not be made (not readable as a record)",
+    SWEEP: "a sweep's manifest (from pibench sweep; `pibench report` takes its folder)",
+    SWEEP_FAILURE: "why a sweep's cell failed (from pibench sweep)",
     SUITE: "a suite (YAML with model: and variants:)",
 }
 

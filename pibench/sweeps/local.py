@@ -1,0 +1,102 @@
+"""The local executor: one cell at a time on this machine, its parties started as `pibench run` starts
+them (`pibench.measuring.runner.run_local`). Nothing to install; the default of `pibench sweep`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pibench.results.records import Record, RecordNotBuilt, build_record
+from pibench.sweeps.spec import Cell, Sweep
+from pibench.util.errors import PibenchError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a cell ended: its record, or the one-line error (with what was measured where the record
+    could not be made: `unsaved`); `lost`: its worker or node was lost (a Ray executor retries it)."""
+
+    record: Record | None = None
+    error: str | None = None
+    unsaved: dict[str, Any] | None = None
+    lost: bool = False
+    node: str | None = None
+
+
+Started = Callable[[Cell], None]
+Done = Callable[[Cell, Outcome, int], None]  # the cell, how it ended, attempts made
+
+
+def measure_cell(
+    text: str,
+    base: str,
+    full: bool,
+    timeout_s: float,
+    include: Sequence[str],
+    accept_unusable: bool,
+    nodes: dict[str, str] | None = None,
+) -> Outcome:
+    """Run one cell's suite (its YAML `text`, said to come from `base`) with its parties on this
+    machine, over its `network.emulate` link where it names one, and make its record here (this
+    machine's environment). `include`: the user's variant files (loaded in this process already;
+    the parties load them too); `nodes`: the Ray nodes its ranks ran on, for the record."""
+    from pibench.measuring.emulate import EmulatedLink
+    from pibench.measuring.runner import run_local
+    from pibench.suites.loader import load_suite
+
+    try:
+        suite = load_suite(base, text=text)
+        with contextlib.ExitStack() as stack:
+            link = stack.enter_context(EmulatedLink(suite.emulate)) if suite.emulate else None
+            measured, run = run_local(
+                suite,
+                full=full,
+                timeout_s=timeout_s,
+                progress=False,
+                link=link,
+                accept_unusable=accept_unusable,
+                include=include,
+            )
+        if nodes:
+            run = run.model_copy(update={"nodes": nodes})
+        return Outcome(record=build_record(suite, measured, run))
+    except RecordNotBuilt as err:
+        return Outcome(error=str(err), unsaved=err.data)
+    except PibenchError as err:
+        return Outcome(error=str(err))
+
+
+class LocalExecutor:
+    """Cells one after another on this machine."""
+
+    name = "local"
+
+    def __init__(self, sweep: Sweep, include: Sequence[str], accept_unusable: bool) -> None:
+        self.sweep, self.include, self.accept_unusable = sweep, list(include), accept_unusable
+
+    def check(self, cells: Sequence[Cell]) -> None:
+        """Refuse, before any cell runs, what this machine cannot run (memory for two parties, weights)."""
+        from pibench.measuring.runner import check_before_run
+
+        for cell in cells:
+            try:
+                check_before_run(cell.suite(), self.sweep.full)
+            except PibenchError as err:
+                raise PibenchError(f"{self.sweep.path}: the cell {cell.describe()}: {err}") from None
+
+    def capacity(self) -> int:
+        return 1
+
+    def run(self, cells: Sequence[Cell], started: Started, done: Done) -> None:
+        sweep = self.sweep
+        for cell in cells:
+            started(cell)
+            outcome = measure_cell(
+                cell.text, cell.base, sweep.full, sweep.timeout_s, self.include, self.accept_unusable
+            )
+            done(cell, outcome, 1)
+
+    def close(self) -> None:
+        pass
