@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +31,15 @@ def run_cli(
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:
-    """`python -m pibench ARGS` started in the background, output captured (the caller ends it)."""
+    """`python -m pibench ARGS` started in the background, output captured (the caller ends it). Ctrl-C
+    (SIGINT) reaches it as at a terminal, even where the tests run in a background job (which ignores it)."""
     return subprocess.Popen(
         [sys.executable, "-m", "pibench", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

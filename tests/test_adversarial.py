@@ -167,7 +167,7 @@ CALLS = {
         "rendezvous host '0.0.0.0' listens on every interface of this machine",
     ),
     "report_missing": (["report", "{tmp}/nope.json"], "not found"),
-    "report_folder": (["report", "{tmp}"], "is not a file"),
+    "report_folder": (["report", "{tmp}"], "is not a sweep folder: it has no sweep.json (made by pibench sweep)"),
     "report_not_json": (["report", "{garbage}"], "is not a valid record: not readable JSON"),
     "report_of_a_suite": (["report", "{suite}"], "is a suite (YAML with model: and variants:), not a record"),
     "report_json_list": (["report", "{list}"], "no schema_version"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import party_processes, run_cli, start_cli, sweep_records, write_suite
+from tests.conftest import ROOT, party_processes, run_cli, start_cli, sweep_records, write_suite
 
 TINY = """\
 name: tiny
@@ -236,3 +236,25 @@ def test_report_of_a_folder_that_is_not_a_sweep_is_one_line(tmp_path):
         proc.stderr.strip()
         == f"pibench: error: '{tmp_path}' is not a sweep folder: it has no sweep.json (made by pibench sweep)"
     )
+
+
+def test_the_shipped_sweeps_report_groups_savings_by_t_and_backend(tmp_path):
+    """docs/sweeps/papers_t (30 cells, measured): one row per cell, and each cell's savings against
+    SM + LN + G of the same T and backend, recomputed here from the records' bytes."""
+    folder = ROOT / "docs" / "sweeps" / "papers_t"
+    proc = run_cli("report", str(folder), "--format", "csv", "--plot", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 30 and {(r["model.T"], r["backend"]) for r in rows} == {
+        (t, b) for t in ("64", "128", "256") for b in ("crypten", "spu")
+    }
+    records = {
+        (rec["suite"]["dims"]["T"], rec["backend"]["name"], rec["variants"][0]["name"]): rec["variants"][0]["measured"]
+        for rec in (json.loads(p.read_text()) for p in (folder / "cells").glob("*.json"))
+    }
+    for r in rows:
+        key = (int(r["model.T"]), r["backend"])
+        base, cell = records[(*key, "sm_ln_g")], records[(*key, r["variant"])]
+        assert float(r["x_comm"]) == pytest.approx(base["bytes"] / cell["bytes"])
+        assert float(r["comm_GB"]) == cell["bytes"] / 1e9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["papers_t-model_T.png", "papers_t-model_T.svg"]

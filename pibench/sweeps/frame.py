@@ -170,12 +170,21 @@ def plot_sweep(df: pd.DataFrame, manifest: Manifest, out_dir: str | Path, networ
     for axis in _numeric_axes(df, manifest):
         others = [a for a in manifest.axes if a not in (axis, VARIANT) and a in df]
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        variants = list(dict.fromkeys(df["variant"]))  # a colour per variant, a line style per value of the others
+        rest: list[tuple[str, ...]] = list(dict.fromkeys(tuple(r) for r in df[others].astype(str).values.tolist()))
         for key, group in df.groupby(["variant", *others], sort=False):
-            label = ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(str(k) for k in key)
+            style = {
+                "color": f"C{variants.index(key[0]) % 10}",
+                "linestyle": ("-", "--", ":", "-.")[rest.index(tuple(str(k) for k in key[1:])) % 4],
+                "marker": "o",
+                "label": label,
+            }
             group = group.assign(_x=pd.to_numeric(group[axis])).sort_values("_x")
-            left.plot(group["_x"], group["comm_GB"], marker="o", label=label)
+            left.plot(group["_x"], group["comm_GB"], **style)
             if minutes in group:
-                right.plot(group["_x"], group[minutes], marker="o", label=label)
+                right.plot(group["_x"], group[minutes], **style)
         left.set(xlabel=axis, ylabel="communication, GB (both parties)", title="bytes")
         right.set(xlabel=axis, ylabel=f"minutes, projected onto {network}", title="latency")
         for ax in (left, right):
