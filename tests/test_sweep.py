@@ -258,3 +258,27 @@ def test_the_shipped_sweeps_report_groups_savings_by_t_and_backend(tmp_path):
         assert float(r["x_comm"]) == pytest.approx(base["bytes"] / cell["bytes"])
         assert float(r["comm_GB"]) == cell["bytes"] / 1e9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["papers_t-model_T.png", "papers_t-model_T.svg"]
+
+
+def test_a_backend_setting_axis_draws_the_accuracy_cost_frontier(tmp_path):
+    """Where an axis is a backend setting, --plot draws MPC error against GB: here the shipped folder's
+    CrypTen cells relabelled as two values of a setting (the plot reads the manifest's values)."""
+    import shutil
+
+    folder = tmp_path / "sweep"
+    shutil.copytree(ROOT / "docs" / "sweeps" / "papers_t", folder)
+    manifest = json.loads((folder / "sweep.json").read_text())
+    cells = [c for c in manifest["cells"] if c["backend"] == "crypten" and c["values"]["model.T"] in (64, 128)]
+    for c in cells:
+        c["values"] = {
+            "crypten.functions": {"exp_iterations": 8 if c["values"]["model.T"] == 64 else 10},
+            "variant": c["variant"],
+        }
+    manifest |= {"cells": cells, "axes": ["crypten.functions", "variant"]}
+    (folder / "sweep.json").write_text(json.dumps(manifest))
+    proc = run_cli("report", str(folder), "--plot", str(tmp_path / "plots"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["papers_t-frontier.png", "papers_t-frontier.svg"]
+    # 10 rows, the setting's value a column
+    assert proc.stdout.splitlines()[1].split()[:2] == ["crypten.functions", "variant"]
+    assert proc.stdout.count('{"exp_iterations":10}') == 5
