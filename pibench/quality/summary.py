@@ -283,7 +283,9 @@ def plot_quality(record: QualityRecord, out_dir: str | Path, stem: str, run: Rep
                 ax.step(xs, ys, where="post", linestyle="--", color="grey", linewidth=0.8, label="Pareto frontier")
                 ax.legend(fontsize=7, loc="upper right", frameon=False)
             ax.set_xlabel(f"communication (GB, both parties; {run.label}, {run.suite})")
-            ax.set_ylabel(f"validation perplexity per byte ({record.dims_text})")
+            seeds = max(len(v.runs) for v in record.variants)
+            over = f", mean over {seeds} seeds" if seeds > 1 else ""
+            ax.set_ylabel(f"validation perplexity per byte\n({record.dims_text}{over})")
             ax.margins(x=0.08, y=0.12)
             ax.set_title("Perplexity against communication (lower left is better)", fontsize=9)
             figures.append(("ppl_vs_comm", fig))
