@@ -199,8 +199,8 @@ class Backend(ABC):
     # backend can (`Counts.round_trips`); where rounds are messages (SPU's receive actions) they are not.
     rounds_are_round_trips: ClassVar[bool] = True
     # RTTs a latency projection charges per round trip (per message, where rounds are messages), as timed
-    # across emulated links (bench/projection_check.py): 1 for CrypTen; 0.5 for SPU, whose parties send
-    # to each other at once, so each message waits one one-way delay (docs/networks.md)
+    # across emulated links (bench/projection_check.py): 1 for CrypTen; 0.55 for SPU, whose parties send
+    # to each other at once, so each message waits a one-way delay or a little more (docs/networks.md)
     rtt_per_round: ClassVar[float] = 1.0
 
     @classmethod

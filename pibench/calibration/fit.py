@@ -288,8 +288,8 @@ def predict_cost(
     cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = (), settings: dict[str, Any] | None = None
 ) -> Predicted:
     """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles` (the two
-    parties send equal halves of the bytes; rounds x RTT where the backend's rounds are round trips,
-    as measured records are projected: `Backend.rounds_are_round_trips`)."""
+    parties send equal halves of the bytes; rounds x `Backend.rtt_per_round` RTTs, as measured records
+    are projected, though the calibration counts rounds, not CrypTen's round trips)."""
     totals = cal.predict(tally)
     minutes = {"loopback": totals["wall_s"] / 60}
     rounds = totals["rounds"] * BACKENDS.get(cal.file.backend).rtt_per_round

@@ -17,7 +17,7 @@ from pibench.counting.network import PROFILES, NetworkProfile, project
 from pibench.counting.notation import BYTE_UNITS, unit_for
 from pibench.measuring.measured import Generation, TokenStep
 from pibench.results.records import Record, VariantRecord
-from pibench.results.report import rtt_per_round
+from pibench.results.report import rounds_are_round_trips, rtt_per_round
 
 
 def _ratio(base: float, mine: float) -> str:
@@ -70,7 +70,7 @@ def generation_table(record: Record) -> str | None:
         + "\n\n"
         + _savings_table(variants, profiles, rtt)
         + "\n"
-        + textwrap.fill(_footer(variants, profiles, rtt), 120, subsequent_indent="  ")
+        + textwrap.fill(_footer(variants, profiles, rtt, rounds_are_round_trips(record)), 120, subsequent_indent="  ")
     )
 
 
@@ -92,7 +92,7 @@ def _savings_table(variants: list[VariantRecord], profiles: list[str], rtt: floa
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def _footer(variants: list[VariantRecord], profiles: list[str], rtt: float) -> str:
+def _footer(variants: list[VariantRecord], profiles: list[str], rtt: float, round_trips: bool) -> str:
     setups = [g.setup.bytes for g in map(_generation, variants) if g.setup]
     parts = ["bytes both parties sent (1 GB = 1e9 B); decode steps timed once each"]
     if setups:
@@ -103,7 +103,7 @@ def _footer(variants: list[VariantRecord], profiles: list[str], rtt: float) -> s
     if profiles:
         how = (
             "round trips x RTT included (an all_reduce of 3 or more elements is 2: docs/networks.md)"
-            if rtt == 1
+            if round_trips
             else f"messages x {rtt:g} RTT: the backend's rounds are messages both parties send at once"
         )
         parts.append(f"{', '.join(profiles)}: a token's seconds projected onto the network ({how})")

@@ -353,7 +353,7 @@ def build_report(
             + (
                 " + round trips x RTT, counted per exchange where the record has them (CrypTen: an all_reduce of 3 "
                 "or more elements is 2, docs/networks.md), else rounds"
-                if rtt == 1
+                if rounds_are_round_trips(record)
                 else f" + messages x {rtt:g} RTT: both parties send each message at once, docs/networks.md"
             )
             + "; see pibench/counting/network.py), not measured"

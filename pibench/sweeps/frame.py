@@ -23,11 +23,14 @@ from pibench.results.generation import token_projected_s
 from pibench.results.plots import _pyplot, save_figure
 from pibench.results.records import Record
 from pibench.results.report import projected_s, rtt_per_round
+from pibench.results.tables import terminal_width
 from pibench.sweeps.spec import VARIANT, show
 from pibench.sweeps.store import Manifest, Store, read_manifest
 from pibench.util.errors import PibenchError
 
 DEFAULT_NETWORK = "paper-wan"
+# columns a terminal's table leaves out, in this order, where it would be wider than the terminal
+OPTIONAL = ("x_time", "max_abs_error", "round_trips", "time_s", "gen_time_s")
 
 
 def _cell_row(values: dict[str, Any], record: Record, networks: Sequence[str]) -> dict[str, Any]:
@@ -135,14 +138,30 @@ def render_sweep(df: pd.DataFrame, manifest: Manifest, notes: list[str], fmt: st
         shown = shown.drop(columns=["usable"])
     head = f"sweep {manifest.name}: {len(df)} cells" + (f" ({manifest.path})" if manifest.path else "")
     shown = shown.astype(object).where(shown.notna(), None)  # no figure: "-", not "nan"
-    body = tabulate(
-        shown.to_dict("records") if not shown.empty else [],
-        headers="keys",
-        tablefmt="github" if fmt == "markdown" else "simple",
-        floatfmt=".4g",
-        missingval="-",
-        showindex=False,
-    )
+
+    def table(frame: pd.DataFrame) -> str:
+        return tabulate(
+            frame.to_dict("records") if not frame.empty else [],
+            headers="keys",
+            tablefmt="github" if fmt == "markdown" else "simple",
+            floatfmt=".4g",
+            missingval="-",
+            showindex=False,
+        )
+
+    body, hidden = table(shown), []
+    width = terminal_width()
+    for name in (c for c in OPTIONAL if c in shown and fmt == "table"):  # a terminal's width: least needed first
+        if max(map(len, body.splitlines()), default=0) <= width:
+            break
+        shown = shown.drop(columns=[name])
+        hidden.append(name)
+        body = table(shown)
+    if hidden:
+        notes = [
+            *notes,
+            f"not shown, to fit {width} columns: {', '.join(hidden)} (--format csv or json has every column)",
+        ]
     return "\n".join([head, body, *(f"  {n}" for n in notes)])
 
 

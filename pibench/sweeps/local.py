@@ -16,12 +16,11 @@ from pibench.util.errors import PibenchError
 @dataclass(frozen=True)
 class Outcome:
     """How a cell ended: its record, or the one-line error (with what was measured where the record
-    could not be made: `unsaved`); `lost`: its worker or node was lost (a Ray executor retries it)."""
+    could not be made: `unsaved`), and the Ray node it ran on."""
 
     record: Record | None = None
     error: str | None = None
     unsaved: dict[str, Any] | None = None
-    lost: bool = False
     node: str | None = None
 
 

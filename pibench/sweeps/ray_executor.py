@@ -357,7 +357,7 @@ class RayExecutor:
                 ray.wait(refs, num_returns=1, timeout=POLL_S)
             for flight in list(self.in_flight):
                 ready, _ = ray.wait(flight.refs, num_returns=len(flight.refs), timeout=0) if flight.refs else ([], [])
-                lost = not flight.refs or self._any_lost(flight)
+                lost = not flight.refs or self._any_lost(ready)
                 if not lost and len(ready) < len(flight.refs):
                     continue
                 outcome = None if lost else self._collect(flight)
@@ -373,14 +373,13 @@ class RayExecutor:
                     self.in_flight.append(self._submit(flight.cell, flight.attempt + 1))
                     continue
                 if outcome is None:
-                    outcome = Outcome(error=f"its Ray worker or node was lost {flight.attempt} times", lost=True)
+                    outcome = Outcome(error=f"its Ray worker or node was lost {flight.attempt} times")
                 done(flight.cell, outcome, flight.attempt)
 
-    def _any_lost(self, flight: _InFlight) -> bool:
-        """Whether one of a cell's refs failed because its worker, actor or node is gone (the others
-        would only wait for their party's timeout)."""
+    def _any_lost(self, ready: list[Any]) -> bool:
+        """Whether one of a cell's finished refs failed because its worker, actor or node is gone (the
+        others would only wait for their party's timeout)."""
         ray = self.ray
-        ready, _ = ray.wait(flight.refs, num_returns=len(flight.refs), timeout=0)
         for ref in ready:
             try:
                 ray.get(ref, timeout=0)

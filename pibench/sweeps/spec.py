@@ -30,7 +30,7 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,14 +88,22 @@ class SweepSpec:
 @dataclass(frozen=True)
 class Cell:
     """One measurement of a sweep: the axes' values (with the variant's entry name), the one-variant
-    suite it runs (its text, validated; `suite` loads it) and its key."""
+    suite it runs (its text, validated, and as loaded then: `suite()`) and its key."""
 
     values: dict[str, Any]
     text: str  # the cell's suite, YAML
     base: str  # the base suite's path (relative weights and text resolve from its folder)
     key: str
-    variant: str  # the entry's name (its records' variant)
-    backend: str
+    loaded: Suite = field(compare=False, repr=False)  # `text` loaded, when the sweep was validated
+
+    @property
+    def variant(self) -> str:
+        """The entry's name (its record's variant)."""
+        return self.loaded.entries[0].name
+
+    @property
+    def backend(self) -> str:
+        return self.loaded.backend
 
     @property
     def file(self) -> str:
@@ -107,7 +115,7 @@ class Cell:
         return ", ".join(f"{k}={show(v)}" for k, v in self.values.items())
 
     def suite(self) -> Suite:
-        return load_suite(self.base, text=self.text)
+        return self.loaded
 
 
 @dataclass(frozen=True)
@@ -125,10 +133,6 @@ class Sweep:
     timeout_s: float
     placement: str
     retries: int
-
-    @property
-    def backends(self) -> list[str]:
-        return sorted({c.backend for c in self.cells})
 
 
 def show(value: Any) -> str:
@@ -258,7 +262,7 @@ def _cell(
     # a setting of another backend than the cell's does not apply to it: shown as none
     ordered = {k: None if _other_backend(k, suite.backend) else values[k] for k in values if k != VARIANT}
     ordered[VARIANT] = entry.name
-    return Cell(ordered, text, base.path, cell_key(suite, full), entry.name, suite.backend)
+    return Cell(ordered, text, base.path, cell_key(suite, full), suite)
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -119,8 +119,10 @@ def run_sweep(
     waiting = list(todo)
     bar = Progress(len(todo), "cell", progress, bar_format="{n_fmt}/{total_fmt} cells |{bar}| {elapsed} {postfix}")
 
+    parallel = min(executor.capacity(), len(todo))  # cells at once
+
     def show() -> None:
-        left = estimate.left([*waiting, *(c for c in todo if c.key in running)], min(executor.capacity(), len(todo)))
+        left = estimate.left([*waiting, *(c for c in todo if c.key in running)], parallel)
         bar.note(
             f"done {len(summary.done)}, failed {len(summary.failed)}, running {len(running)}, left ~{_minutes(left)}"
         )
