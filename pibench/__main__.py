@@ -1,5 +1,3 @@
-import sys
+from pibench.cli import entry
 
-from pibench.cli import main
-
-sys.exit(main())
+entry()

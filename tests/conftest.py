@@ -145,6 +145,7 @@ def fake_measured_data(
         "by_kind": by_kind,
         "dealer": None,
         "parties": [{"rank": 0, "role": "server", **party}, {"rank": 1, "role": "client", **party}],
+        "prompt": None,
     }
 
 

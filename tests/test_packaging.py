@@ -13,7 +13,7 @@ import zipfile
 
 from tests.conftest import ROOT, run_cli
 
-_ANYWHERE = shutil.ignore_patterns(".git", ".tox", ".venv", "*.egg-info", "__pycache__", ".*cache")
+_ANYWHERE = shutil.ignore_patterns(".tox", ".venv", "*.egg-info", "__pycache__", ".*cache", "_version.py")
 
 
 def IGNORE(folder: str, names: list[str]) -> set[str]:
@@ -46,6 +46,12 @@ example = "pibench_example_plugin"
 """
 
 
+def _dirty() -> bool:
+    """Whether a tracked file of the checkout differs from its commit (as setuptools-scm tells it)."""
+    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    return bool(subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout.strip())
+
+
 def test_wheel_installs_and_predicts(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
@@ -67,6 +73,7 @@ def test_wheel_installs_and_predicts(tmp_path):
     (wheel,) = wheels.glob("pibench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pibench/data/calibration-crypten-default.json" in names and "pibench/data/published_costs.csv" in names
+    assert "pibench/_version.py" in names  # setuptools-scm wrote the commit it was built from
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -89,6 +96,17 @@ def test_wheel_installs_and_predicts(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().startswith(str(own))  # the installed copy ran, not the source tree
+    # the wheel names the commit it was built from (no checkout beside it to read)
+    origin = subprocess.run(
+        [str(python), "-c", "from pibench.util.machine import git_info; import json; print(json.dumps(git_info()))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if (ROOT / ".git").exists():
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        assert json.loads(origin.stdout) == {"commit": head, "dirty": _dirty(), "source": "build"}
     installed = json.loads(proc.stdout)
     source = json.loads(run_cli("cost", suite, "--predict", "--format", "json").stdout)
     assert [v["predicted"]["bytes"] for v in installed] == [v["predicted"]["bytes"] for v in source]

@@ -37,3 +37,27 @@ def test_a_total_learnt_late_and_a_disabled_bar():
     bar.advance(0)  # nothing done: the clock and count stay
     assert bar.n == 3
     bar.close()
+
+
+def test_a_generations_bar_counts_every_step_the_parties_report(tmp_path, monkeypatch):
+    """Issue 32: a tiny generation suite's bar had a total of 4 (the prefill's stages of the layers
+    scope) and ran 16 steps, so it showed no percentage and no estimate. Its total now counts what the
+    parties report. By hand, end to end, L=2 of one layer kind, one timed pass, 4 tokens: the prefill's
+    5 stages (embedding, input stage, layer 0, logits, argmax) once, then 3 decode steps: 8 steps."""
+    from pibench.measuring import runner
+    from pibench.suites.loader import load_suite
+    from tests.conftest import write_suite
+
+    bars = []
+
+    class Recorded(runner.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(runner, "Progress", Recorded)
+    text = "model: {L: 2, H: 2, d: 16, T: 4}\nvariants: [sm_ln_g]\nrepeats: 1\nscope: end_to_end\nvocab: 32\n"
+    suite = load_suite(write_suite(tmp_path, text + "generate: {new_tokens: 4}\n"))
+    runner.run_local(suite, progress=False)
+    (bar,) = bars
+    assert (bar.n, bar.bar.total) == (8, 8)

@@ -406,7 +406,7 @@ def test_old_record_is_refused_with_advice(tmp_path, t128_record):
     assert proc.returncode == 2
     assert proc.stderr == (
         f"pibench: error: record '{old}' is not a record this pibench reads: schema_version 0; "
-        "it reads version 2; rerun the suite\n"
+        "it reads versions 2 to 3; rerun the suite\n"
     )
     v1 = write_record(tmp_path / "v1.json", record.model_dump(mode="json") | {"schema_version": 1})
     assert "version 1 (before pibench's backend interface" in run_cli("report", str(v1)).stderr

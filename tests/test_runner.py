@@ -37,6 +37,28 @@ def test_record_holds_every_setting(all_variants):
     assert [v["name"] for v in rec["variants"]] == VARIANTS.names()
 
 
+def test_record_names_the_commit_and_the_measuring_code(all_variants):
+    """The record names the commit of the checkout pibench ran from (once `git: null` for every record,
+    the checkout looked for one folder too deep), whether tracked files differed from it, and a digest
+    of the measuring code's source."""
+    import subprocess
+
+    from pibench.util.machine import code_digest
+    from tests.conftest import ROOT
+
+    _, rec = all_variants
+    git = rec["environment"]["git"]
+    assert rec["environment"]["code"] == code_digest() and len(code_digest()) == 64
+    if not (ROOT / ".git").exists():  # a copy of the tree without git: what its build wrote, if anything
+        assert git is None or git["source"] == "build"
+        return
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert git == {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()), "source": "checkout"}
+
+
 def test_counts_add_up(all_variants):
     _, rec = all_variants
     for v in rec["variants"]:
@@ -193,9 +215,33 @@ def test_records_of_another_schema_version_are_refused(tmp_path, all_variants):
     # what the file holds reads back as the same typed record
     assert read_record(write_record(tmp_path / "ok.json", rec)).model_dump() == validate_record(rec, "x").model_dump()
     old = write_record(tmp_path / "old.json", {**rec, "schema_version": 0})
-    with pytest.raises(PibenchError, match="schema_version 0; it reads version 2; rerun the suite"):
+    with pytest.raises(PibenchError, match="schema_version 0; it reads versions 2 to 3; rerun the suite"):
         read_record(old)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.json", "old.json"]  # no temporary files left
+    newer = write_record(tmp_path / "newer.json", {**rec, "schema_version": 4})
+    with pytest.raises(PibenchError, match=r"made by a newer pibench \(record schema 4\); this one reads schema 3 and"):
+        read_record(newer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newer.json", "ok.json", "old.json"]  # no temporary files
+
+
+def test_a_schema_2_record_is_migrated_on_load(tmp_path, all_variants):
+    """Schema 3 added each variant's prompt and the measuring code's digest; a schema-2 record (as every
+    record made before it) opens with both None, the file itself unchanged, and re-opens in report,
+    compare and gate."""
+    from pibench.results.records import read_record, write_record
+
+    _, rec = all_variants
+    v2 = json.loads(json.dumps(rec)) | {"schema_version": 2}
+    del v2["environment"]["code"]
+    for variant in v2["variants"]:
+        del variant["measured"]["prompt"]
+    path = write_record(tmp_path / "v2.json", v2)
+    record = read_record(path)
+    assert record.schema_version == 3 and record.environment.code is None
+    assert all(v.measured.prompt is None for v in record.variants)
+    assert json.loads(path.read_text())["schema_version"] == 2  # read, not rewritten
+    for command in (["report", str(path)], ["compare", str(path), str(path)], ["gate", str(path), str(path)]):
+        proc = run_cli(*command)
+        assert proc.returncode == 0, (command, proc.stderr)
 
 
 def test_runs_are_reproducible(tmp_path):

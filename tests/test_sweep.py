@@ -162,6 +162,51 @@ def test_a_sweep_measures_each_cell_once_and_only_new_cells_after_an_axis_grows(
         assert int(rows[(str(t), "sm_ln_g")]["rounds"]) == base["rounds"]
 
 
+def _cell_file(folder: Path, t: int, variant: str) -> Path:
+    (path,) = [
+        p
+        for p in (folder / "out" / "cells").glob(f"{variant}-*.json")
+        if json.loads(p.read_text())["suite"]["dims"]["T"] == t
+    ]
+    return path
+
+
+def test_a_record_is_used_only_as_its_own_cells_and_only_from_this_version(folder):
+    """Issue 32: a record copied under another cell's file name (T=8's as the T=4 cell) was listed as
+    finished, never measured again, and reported as that cell. Now it is measured again, and said so; a
+    record measured by another version of pibench's measuring code is measured again too, unless
+    --reuse-other-versions keeps it (said)."""
+    assert _sweep(folder).returncode == 0
+    t4, t8 = _cell_file(folder, 4, "sm_ln_g"), _cell_file(folder, 8, "sm_ln_g")
+    t4.write_text(t8.read_text())  # the misplaced record
+    listed = run_cli("sweep", str(folder / "grid.yaml"), "--out", str(folder / "out"), "--list").stdout
+    assert "misplaced     model.T=4, variant=sm_ln_g" in listed
+    again = _sweep(folder)
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"cell model.T=4, variant=sm_ln_g: '{t4}' is not its record: it was measured at T=8, the cell is at T=4; measuring it again"
+        in again.stderr
+    )
+    assert "4 cells, 3 finished before, 1 to run" in again.stderr
+    assert json.loads(t4.read_text())["suite"]["dims"]["T"] == 4  # measured again, in its own place
+    # another version of the measuring code
+    other = _cell_file(folder, 4, "sm_scfuffn")
+    record = json.loads(other.read_text())
+    record["environment"]["code"] = "0" * 64
+    other.write_text(json.dumps(record))
+    kept = _sweep(folder, "--reuse-other-versions")
+    assert kept.returncode == 0 and "4 cells, 4 finished before, 0 to run" in kept.stderr
+    assert "1 cells measured by another version of pibench are kept (--reuse-other-versions)" in kept.stderr
+    again = _sweep(folder)
+    assert again.returncode == 0
+    assert (
+        "cell model.T=4, variant=sm_scfuffn: its measuring code differs from this pibench's (made at commit"
+        in again.stderr
+    )
+    assert "4 cells, 3 finished before, 1 to run" in again.stderr
+    assert json.loads(other.read_text())["environment"]["code"] != "0" * 64
+
+
 def _start(folder: Path) -> subprocess.Popen[str]:
     return start_cli("sweep", str(folder / "grid.yaml"), "--out", str(folder / "out"), "--no-progress")
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 HELP = "measure a grid of cells (axes over a suite), cached and resumable, here or on a Ray cluster"
 EPILOG = f"""\
 Each cell's record goes to DIR/cells/ as it finishes, kept under a digest of what decides its counts;
-a rerun measures only cells without a record (a changed axis: only the new cells). A sweep has at most
+a rerun measures only cells without a record (a changed axis: only the new cells), and again a cell
+whose record is not its own or was measured by another version of pibench's measuring code (said). A sweep has at most
 {MAX_CELLS} cells. `pibench report DIR` makes one table over the folder. Exit codes: 0 done, 2 bad
 input or a failed cell (the others are kept), 3 done but a cell's MPC output is unusable.
 Executors: local (default; one cell at a time, nothing to install) and ray (`pip install
@@ -34,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--executor", choices=("local", "ray"), default="local", help="where cells run")
     parser.add_argument("--address", metavar="HOST:PORT", help="a Ray cluster's head (--executor ray)")
     parser.add_argument("--retry-failed", action="store_true", help="run the cells that failed before again")
+    parser.add_argument(
+        "--reuse-other-versions",
+        action="store_true",
+        help="keep cells measured by another version of pibench's measuring code (default: measure them again)",
+    )
     parser.add_argument("--list", action="store_true", help="list the cells and which are finished; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -44,9 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(sweep: Sweep, store: Store) -> None:
+    from pibench.sweeps.store import other_version
+
     for cell in sweep.cells:
-        state = "finished" if store.record(cell) else "failed" if store.failure(cell) else "to run"
-        print(f"{state:<9} {cell.describe()}  ({cell.file})")
+        found = store.lookup(cell)
+        if found.record is not None:
+            state = "other version" if other_version(found.record) else "finished"
+        else:
+            state = "misplaced" if found.problem else "failed" if store.failure(cell) else "to run"
+        print(f"{state:<13} {cell.describe()}  ({cell.file})")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -77,7 +89,14 @@ def main(args: argparse.Namespace) -> int:
         executor = LocalExecutor(sweep, args.include, args.accept_unusable)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cells in flight are stopped, records kept
     try:
-        summary = run_sweep(sweep, store, executor, retry_failed=args.retry_failed, progress=not args.no_progress)
+        summary = run_sweep(
+            sweep,
+            store,
+            executor,
+            retry_failed=args.retry_failed,
+            progress=not args.no_progress,
+            reuse_other_versions=args.reuse_other_versions,
+        )
     finally:
         executor.close()  # a local Ray instance stops; cells in flight are stopped, finished records kept
     df, manifest, notes = sweep_frame(folder)

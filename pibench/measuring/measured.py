@@ -122,6 +122,7 @@ class PartyResult(PartyMeasurement):
     reference_tokens: list[Count] | None = None  # end to end, rank 0: the plaintext interpreter's greedy ones
     head_steps: list[Positive] | None = None  # end to end, sampled: the decode steps the head ran at
     accuracy: AccuracyRecord | None = None  # rank 0, with trained weights: accuracy under MPC on real text
+    prompt: list[Count] | None = None  # end to end, rank 0: the synthetic prompt's token ids (`Measured.prompt`)
 
 
 class PartyRecord(PartyMeasurement):
@@ -197,6 +198,10 @@ class Measured(Spread):
     generation: Generation | None = None  # a suite that generates: the prefill (these totals) and decode steps
     tokens: Tokens | None = None  # end to end: the tokens generated, beside the plaintext's
     accuracy: AccuracyRecord | None = None  # with trained weights: accuracy under MPC on real text
+    # end to end: the synthetic prompt's T token ids, drawn from the suite's seed (`pibench.measuring.party.
+    # synthetic_prompt`), so that the plaintext model can be rerun on them; None in the layers scope, whose
+    # input is embeddings drawn from N(0, 1), not tokens (schema 3; None in records migrated from 2)
+    prompt: list[Count] | None
 
     @property
     def latency_rounds(self) -> int:

@@ -26,7 +26,6 @@ import psutil
 import torch
 
 from pibench.backends.base import SPREAD, Backend, Counts, Emit, Rendezvous, Session, StepCounts
-from pibench.counting.sampling import layer_sample
 from pibench.measuring.accuracy import measure_accuracy
 from pibench.measuring.measured import (
     USABLE_RELATIVE_ERROR,
@@ -43,7 +42,9 @@ from pibench.measuring.measured import (
     TokenStep,
 )
 from pibench.measuring.peers import STARTUP_GRACE_S, Peers, check_listen_host
+from pibench.measuring.plan import HEAD_STAGES, Stage, head_sample, sample_of, stages
 from pibench.models.checkpoints import load_weights
+from pibench.models.config import ModelConfig
 from pibench.models.definition import (
     KVCache,
     ParamSpec,
@@ -133,11 +134,17 @@ def synthetic_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
     return torch.randn(entry.config.T, entry.config.d, generator=gen)
 
 
+def synthetic_prompt(cfg: ModelConfig, seed: int) -> list[int]:
+    """The client's prompt end to end: T token ids drawn uniformly from 0..vocab-1 by
+    `torch.randint(0, vocab, (T,), generator=torch.Generator().manual_seed(seed + 1))` (the record keeps
+    them: `Measured.prompt`)."""
+    return torch.randint(0, cfg.vocab, (cfg.T,), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+
+
 def synthetic_tokens(entry: SuiteEntry, seed: int) -> torch.Tensor:
-    """The client's prompt end to end: T token ids, uniform over the vocabulary, as one-hot rows (T, vocab)."""
-    cfg = entry.config
-    ids = torch.randint(0, cfg.vocab, (cfg.T,), generator=torch.Generator().manual_seed(seed + 1))
-    return torch.nn.functional.one_hot(ids, cfg.vocab).to(torch.float32)
+    """The client's prompt end to end (`synthetic_prompt`) as one-hot rows (T, vocab)."""
+    ids = torch.tensor(synthetic_prompt(entry.config, seed))
+    return torch.nn.functional.one_hot(ids, entry.config.vocab).to(torch.float32)
 
 
 def synthetic_decode_input(entry: SuiteEntry, seed: int) -> torch.Tensor:
@@ -230,9 +237,6 @@ def _decode(
     return tokens, setup, chosen if every else []  # a token fed back unchosen: no tokens of its own
 
 
-HEAD_STAGES = ("embed", "logits", "argmax")  # end to end: what every pass runs on the same shapes
-
-
 def _warm_up(ops: Any, weights: Any, x: Any, cfg: Any, index: int) -> Any:
     """An unmeasured pass of the prompt through layer `index` (end to end, from the embedding lookup
     to the logits), so that timing is that of steady state."""
@@ -247,30 +251,8 @@ def _head_steps(cfg: Any, full: bool) -> list[int] | None:
     return sorted(sample) if not full and cfg.scope == "end_to_end" and len(sample) < cfg.new_tokens - 1 else None
 
 
-def head_sample(cfg: Any) -> set[int]:
-    """End to end, the decode steps a sampled run runs the head at (the embedding lookup, the logits
-    and the argmax: one row each, the same shapes at every step, so the same bytes and rounds): the
-    first and the last. The others count those figures; their layers run on the last embedded
-    row, so a sampled run chooses no tokens of its own (`--full` runs the head at every step)."""
-    if cfg.scope != "end_to_end":
-        return set()
-    return {j for j in (1, cfg.new_tokens - 1) if 1 <= j < cfg.new_tokens}
-
-
-Stage = tuple[str, int, int | str | None]  # (label, layers it stands for, what runs: `_run`'s index)
-
-
-def _steps(sample: dict[int, int], cfg: Any) -> list[Stage]:
-    """(label, layers it stands for, what runs), in order: the input stage (None), each sampled layer
-    (its index); end to end, the embedding lookup first, the logits and the argmax last."""
-    layers: list[Stage] = [("input stage", 1, None)] + [(f"layer {i}", n, i) for i, n in sorted(sample.items())]
-    if cfg.scope != "end_to_end":
-        return layers
-    return [("embedding", 1, "embed"), *layers, ("logits", 1, "logits"), ("argmax", 1, "argmax")]
-
-
 def _run(ops: Any, weights: Any, x: Any, cfg: Any, index: int | str | None, cache: KVCache | None = None) -> Any:
-    """One stage of a pass (`_steps`) on its input; the embedding lookup advances the cache's positions."""
+    """One stage of a pass (`plan.stages`) on its input; the embedding lookup advances the cache's positions."""
     if index == "embed":
         past = cache.positions if cache is not None else 0
         if cache is not None:
@@ -402,7 +384,7 @@ def _finite(x: float) -> float | None:
 def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emit: Emit) -> PartyResult:
     """This party's counts for one variant, extrapolated to the whole stack."""
     cfg, rank, seed = entry.config, opts.rank, opts.suite.seed
-    sample = {i: 1 for i in range(cfg.L)} if opts.full else layer_sample(cfg)
+    sample = sample_of(cfg, opts.full)
     layers = sorted(sample)
     specs = {n: s.shape for n, s in layer_weight_specs(cfg, layers).items()}
     total, step_log = StepCounts(), []
@@ -424,7 +406,7 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         if opts.warm_up:  # end to end, the embedding lookup before and the logits after the layer
             session.measure(functools.partial(_warm_up, cfg=cfg, index=layers[0]), weights, x)
             emit({"event": "warm-up", "variant": entry.name})
-        steps = _steps(sample, cfg)
+        steps = stages(sample, cfg)
         cache = KVCache() if generating else None
         walked, medians = _timed_walk(session, weights, x, cfg, steps, opts, emit, entry.name, cache)
         for (label, times, _), counts in zip(steps, medians, strict=True):
@@ -470,6 +452,7 @@ def measure_variant(session: Session, opts: PartyOptions, entry: SuiteEntry, emi
         tokens=tokens,
         reference_tokens=expected,
         head_steps=_head_steps(cfg, opts.full),
+        prompt=synthetic_prompt(cfg, seed) if e2e and rank == 0 else None,
     )
 
 
@@ -496,6 +479,7 @@ PARTY_ONLY = {
     "reference_tokens",
     "head_steps",
     "accuracy",
+    "prompt",
 }
 
 
@@ -533,6 +517,7 @@ def merge_parties(parties: Sequence[PartyResult], full: bool, L: int, roles: dic
         generation=_merged_generation(parties),
         tokens=_merged_tokens(parties),
         accuracy=first.accuracy,
+        prompt=first.prompt,
     )
 
 
@@ -587,11 +572,12 @@ def _watch_waits(session: Session, emit: Emit, stop: threading.Event, after_s: f
 
 
 def describe_run(suite: Suite, full: bool, repeats: int) -> dict[str, Any]:
-    """What every rank must agree on before running (`pibench.measuring.peers.compare_runs`): the suite (its digest
-    covers dimensions, variants, seed, backend and its settings) and the options that change what runs."""
-    from pibench import __version__
+    """What every rank must agree on before running (`pibench.measuring.peers.compare_runs`): the measuring code
+    (`code_digest`), the suite (its digest covers dimensions, variants, seed, backend and its settings) and the
+    options that change what runs."""
+    from pibench.util.machine import code_digest
 
-    return {"pibench": __version__, "backend": suite.backend, "suite": suite.digest, "full": full, "repeats": repeats}
+    return {"code": code_digest(), "backend": suite.backend, "suite": suite.digest, "full": full, "repeats": repeats}
 
 
 def join_run(backend: Backend, opts: PartyOptions, describe: dict[str, Any]) -> tuple[Peers, Rendezvous]:

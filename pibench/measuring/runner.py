@@ -30,10 +30,10 @@ from typing import Any
 import psutil
 
 from pibench.backends import BACKENDS
-from pibench.counting.sampling import layer_sample
 from pibench.measuring.emulate import EmulatedLink
 from pibench.measuring.measured import DealerCheck, Measured, RunInfo
 from pibench.measuring.peers import STARTUP_GRACE_S, new_secret
+from pibench.measuring.plan import reported_steps, sample_of
 from pibench.models.config import ModelConfig
 from pibench.models.definition import layer_weight_specs
 from pibench.suites.loader import Suite
@@ -44,21 +44,23 @@ from pibench.util.progress import Progress
 
 def party_memory(backend: str, cfg: ModelConfig, full: bool) -> int:
     """Bytes one party of a run of `cfg` needs (`Backend.party_memory` of the layers it runs)."""
-    layers = list(range(cfg.L) if full else layer_sample(cfg))
+    layers = list(sample_of(cfg, full))
     weights = sum(math.prod(s.shape) for s in layer_weight_specs(cfg, layers).values())
     return int(BACKENDS.get(backend).party_memory(cfg, weights))
 
 
 def check_before_run(suite: Suite, full: bool) -> None:
     """What would otherwise fail only once parties run: every variant's weights there, with their
-    shapes, and memory for its two parties here (`check_memory`)."""
+    shapes, their file's description fitting the run (its GELU the backend's), and memory for its two
+    parties here (`check_memory`)."""
     if suite.weights is not None:
         from pibench.models.checkpoints import check_weights
 
+        gelu = BACKENDS.get(suite.backend).reference_gelu(suite.settings)
         for entry in suite.entries:
             given = suite.weights_of(entry.name)
             if given is not None:
-                check_weights(*given, [entry.config], language_model=suite.accuracy is not None)
+                check_weights(*given, [entry.config], language_model=suite.accuracy is not None, gelu=gelu)
     check_memory(suite, full)
 
 
@@ -256,8 +258,8 @@ class _Progress:
     """What the parties report: the progress bar, the current variant, results, dealer totals."""
 
     def __init__(self, suite: Suite, full: bool, show: bool, parties: _Parties) -> None:
-        passes = BACKENDS.get(suite.backend).passes(suite.repeats)  # one "step" event per pass of a step
-        total = passes * sum(1 + (e.config.L if full else len(layer_sample(e.config))) for e in suite.entries)
+        passes = BACKENDS.get(suite.backend).passes(suite.repeats)
+        total = sum(reported_steps(e.config, full, passes) for e in suite.entries)  # every "step" event
         self.bar = Progress(total, "step", show)
         self.parties, self.current = parties, "(start-up)"
         self.measured: dict[str, Measured] = {}

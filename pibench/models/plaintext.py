@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
 from pibench.models.config import ModelConfig
-from pibench.models.definition import forward, param_specs
+from pibench.models.definition import ParamSpec, forward, param_specs
 from pibench.models.ops import LAYERNORM_EPS, MASK_VALUE, Ops
 
 Tensor = torch.Tensor
@@ -115,15 +115,16 @@ def weight_seed(seed: int, name: str) -> int:
 
 class TorchModel(nn.Module):
     """A trainable plaintext model of `cfg` with random weights; forward: (T, d) -> (T, d). With
-    `only` (weight names, `pibench.models.definition.layer_weight_specs`), just those weights are built: a sampled
-    MPC run of a deep model needs only the layers it measures."""
+    `only` (weights' specs, `pibench.models.definition.layer_weight_specs`), just those weights are built: a
+    sampled MPC run of a deep model needs only the layers it measures, in time and memory independent of
+    the depth."""
 
     def __init__(
-        self, cfg: ModelConfig, seed: int = 0, gelu: str = "tanh", only: Collection[str] | None = None
+        self, cfg: ModelConfig, seed: int = 0, gelu: str = "tanh", only: Mapping[str, ParamSpec] | None = None
     ) -> None:
         super().__init__()
         self.cfg, self.ops = cfg, TorchOps(gelu)
-        specs = {n: s for n, s in param_specs(cfg).items() if only is None or n in only}
+        specs = dict(only) if only is not None else param_specs(cfg)
         self.names = list(specs)
         self.weights = nn.ModuleList()
         for name, spec in specs.items():

@@ -3,10 +3,11 @@
 `Record` is the schema (strict: no extra keys, no NaN, no strings for numbers, no zero totals);
 `build_record` is the one place a record is made, and it validates what it makes; `read_record`
 validates what it reads, so a damaged file is "not a valid record" (exit 2), never a crash or a
-regression. `SCHEMA_VERSION` changes whenever a field does; older records are refused with the
-reason. Records are written atomically (a temporary file in the same folder, then a rename) and
-only for complete runs; a default record name is never reused (two runs in the same second get
-`-2`, `-3`, ...).
+regression. `SCHEMA_VERSION` changes whenever a field does, and `MIGRATIONS` upgrades a record of
+each older version one step at a time on load (as asv does); a record older than the first migration
+is refused with the reason, one from a newer pibench with the version it needs. Records are written
+atomically (a temporary file in the same folder, then a rename) and only for complete runs; a default
+record name is never reused (two runs in the same second get `-2`, `-3`, ...).
 
 A finished measurement is never lost: where its record cannot be built or validated
 (`RecordNotBuilt`) or written (`RecordNotWritten`), `keep_elsewhere` saves what was measured beside
@@ -15,13 +16,14 @@ the record's path, else in the temporary folder, else on stdout, and the one-lin
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,11 +40,27 @@ from pibench.util.files import RUN, expect
 from pibench.util.files import read_json as read_pibench_json
 from pibench.util.machine import Environment, environment, fingerprint, now, package_version
 
-SCHEMA_VERSION = 2
-HISTORY = {
+SCHEMA_VERSION = 3
+HISTORY = {  # versions no migration reaches, and why
     1: "version 1 (before pibench's backend interface: separate Q/K/V products, CrypTen's softmax, "
     "no error scope, no dealer traffic)",
 }
+
+
+def _from_2(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds each variant's synthetic prompt (`Measured.prompt`; version 2 did not keep it) and
+    the environment's measuring-code digest (`Machine.code`; unknown before)."""
+    for measured in (v.get("measured") for v in record.get("variants") or [] if isinstance(v, dict)):
+        if isinstance(measured, dict):
+            measured.setdefault("prompt", None)
+    environment = record.get("environment")
+    if isinstance(environment, dict):
+        environment.setdefault("code", None)
+    return record
+
+
+# version N -> the function that upgrades a record of version N to N + 1 (a copy: the file is not changed)
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: _from_2}
 
 UNITS = {
     "bytes": "bytes sent by the two parties together (each byte once, both directions); 8 per ring element",
@@ -136,7 +154,7 @@ class BackendInfo(Strict):
 
 
 class Record(Strict):
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     kind: Literal["pibench.run"]
     created: str
     suite: SuiteInfo
@@ -246,6 +264,16 @@ def validate_record(record: Any, what: str) -> Record:
     """`record` (a record file's JSON) checked against the schema, as the typed `Record`, or a one-line
     `PibenchError`."""
     version = record.get("schema_version") if isinstance(record, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise PibenchError(
+            f"{what} was made by a newer pibench (record schema {version}); this one reads schema {SCHEMA_VERSION} "
+            "and older: upgrade pibench to read it"
+        )
+    if isinstance(version, int) and version in MIGRATIONS:
+        record = copy.deepcopy(record)
+        while version in MIGRATIONS:
+            record = MIGRATIONS[version](record) | {"schema_version": version + 1}
+            version += 1
     if version != SCHEMA_VERSION:
         why = (
             HISTORY.get(version, f"schema_version {shorten(version)}")
@@ -253,7 +281,8 @@ def validate_record(record: Any, what: str) -> Record:
             else "no schema_version"
         )
         raise PibenchError(
-            f"{what} is not a record this pibench reads: {why}; it reads version {SCHEMA_VERSION}; rerun the suite"
+            f"{what} is not a record this pibench reads: {why}; "
+            f"it reads versions {min(MIGRATIONS)} to {SCHEMA_VERSION}; rerun the suite"
         )
     return validated(Record, record, f"{what} is not a valid record")
 

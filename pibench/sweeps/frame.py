@@ -73,7 +73,7 @@ def sweep_frame(
     """The sweep's tidy frame (a row per finished cell, in the sweep's order), its manifest, and notes
     (cells not finished, failed, times from several machines)."""
     manifest = read_manifest(folder)
-    store = Store(folder)
+    store = Store(folder, manifest.schema_version)
     rows, missing, failed = [], 0, 0
     for cell in manifest.cells:
         record = store.record(cell)

@@ -38,9 +38,9 @@ import yaml
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as schema
 
-from pibench import __version__
 from pibench.backends import BACKENDS
 from pibench.models.variants import VARIANTS
+from pibench.results.records import Record
 from pibench.suites.loader import (
     STRICT,
     Name,
@@ -94,6 +94,7 @@ class Cell:
     text: str  # the cell's suite, YAML
     base: str  # the base suite's path (relative weights and text resolve from its folder)
     key: str
+    full: bool  # every layer runs (the sweep's `full`)
     loaded: Suite = field(compare=False, repr=False)  # `text` loaded, when the sweep was validated
 
     @property
@@ -116,6 +117,29 @@ class Cell:
 
     def suite(self) -> Suite:
         return self.loaded
+
+    def mismatch(self, record: Record) -> str | None:
+        """Why `record` is not this cell's measurement (None: it is, `record_key`): another variant, another
+        suite (dimensions, settings, seed...: `Suite.digest`), another `full`, or another emulated link."""
+        if record_key(record) == self.key:
+            return None
+        suite = self.loaded
+        names = [v.name for v in record.variants]
+        if names != [self.variant]:
+            return f"it holds variant{'s' * (len(names) > 1)} {', '.join(names)}, not {self.variant}"
+        if record.suite.digest != suite.digest:
+            differ = [k for k, v in record.suite.dims.items() if suite.dims.get(k) != v]
+            if differ:
+                theirs = ", ".join(f"{k}={record.suite.dims[k]}" for k in differ)
+                mine = ", ".join(f"{k}={suite.dims.get(k)}" for k in differ)
+                return f"it was measured at {theirs}, the cell is at {mine}"
+            return "it was measured from another suite (its settings, seed or weights differ)"
+        if record.run.full != self.full:
+            return "it ran every layer" if record.run.full else "it ran a sample of layers, the cell every layer"
+        emulated = suite.emulate.name if suite.emulate else None
+        if record.run.emulated != emulated:
+            return f"it was measured over {record.run.emulated or 'loopback'}, the cell over {emulated or 'loopback'}"
+        return "it is another cell's measurement"
 
 
 @dataclass(frozen=True)
@@ -143,16 +167,24 @@ def show(value: Any) -> str:
 
 
 def cell_key(suite: Suite, full: bool) -> str:
-    """SHA-256 of what decides a cell's counts: the one-variant suite (dimensions, entry and its config,
-    seed, repeats, backend and settings, weights, accuracy windows: `Suite.digest`), whether every layer
-    runs, the link it runs over, and pibench's version. Times depend on the machine too: its record
-    names the machine (`environment.fingerprint`)."""
-    what = {
-        "suite": suite.digest,
-        "full": full,
-        "emulate": suite.emulate.name if suite.emulate else None,
-        "pibench": __version__,
-    }
+    """SHA-256 of what a cell measures: the one-variant suite (dimensions, entry and its config, seed,
+    repeats, backend and settings, weights, accuracy windows: `Suite.digest`), whether every layer runs,
+    and the link it runs over. The code that measured it is checked apart, on its record
+    (`pibench.sweeps.store.other_version`), so that a cell measured by another pibench is found, said
+    and measured again. Times depend on the machine too: its record names the machine
+    (`environment.fingerprint`)."""
+    return _key(suite.digest, full, suite.emulate.name if suite.emulate else None)
+
+
+def record_key(record: Record, manifest_version: int = 2) -> str:
+    """The key of the cell a record measured (`cell_key`), from what the record says it ran; for a folder
+    whose manifest is of version 1, as keys were then made (with pibench's version in them)."""
+    version = record.environment.packages.get("pibench") if manifest_version == 1 else None
+    return _key(record.suite.digest, record.run.full, record.run.emulated, version)
+
+
+def _key(digest: str, full: bool, emulate: str | None, version: str | None = None) -> str:
+    what = {"suite": digest, "full": full, "emulate": emulate} | ({"pibench": version} if version else {})
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -262,7 +294,7 @@ def _cell(
     # a setting of another backend than the cell's does not apply to it: shown as none
     ordered = {k: None if _other_backend(k, suite.backend) else values[k] for k in values if k != VARIANT}
     ordered[VARIANT] = entry.name
-    return Cell(ordered, text, base.path, cell_key(suite, full), suite)
+    return Cell(ordered, text, base.path, cell_key(suite, full), full, suite)
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -7,19 +7,24 @@
 
 A cell's record is written atomically as it finishes, so a crash or Ctrl-C loses at most the cells in
 flight. Records are kept by key: after an axis changes, cells whose key is unchanged are not measured
-again, and records of cells no longer in the sweep stay in the folder but out of its report.
+again, and records of cells no longer in the sweep stay in the folder but out of its report. A record
+is used as its cell's only once it is checked to be that cell's measurement (`Cell.mismatch`: a file
+copied under another cell's name is measured again, and said so), and one measured by another version
+of pibench's measuring code (`other_version`) is measured again unless the sweep is told to reuse it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pibench.backends import BACKENDS
 from pibench.measuring.measured import Strict
 from pibench.results.records import Record, RecordNotWritten, keep_elsewhere, read_json, validate_record, write_record
-from pibench.sweeps.spec import Cell, Sweep
+from pibench.sweeps.spec import Cell, Sweep, record_key
 from pibench.util.errors import PibenchError, validated
-from pibench.util.machine import now
+from pibench.util.machine import code_digest, now, package_version
 
 MANIFEST = "sweep.json"
 
@@ -34,7 +39,9 @@ class ManifestCell(Strict):
 
 class Manifest(Strict):
     kind: Literal["pibench.sweep"]  # pibench.util.files.SWEEP
-    schema_version: Literal[1]
+    # 2: cells' keys without pibench's version (a record's code is checked apart: `other_version`); a folder
+    # of version 1 still reports (its keys checked as they were made), and `pibench sweep` rewrites it
+    schema_version: Literal[1, 2]
     name: str
     path: str  # the sweep file
     text: str  # its text
@@ -55,6 +62,31 @@ class Failure(Strict):
     node: str | None = None
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a cell's file in the folder holds: its record (None: none, or not usable as this cell's),
+    and why a file there is not used (None: no file, or its record is the cell's)."""
+
+    record: Record | None = None
+    problem: str | None = None
+
+
+def other_version(record: Record) -> str | None:
+    """Why `record` was measured by another version of pibench than this one (None: the same): its
+    measuring code (`pibench.util.machine.code_digest`) or its backend's package differ."""
+    env = record.environment
+    backend = BACKENDS.get(record.backend.name).package if record.backend.name in BACKENDS else None
+    git = env.git
+    made = f"at commit {git.commit[:10]}{' (dirty)' if git.dirty else ''}" if git else "at an unknown commit"
+    if env.code is None:
+        return f"its record names no measuring code (made {made}, before pibench kept it)"
+    if env.code != code_digest():
+        return f"its measuring code differs from this pibench's (made {made})"
+    if backend and record.backend.version != package_version(backend):
+        return f"it ran {backend} {record.backend.version}, this machine has {package_version(backend)}"
+    return None
+
+
 def default_folder(name: str) -> Path:
     return Path("results") / "sweeps" / name
 
@@ -62,8 +94,9 @@ def default_folder(name: str) -> Path:
 class Store:
     """The folder of one sweep's records."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, manifest_version: int = 2) -> None:
         self.folder = Path(folder)
+        self.manifest_version = manifest_version  # how its cells' keys were made (`record_key`)
 
     def record_path(self, cell: Cell | ManifestCell) -> Path:
         return self.folder / "cells" / cell.file
@@ -75,7 +108,7 @@ class Store:
         """(Re)write the manifest: the sweep as it is now."""
         manifest = Manifest(
             kind="pibench.sweep",
-            schema_version=1,
+            schema_version=2,
             name=sweep.name,
             path=sweep.path,
             text=sweep.text,
@@ -94,14 +127,24 @@ class Store:
             raise PibenchError(f"sweep folder '{self.folder}': {err}") from None
 
     def record(self, cell: Cell | ManifestCell) -> Record | None:
-        """The cell's record where it finished (a damaged file counts as not finished)."""
+        """The cell's record where it finished (`lookup`; a damaged file, or another cell's record, counts
+        as not finished)."""
+        return self.lookup(cell).record
+
+    def lookup(self, cell: Cell | ManifestCell) -> Found:
+        """The cell's file: its record where it is that cell's (its `record_key` is the cell's key), else why
+        not (`Cell.mismatch` says what differs)."""
         path = self.record_path(cell)
         if not path.is_file():
-            return None
+            return Found()
         try:
-            return validate_record(read_json(path), f"record '{path}'")
-        except PibenchError:
-            return None
+            record = validate_record(read_json(path), f"record '{path}'")
+        except PibenchError as err:
+            return Found(problem=str(err))
+        if record_key(record, self.manifest_version) == cell.key:
+            return Found(record)
+        why = cell.mismatch(record) if isinstance(cell, Cell) else "it is another cell's measurement"
+        return Found(problem=f"'{path}' is not its record: {why}") if why else Found(record)
 
     def failure(self, cell: Cell | ManifestCell) -> Failure | None:
         path = self.failure_path(cell)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pibench.results.records import keep_elsewhere
 from pibench.sweeps.local import Done, Outcome, Started
 from pibench.sweeps.spec import Cell, Sweep
-from pibench.sweeps.store import Store
+from pibench.sweeps.store import Store, other_version
 from pibench.util.progress import Progress
 
 
@@ -38,6 +38,8 @@ class Summary:
 
     total: int
     before: int  # finished in an earlier run, not run again
+    reused: list[Cell] = field(default_factory=list)  # of those, measured by another version (--reuse-other-versions)
+    again: list[tuple[Cell, str]] = field(default_factory=list)  # a record there, measured again: why
     skipped_failed: list[Cell] = field(default_factory=list)  # failed earlier, not retried
     done: list[Cell] = field(default_factory=list)
     failed: list[tuple[Cell, str]] = field(default_factory=list)
@@ -85,21 +87,50 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def _again(summary: Summary) -> list[str]:
+    """Lines saying which cells that had a record there are measured again, and why (at most 5 named)."""
+    lines = [f"cell {cell.describe()}: {why}; measuring it again" for cell, why in summary.again[:5]]
+    if len(summary.again) > 5:
+        lines.append(f"... and {len(summary.again) - 5} more cells whose records are measured again")
+    if summary.reused:
+        lines.append(
+            f"{len(summary.reused)} cells measured by another version of pibench are kept (--reuse-other-versions); "
+            "their records say which"
+        )
+    return lines
+
+
 def run_sweep(
-    sweep: Sweep, store: Store, executor: Executor, *, retry_failed: bool = False, progress: bool = True
+    sweep: Sweep,
+    store: Store,
+    executor: Executor,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+    reuse_other_versions: bool = False,
 ) -> Summary:
     """Run the cells of `sweep` that have no record in `store` (and, with `retry_failed`, those that
-    failed before), one record per cell as it finishes."""
+    failed before), one record per cell as it finishes. A record that is not its cell's
+    (`Store.lookup`), or that another version of pibench measured (`other_version`, unless
+    `reuse_other_versions`), is measured again, and said so."""
     store.start(sweep)
     summary = Summary(total=len(sweep.cells), before=0)
     todo: list[Cell] = []
     for cell in sweep.cells:
-        if store.record(cell) is not None:
+        found = store.lookup(cell)
+        other = other_version(found.record) if found.record else None
+        if found.record is not None and (other is None or reuse_other_versions):
             summary.before += 1
+            summary.reused += [cell] if other else []
+        elif found.record is not None or found.problem is not None:
+            summary.again.append((cell, other or found.problem or ""))
+            todo.append(cell)
         elif store.failure(cell) is not None and not retry_failed:
             summary.skipped_failed.append(cell)
         else:
             todo.append(cell)
+    for line in _again(summary):
+        print(line, file=sys.stderr, flush=True)
     print(
         f"sweep {sweep.name}: {summary.total} cells, {summary.before} finished before, {len(todo)} to run"
         + (
@@ -162,6 +193,8 @@ def run_sweep(
 def describe(summary: Summary) -> str:
     """One line: what ran and what is in the folder."""
     parts = [f"{len(summary.done)} measured", f"{summary.before} finished before"]
+    if summary.again:
+        parts.append(f"{len(summary.again)} of those measured had a record that was not used")
     if summary.failed or summary.skipped_failed:
         parts.append(f"{len(summary.failed) + len(summary.skipped_failed)} failed")
     return f"{summary.total} cells: " + ", ".join(parts)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import importlib
 import os
 import platform
 import socket
@@ -10,7 +13,8 @@ import subprocess
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from types import ModuleType
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,26 +33,58 @@ def package_version(package: str) -> str | None:
         return None
 
 
-def git_info() -> dict[str, Any] | None:
-    """Commit and dirtiness of the checkout pibench runs from, or None outside git."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return None
+PACKAGE = Path(__file__).resolve().parents[1]  # the pibench/ folder this code runs from
+# What decides the counts of a measurement: the model definition and its interpreters, the counting,
+# the backends and the measuring wing (not the reports, the CLI or the sweeps' bookkeeping)
+MEASURING_CODE = ("models", "counting", "backends", "measuring")
+
+
+def built_version() -> ModuleType | None:
+    """pibench/_version.py, which setuptools-scm writes when pibench is built (None: never built)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        return importlib.import_module("pibench._version")
+    except ImportError:
         return None
-    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
+def git_info() -> dict[str, Any] | None:
+    """The commit pibench's code comes from, whether its tree differed from that commit, and how that
+    is known (`Git`): pibench running from a git checkout (a clone, or an editable install of one)
+    reads the checkout now (HEAD; dirty where a tracked file differs); a wheel or sdist built from a
+    checkout carries what setuptools-scm wrote when it was built (pibench/_version.py). None where
+    neither says (a copy without git, built without it)."""
+    root = PACKAGE.parent
+    if (root / ".git").exists():
+        try:
+            if Path(_git(root, "rev-parse", "--show-toplevel")).resolve() == root:
+                dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+                return {"commit": _git(root, "rev-parse", "HEAD"), "dirty": bool(dirty), "source": "checkout"}
+        except (OSError, subprocess.SubprocessError):
+            pass  # no git program here: what the build wrote, if anything
+    built = built_version()
+    node = getattr(built, "commit", None)
+    if not isinstance(node, str) or not node:
+        return None
+    return {"commit": node.removeprefix("g"), "dirty": bool(getattr(built, "dirty", False)), "source": "build"}
+
+
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of the source of the code that decides what a measurement counts (`MEASURING_CODE`):
+    two runs of one suite under the same digest and backend version count the same bytes and rounds,
+    whatever else changed (a report, a command's options); a sweep re-measures cells measured under
+    another (`pibench.sweeps.store`)."""
+    digest = hashlib.sha256()
+    for folder in MEASURING_CODE:
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            digest.update(path.relative_to(PACKAGE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def cpu_model() -> str:
@@ -79,6 +115,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "packages": {p: package_version(p) for p in PACKAGES},
         "git": git_info(),
+        "code": code_digest(),
     }
 
 
@@ -108,9 +145,12 @@ def same_machine(recorded: Mapping[str, Any] | None) -> bool:
 
 
 class Git(BaseModel):
+    """The commit of pibench's code (`git_info`): read from its checkout, or written when it was built."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
     commit: str
     dirty: bool
+    source: Literal["checkout", "build"] | None = None  # None: a file older than pibench's saying it
 
 
 class Machine(BaseModel):
@@ -125,6 +165,7 @@ class Machine(BaseModel):
     python: str
     packages: dict[str, str | None]
     git: Git | None
+    code: str | None = None  # `code_digest()` (None: a file older than it): the measuring code, whatever the commit
 
 
 class Environment(Machine):
