@@ -25,7 +25,7 @@ from pibench.counting.notation import (
     unit_for,
 )
 from pibench.models.opkinds import NONLINEAR, kinds_in
-from pibench.suites.analytic import suite_costs, suite_generations
+from pibench.suites.analytic import check_described_weights, suite_costs, suite_generations
 from pibench.suites.loader import Suite, load_suite
 from pibench.util.errors import PibenchError
 
@@ -232,6 +232,7 @@ def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, backend=args.backend, device=args.device)
     if (args.calibration or args.network) and not args.predict:
         raise PibenchError("--calibration and --network go with --predict")
+    weight_notes = check_described_weights(suite)
     costs = suite_costs(suite, args.flops)
     gens = suite_generations(suite, args.flops)
     preds, about = _predictions(suite, costs, gens, args) if args.predict else ([], "")
@@ -273,6 +274,11 @@ def main(args: argparse.Namespace) -> int:
         else "embeddings and LM head excluded"
     )
     print(f"FLOPs: {args.flops} convention, 2 per multiply-accumulate; {scope}")
+    if suite.weights is not None:
+        kind, where = suite.weights
+        print(f"weights: {kind} '{where}', its description checked against every variant")
+    for note in weight_notes:
+        print(f"weights: {note}")
     if preds:
         print(f"pred.: {about}.")
     if gens:

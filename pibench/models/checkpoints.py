@@ -10,8 +10,10 @@ GPT-2 directories. Nothing is downloaded: a path on this machine, or an error.
   mlp.c_fc, mlp.c_proj, ln_f. GPT-2's Conv1D weights are (in, out), as `ParamSpec`s are; its LM head
   is tied to wte, as pibench's.
 
-Whatever the source, every weight the definition reads must be there with its shape: a mismatch is
-one line naming the file and the tensor.
+Whatever the source, what the file says of its model is checked first (`pibench.models.weight_files`:
+its architecture and dimensions; every field of a GPT-2's config.json honoured, ignored for a stated
+reason, or refused), then every weight the definition reads must be there with its shape: a mismatch
+is one line naming the file and the tensor.
 """
 
 from __future__ import annotations
@@ -19,28 +21,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from pibench.models.config import BYTE_VOCAB, ModelConfig
 from pibench.models.definition import param_specs
+from pibench.models.weight_files import CONFIG_KEY, WeightsInfo, first_line, read_info
 from pibench.util.errors import PibenchError
 
-CONFIG_KEY = "pibench.config"  # the safetensors metadata key of a checkpoint's ModelConfig (JSON)
-# what GPT-2 is, as a variant: every other architecture field must be ModelConfig's default
-GPT2 = {
-    "attention": "softmax",
-    "norm": "pre_ln",
-    "activation": "gelu",
-    "ffn": "standard",
-    "bias": True,
-    "ffn_blocks_kept": None,
-    "activation_blocks": None,
-}
-GELU_FORMS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "erf"}
 _LAYER_NAMES = {  # pibench's names in layer i -> GPT-2's in block i
     "ln1.g": "ln_1.weight",
     "ln1.b": "ln_1.bias",
@@ -79,12 +68,15 @@ def load_weights(kind: str, path: str | Path, cfg: ModelConfig, names: Collectio
     return _select(_Source(kind, Path(path)), cfg, names)
 
 
-def check_weights(kind: str, path: str | Path, cfgs: Collection[ModelConfig], language_model: bool = False) -> None:
-    """That every weight of each variant in `cfgs` is in the file, with its shape (the file read once);
-    with `language_model`, the byte model around the stack too (`load_language_model`)."""
+def check_weights(
+    kind: str, path: str | Path, cfgs: Collection[ModelConfig], language_model: bool = False, gelu: str | None = None
+) -> None:
+    """That every weight of each variant in `cfgs` is in the file, with its shape (the file read once),
+    and that the file's description fits the run (`WeightsInfo.check`; `gelu`: the form the backend
+    computes); with `language_model`, the byte model around the stack too (`load_language_model`)."""
     source = _Source(kind, Path(path))
     for cfg in cfgs:
-        _select(source, cfg, param_specs(cfg))
+        _select(source, cfg, param_specs(cfg), gelu)
         if language_model:
             _language_model(source, cfg)
 
@@ -127,24 +119,31 @@ def _language_model(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor
 
 
 class _Source:
-    """A file's tensors (as stored) and what describes them (a checkpoint's metadata, a GPT-2's
-    config.json), read once."""
+    """A file's description of its model (`WeightsInfo`, read first) and its tensors (as stored, read once
+    when first needed)."""
 
     def __init__(self, kind: str, path: Path) -> None:
-        self.kind, self.what = kind, f"{kind} '{path}'"
-        self.about: Mapping[str, Any]
-        if kind == "checkpoint":
-            self.tensors, self.about = _read_safetensors(path, self.what)
-        else:
-            self.about, self.tensors = _read_huggingface(path, self.what)
+        self.info = read_info(kind, path)
+        self.what = self.info.what
+        self._tensors: dict[str, torch.Tensor] | None = None
 
-    def fit(self, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-        """The tensors under the definition's names, once `cfg` is checked against the file."""
-        return _checkpoint(self, cfg) if self.kind == "checkpoint" else _huggingface(self, cfg)
+    @property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self._tensors is None:
+            info = self.info
+            self._tensors = _read_safetensors(info.path, self.what) if info.kind == "checkpoint" else _hf_state(info)
+        return self._tensors
+
+    def fit(self, cfg: ModelConfig, gelu: str | None = None) -> dict[str, torch.Tensor]:
+        """The tensors under the definition's names, once `cfg` is checked against the file (`WeightsInfo.check`)."""
+        self.info.check(cfg, gelu)
+        return self.tensors if self.info.kind == "checkpoint" else _huggingface(self, cfg)
 
 
-def _select(source: _Source, cfg: ModelConfig, names: Collection[str]) -> dict[str, torch.Tensor]:
-    tensors, specs, out = source.fit(cfg), param_specs(cfg), {}
+def _select(
+    source: _Source, cfg: ModelConfig, names: Collection[str], gelu: str | None = None
+) -> dict[str, torch.Tensor]:
+    tensors, specs, out = source.fit(cfg, gelu), param_specs(cfg), {}
     for name in names:
         if name not in tensors:
             raise PibenchError(f"{source.what} has no weight '{name}' of shape {specs[name].shape}")
@@ -155,79 +154,44 @@ def _select(source: _Source, cfg: ModelConfig, names: Collection[str]) -> dict[s
     return out
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:160] if text else type(err).__name__
-
-
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()}
     except FileNotFoundError:
         hint = " (`pibench train SUITE` writes a suite's checkpoints)" if path.suffix == ".safetensors" else ""
         raise PibenchError(f"{what}: no such file{hint}") from None
     except Exception as err:  # safetensors' own error type is not exported
-        raise PibenchError(f"{what} is not a readable safetensors file ({_first_line(err)})") from None
+        raise PibenchError(f"{what} is not a readable safetensors file ({first_line(err)})") from None
 
 
-def _checkpoint(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    what, meta = source.what, source.about
-    if CONFIG_KEY not in meta:
-        raise PibenchError(f"{what} is not a pibench checkpoint (no '{CONFIG_KEY}' in its metadata)")
-    try:
-        saved = ModelConfig(**json.loads(meta[CONFIG_KEY]))
-    except Exception:  # any malformed metadata: the same one line
-        raise PibenchError(f"{what}: its '{CONFIG_KEY}' metadata is not a model configuration") from None
-    # what shapes the weights: the architecture and L, H, d (not T or generation, which weights allow)
-    mine = replace(cfg, T=saved.T, new_tokens=saved.new_tokens, scope=saved.scope, vocab=saved.vocab)
-    if saved != mine:
-        differ = [k for k, v in saved.as_dict().items() if mine.as_dict().get(k) != v]
-        said = ", ".join(f"{k}={saved.as_dict()[k]!r} (variant: {mine.as_dict()[k]!r})" for k in differ[:4])
-        raise PibenchError(f"{what} holds another architecture: {said}")
-    return source.tensors
-
-
-def _read_huggingface(directory: Path, what: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """config.json and the state dict (names without GPT2LMHeadModel's "transformer." prefix)."""
-    try:
-        hf = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PibenchError(f"{what}: no config.json there (a Hugging Face GPT-2 directory has one)") from None
-    except (OSError, ValueError) as err:
-        raise PibenchError(f"{what}: config.json is not readable JSON ({str(err)[:100]})") from None
-    if not isinstance(hf, dict) or hf.get("model_type") != "gpt2":
-        kind = hf.get("model_type") if isinstance(hf, dict) else None
-        raise PibenchError(f"{what}: config.json is not a GPT-2's (model_type {kind!r})")
-    if GELU_FORMS.get(hf.get("activation_function", "gelu_new")) is None:
-        raise PibenchError(f"{what}: activation_function {hf.get('activation_function')!r} is not a GELU")
+def _hf_state(info: WeightsInfo) -> dict[str, torch.Tensor]:
+    """A GPT-2 folder's state dict (names without GPT2LMHeadModel's "transformer." prefix)."""
+    what, directory = info.what, info.path
     safe, pickle = directory / "model.safetensors", directory / "pytorch_model.bin"
     if safe.exists():
-        state, _ = _read_safetensors(safe, f"{what}: model.safetensors")
+        state = _read_safetensors(safe, f"{what}: model.safetensors")
     elif pickle.exists():
         try:
             state = torch.load(pickle, map_location="cpu", weights_only=True)  # tensors only: no code runs
-        except Exception as err:  # a truncated or foreign file: one line
-            raise PibenchError(f"{what}: pytorch_model.bin is not readable ({_first_line(err)})") from None
+        except Exception as err:  # a truncated or foreign file, or a pickle that would run code: one line
+            if "weights_only" in str(err) or "Unpickl" in str(err):
+                raise PibenchError(
+                    f"{what}: pytorch_model.bin is a pickle holding more than tensors, and pibench refuses pickled "
+                    "checkpoints (loading one can run code); where you trust the file, convert it to safetensors: "
+                    "transformers' GPT2LMHeadModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)"
+                ) from None
+            raise PibenchError(f"{what}: pytorch_model.bin is not readable ({first_line(err)})") from None
     else:
         raise PibenchError(f"{what}: neither model.safetensors nor pytorch_model.bin is there")
-    return hf, {k.removeprefix("transformer."): v for k, v in state.items()}
+    return {k.removeprefix("transformer."): v for k, v in state.items()}
 
 
 def _huggingface(source: _Source, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    what, hf, state = source.what, source.about, source.tensors
-    other = {k: getattr(cfg, k) for k, v in GPT2.items() if getattr(cfg, k) != v}
-    if other:
-        raise PibenchError(f"{what} is GPT-2 (SM + LN + G); the variant differs: {other}")
-    dims = {"L": "n_layer", "H": "n_head", "d": "n_embd"}
-    dims |= {"vocab": "vocab_size"} if cfg.scope == "end_to_end" else {}
-    for mine, theirs in dims.items():
-        if hf.get(theirs) != getattr(cfg, mine):
-            raise PibenchError(f"{what}: {theirs} is {hf.get(theirs)}, the suite's {mine} is {getattr(cfg, mine)}")
-    if cfg.context > int(hf.get("n_positions", 0)):
-        raise PibenchError(f"{what}: n_positions {hf.get('n_positions')} is below the suite's {cfg.context} positions")
+    """A GPT-2's tensors under the definition's names (`cfg` checked against its config already)."""
+    state = source.tensors
     names = dict(_HEAD_NAMES)
     for i in range(cfg.L):
         names |= {f"h{i}.{mine}": f"h.{i}.{theirs}" for mine, theirs in _LAYER_NAMES.items()}

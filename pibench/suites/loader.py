@@ -71,10 +71,13 @@ Dim = Annotated[StrictInt, Field(ge=1, le=MAX_DIM)]
 
 @schema(frozen=True, config=STRICT)
 class Dims:
-    L: Dim
-    H: Dim
-    d: Dim
-    T: Dim
+    """The model's size; with `weights:`, the ones left out are taken from the weights' own description
+    (`pibench.models.weight_files`: a GPT-2's config.json gives L, H and d, a checkpoint also T)."""
+
+    L: Dim | None = None
+    H: Dim | None = None
+    d: Dim | None = None
+    T: Dim | None = None
 
 
 @schema(frozen=True, config=STRICT)
@@ -517,13 +520,6 @@ def load_suite(
         if device not in ("cpu", "cuda"):
             raise PibenchError(f"--device must be cpu or cuda, not '{device[:20]}'")
         settings = dataclasses.replace(settings, device=device)
-    dims = {k: getattr(spec.model, k) for k in DIMENSIONS}
-    try:
-        ModelConfig(**dims)
-    except ValidationError as err:
-        raise file.error(("model",), _describe(err.errors()[0])[1]) from None
-    entries = _entries(file, data, spec, dims)
-    emulate, project = _profiles(file, spec)
     weights = None
     if spec.weights is not None:
         given = [(k, v) for k, v in dataclasses.asdict(spec.weights).items() if v is not None]
@@ -531,6 +527,15 @@ def load_suite(
             raise file.error(("weights",), "name one source: 'checkpoint: FILE' or 'huggingface: DIRECTORY'")
         kind, where = given[0]
         weights = (kind, str(path.parent / Path(where).expanduser()))
+    dims, vocab = _dims(file, spec, data, weights)
+    try:
+        ModelConfig(L=dims["L"], H=dims["H"], d=dims["d"], T=dims["T"])
+    except ValidationError as err:
+        raise file.error(("model",), _describe(err.errors()[0])[1]) from None
+    if vocab is not None and spec.vocab is None and spec.scope == "end_to_end":
+        spec = dataclasses.replace(spec, vocab=vocab)
+    entries = _entries(file, data, spec, dims)
+    emulate, project = _profiles(file, spec)
     accuracy = _accuracy(file, spec, path, weights)
     return Suite(
         spec.name or _stem_name(path),
@@ -550,6 +555,49 @@ def load_suite(
         weights,
         accuracy,
     )
+
+
+def _dims(
+    file: _SuiteFile, spec: SuiteSpec, data: dict[str, Any], weights: tuple[str, str] | None
+) -> tuple[dict[str, int], int | None]:
+    """The model's dimensions: as the suite gives them, the ones it leaves out taken from its weights'
+    description (`pibench.models.weight_files.read_info`), with the vocabulary those weights fix (a GPT-2's;
+    None elsewhere). A dimension neither gives is an error naming it."""
+    given = {k: getattr(spec.model, k) for k in DIMENSIONS}
+    left = [k for k, v in given.items() if v is None]
+    if not left:
+        return {k: int(v) for k, v in given.items()}, _weights_vocab(weights)
+    if weights is None:
+        raise file.error(("model", left[0]), f"missing required key '{left[0]}'")
+    from pibench.models.weight_files import read_info
+
+    kind, where = weights
+    source = where
+    if kind == "checkpoint" and (Path(where).is_dir() or Path(where).suffix != ".safetensors"):
+        first = data["variants"][0]
+        name = first if isinstance(first, str) else first.get("name") or first.get("variant")
+        source = str(Path(where) / f"{name}.safetensors")
+    try:
+        found = read_info(kind, source).dims()
+    except PibenchError as err:
+        raise file.error(("model", left[0]), f"not given, and the weights cannot say it: {err}") from None
+    if missing := [k for k in left if k not in found]:
+        gives = ", ".join(k for k in DIMENSIONS if k in found)
+        raise file.error(("model", missing[0]), f"missing required key '{missing[0]}' (the weights give {gives})")
+    return {k: int(given[k] if given[k] is not None else found[k]) for k in DIMENSIONS}, found.get("vocab")
+
+
+def _weights_vocab(weights: tuple[str, str] | None) -> int | None:
+    """A GPT-2 folder's vocabulary (None: no weights, a checkpoint, or a folder that cannot be read: the
+    check before a run says why)."""
+    if weights is None or weights[0] != "huggingface":
+        return None
+    from pibench.models.weight_files import read_info
+
+    try:
+        return read_info(*weights).dims().get("vocab")
+    except PibenchError:
+        return None
 
 
 def _accuracy(file: _SuiteFile, spec: SuiteSpec, path: Path, weights: tuple[str, str] | None) -> Accuracy | None:
