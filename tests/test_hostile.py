@@ -93,6 +93,33 @@ def test_a_fake_peer_runs_no_code_and_one_without_the_secret_is_refused(tmp_path
     assert "refused this party: it holds another shared secret" in _one_line_error(e1)
 
 
+def test_a_peer_dripping_its_greeting_ends_rank_0_within_the_timeout(tmp_path):
+    """Issue 32's reproduction: a fake rank 1 sends one byte a second; rank 0 (--timeout 15, the
+    shortest join: start-up's grace) once waited 130 s past its timeout. It ends within the timeout
+    and a few seconds, in one line naming the peer, and writes no record."""
+    suite, out = write_suite(tmp_path, TINY), tmp_path / "r.json"
+    port = free_port()
+    rank0 = _party(0, f"tcp://127.0.0.1:{port}", suite, "--timeout", "15", out=out)
+    with _connect(port) as sock:
+        start = time.monotonic()
+        sock.settimeout(1)
+        code = None
+        for byte in struct.pack(">I", 300) + b'{"protocol": ' * 30:  # bounded: 394 bytes, 1 a second
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            if rank0.poll() is not None or time.monotonic() - start > 40:
+                break
+            time.sleep(1.0)
+        code, _, err = _finish(rank0)
+    assert time.monotonic() - start < 15 + 5
+    assert code == 2 and not out.exists()
+    message = _one_line_error(err)
+    assert message.startswith("party 0 (server): refused a peer at 127.0.0.1:"), message
+    assert "did not finish its part of joining in time" in message
+
+
 def test_a_fake_rank_0_runs_no_code_on_rank_1(tmp_path):
     suite = write_suite(tmp_path, TINY)
     marker = tmp_path / "pwned"

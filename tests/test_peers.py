@@ -215,3 +215,82 @@ def test_an_authenticated_peer_cannot_inject_a_pickle_or_an_untagged_frame():
     assert stops == ["party 1 (client) sent a message that is not JSON"]
     with pytest.raises(PeerError, match="over the channel's"):
         client._send(peer, "x" * (MAX_FRAME + 1))
+
+
+def _drip(sock: socket.socket, data: bytes, stop: threading.Event, every_s: float = 0.2) -> None:
+    """Send `data` one byte at a time, every `every_s`, until it is sent or `stop` is set."""
+    for i in range(len(data)):
+        if stop.wait(every_s):
+            return
+        try:
+            sock.sendall(data[i : i + 1])
+        except OSError:
+            return
+
+
+def test_a_peer_dripping_its_greeting_ends_rank_0_by_the_join_deadline():
+    """Issue 32's reproduction, in-process: a fake rank 1 sends its greeting a byte at a time (each read
+    came within the per-read socket timeout, so rank 0 once waited for hours). Rank 0 ends at its join
+    deadline (3 s here), naming the peer, not at the greeting's last byte (60 bytes at 0.2 s: 12 s)."""
+    listener = listening_socket("127.0.0.1", 0)
+    start = time.monotonic()
+    thread, out = _serve(listener, join_s=3.0)
+    stop = threading.Event()
+    with socket.create_connection(listener.getsockname(), timeout=5) as sock:
+        greeting = _frame(b'{"protocol": "%s", "rank": 1, "nonce": "%s"}' % (PROTOCOL.encode(), b"ab" * 32))
+        dripper = threading.Thread(target=_drip, args=(sock, greeting, stop), daemon=True)
+        dripper.start()
+        thread.join(10)
+        stop.set()
+    listener.close()
+    took = time.monotonic() - start
+    (err,) = out
+    assert isinstance(err, PeerError) and 2.5 < took < 5.0, (err, took)
+    assert str(err).startswith("party 0 (server): refused a peer at 127.0.0.1:")
+    assert "did not finish its part of joining in time" in str(err)
+
+
+def test_a_fake_rank_0_dripping_its_answer_ends_the_joining_rank_by_its_deadline():
+    listener = listening_socket("127.0.0.1", 0)
+    start = time.monotonic()
+    out: list = []
+
+    def join():
+        try:
+            Peers.join(1, listener.getsockname(), ROLES, SECRET, RUN, 10.0, 3.0)
+        except Exception as err:
+            out.append(err)
+
+    thread = threading.Thread(target=join, daemon=True)
+    thread.start()
+    sock, _ = listener.accept()
+    stop = threading.Event()
+    with sock:
+        sock.recv(4096)  # its greeting
+        answer = _frame(b'{"protocol": "%s", "nonce": "%s"}' % (PROTOCOL.encode(), b"ab" * 32))
+        threading.Thread(target=_drip, args=(sock, answer, stop), daemon=True).start()
+        thread.join(10)
+        stop.set()
+    listener.close()
+    assert 2.5 < time.monotonic() - start < 5.0
+    assert str(out[0]).startswith("party 1: refused party 0 (server) at 127.0.0.1:")
+    assert "did not finish its part of joining in time" in str(out[0])
+
+
+def test_an_authenticated_peer_dripping_a_message_is_named_within_the_timeout():
+    """Past the handshake, a frame must arrive whole within the timeout (2 s), however often its bytes
+    come: a peer dripping one is stopped, named."""
+    stops: list = []
+    _, client = _pair(stops)
+    peer = client.peers[0]
+    client._closing.set()  # no heartbeats from it: only the dripped frame
+    data = b'{"t": "x", "n": 1, "v": "' + b"a" * 200 + b'"}'
+    frame = _frame(data) + _mac(peer.key, b"%d" % peer.sent, data)
+    stop = threading.Event()
+    start = time.monotonic()
+    threading.Thread(target=_drip, args=(peer.sock, frame, stop, 0.05), daemon=True).start()
+    while not stops and time.monotonic() - start < 10:
+        time.sleep(0.05)
+    stop.set()
+    assert 1.5 < time.monotonic() - start < 4.0
+    assert stops[0].startswith("party 1 (client) stopped: no whole message from it for 2 s")

@@ -28,6 +28,7 @@ import json
 import os
 import queue
 import secrets
+import select
 import socket
 import struct
 import sys
@@ -110,9 +111,15 @@ class _Peer:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """`n` bytes from `sock`, all of them by `deadline` (time.monotonic()), else TimeoutError: a peer that
+    drips its bytes cannot hold this party past the deadline, however often it sends one. The socket's
+    own timeout is left as it is (another thread may be sending on it)."""
     chunks, got = [], 0
     while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            raise TimeoutError(f"{got} of {n} bytes came in time")
         chunk = sock.recv(min(n - got, 1 << 20))
         if not chunk:
             raise ConnectionError("the connection closed")
@@ -126,14 +133,18 @@ def _send_plain(sock: socket.socket, obj: Any) -> None:
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
-def _recv_plain(sock: socket.socket, refuse: str) -> dict[str, Any]:
-    """A handshake message: small, JSON, a mapping; anything else is refused without looking further
-    (`refuse`: "party 0 (server): refused a peer at ADDRESS", what the error says first)."""
-    (n,) = struct.unpack(">I", _recv_exact(sock, 4))
-    if n > MAX_GREETING:
-        raise PeerError(f"{refuse}: it sent a {n}-byte greeting; a pibench greeting is under {MAX_GREETING} bytes")
+def _recv_plain(sock: socket.socket, refuse: str, deadline: float) -> dict[str, Any]:
+    """A handshake message, whole by `deadline`: small, JSON, a mapping; anything else is refused without
+    looking further (`refuse`: "party 0 (server): refused a peer at ADDRESS", what the error says first)."""
     try:
-        obj = json.loads(_recv_exact(sock, n).decode("utf-8"))
+        (n,) = struct.unpack(">I", _recv_exact(sock, 4, deadline))
+        if n > MAX_GREETING:
+            raise PeerError(f"{refuse}: it sent a {n}-byte greeting; a pibench greeting is under {MAX_GREETING} bytes")
+        data = _recv_exact(sock, n, deadline)
+    except TimeoutError as err:
+        raise PeerError(f"{refuse}: it did not finish its part of joining in time ({err})") from None
+    try:
+        obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise PeerError(f"{refuse}: it sent something that is not a pibench greeting") from None
     if not isinstance(obj, dict):
@@ -218,7 +229,7 @@ class Peers:
             who = f"a peer at {addr[0]}:{addr[1]}"
             sock.settimeout(max(1.0, left))
             try:
-                peer, theirs = _authenticate_joiner(sock, who, secret, roles, joined, describe)
+                peer, theirs = _authenticate_joiner(sock, who, secret, roles, joined, describe, deadline)
                 compare_runs(describe, theirs, "party 0 (server)", f"party {peer.rank} ({roles[peer.rank]})")
             except (OSError, ConnectionError, struct.error) as err:
                 sock.close()
@@ -263,7 +274,7 @@ class Peers:
                 time.sleep(0.2)
         sock.settimeout(max(1.0, deadline - time.monotonic()))
         try:
-            peer, theirs = _authenticate_server(sock, who, rank, secret, describe)
+            peer, theirs = _authenticate_server(sock, who, rank, secret, describe, deadline)
             compare_runs(describe, theirs, f"party {rank} ({roles.get(rank, '?')})", "party 0 (server)")
         except (OSError, ConnectionError, struct.error) as err:
             sock.close()
@@ -289,16 +300,18 @@ class Peers:
         name = self.name(peer.rank)
         try:
             while True:
-                try:
-                    (n,) = struct.unpack(">I", _recv_exact(peer.sock, 4))
+                try:  # a frame, its first byte within the timeout and the whole of it too
+                    deadline = time.monotonic() + self.timeout_s
+                    (n,) = struct.unpack(">I", _recv_exact(peer.sock, 4, deadline))
                     if n > MAX_FRAME:
                         raise PeerError(f"{name} sent a {n}-byte message, over the channel's {MAX_FRAME}")
-                    data, tag = _recv_exact(peer.sock, n), _recv_exact(peer.sock, TAG)
-                except TimeoutError:
+                    data, tag = _recv_exact(peer.sock, n, deadline), _recv_exact(peer.sock, TAG, deadline)
+                except TimeoutError as err:
                     if self._closing.is_set():
                         return
+                    what = "nothing from it" if str(err).startswith("0 of 4 ") else "no whole message from it"
                     raise PeerError(
-                        f"{name} stopped: nothing from it for {self.timeout_s:.0f} s while it was {peer.doing} "
+                        f"{name} stopped: {what} for {self.timeout_s:.0f} s while it was {peer.doing} "
                         f"(frozen, gone or cut off); {self.name(self.rank)}, this one, was {self.doing}"
                     ) from None
                 if not hmac.compare_digest(tag, _mac(peer.key, b"%d" % peer.received, data)):
@@ -407,11 +420,12 @@ def _authenticate_joiner(
     roles: dict[int, str],
     joined: dict[int, _Peer],
     mine_described: dict[str, Any],
+    deadline: float,
 ) -> tuple[_Peer, dict[str, Any]]:
-    """Rank 0's side of the handshake with one joining rank: its greeting, its proof (checked before
-    anything else it says is used), then rank 0's proof and both runs' descriptions."""
+    """Rank 0's side of the handshake with one joining rank, over by `deadline` (the join's): its greeting,
+    its proof (checked before anything else it says is used), then rank 0's proof and both runs' descriptions."""
     refuse = f"party 0 (server): refused {who}"
-    hello = _recv_plain(sock, refuse)
+    hello = _recv_plain(sock, refuse, deadline)
     if hello.get("protocol") != PROTOCOL:
         raise PeerError(f"{refuse}: it does not speak {PROTOCOL} (another program?)")
     rank = hello.get("rank")
@@ -420,7 +434,7 @@ def _authenticate_joiner(
     theirs = _hex(hello, "nonce", refuse)
     mine = secrets.token_bytes(32)
     _send_plain(sock, {"protocol": PROTOCOL, "nonce": mine.hex()})
-    answer = _recv_plain(sock, refuse)
+    answer = _recv_plain(sock, refuse, deadline)
     if not hmac.compare_digest(_hex(answer, "proof", refuse), _mac(secret, b"joiner", b"%d" % rank, theirs, mine)):
         _send_plain(sock, {"refused": "it does not hold this run's shared secret"})
         raise PeerError(f"{refuse}: it does not hold this run's shared secret")
@@ -434,18 +448,19 @@ def _authenticate_joiner(
 
 
 def _authenticate_server(
-    sock: socket.socket, who: str, rank: int, secret: bytes, mine_described: dict[str, Any]
+    sock: socket.socket, who: str, rank: int, secret: bytes, mine_described: dict[str, Any], deadline: float
 ) -> tuple[_Peer, dict[str, Any]]:
-    """A joining rank's side: prove, then check rank 0's proof before anything it says is believed."""
+    """A joining rank's side, over by `deadline` (the join's): prove, then check rank 0's proof before
+    anything it says is believed."""
     refuse = f"party {rank}: refused {who}"
     mine = secrets.token_bytes(32)
     _send_plain(sock, {"protocol": PROTOCOL, "rank": rank, "nonce": mine.hex()})
-    hello = _recv_plain(sock, refuse)
+    hello = _recv_plain(sock, refuse, deadline)
     if hello.get("protocol") != PROTOCOL:
         raise PeerError(f"{refuse}: it does not speak {PROTOCOL} (another program?)")
     theirs = _hex(hello, "nonce", refuse)
     _send_plain(sock, {"proof": _mac(secret, b"joiner", b"%d" % rank, mine, theirs).hex(), "describe": mine_described})
-    answer = _recv_plain(sock, refuse)
+    answer = _recv_plain(sock, refuse, deadline)
     if "refused" in answer:
         raise PeerError(f"party {rank}: {who} refused this party: it holds another shared secret")
     if not hmac.compare_digest(_hex(answer, "proof", refuse), _mac(secret, b"server", b"%d" % rank, mine, theirs)):
