@@ -10,7 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pibench.cli.report_cmd import emit_report
 from pibench.measuring.measured import Measured, RunInfo
 from pibench.results.records import (
     RecordNotBuilt,
@@ -121,6 +120,8 @@ def finish(suite: Suite, measured: list[Measured], run: RunInfo, args: argparse.
         kept = keep_elsewhere(path, err.data, "invalid")
         raise PibenchError(f"{err}; what was measured is saved in {kept}") from None
     path, lost = write_or_keep(path, record, unique)
+    from pibench.cli.report_cmd import emit_report
+
     emit_report([(str(path), record)], args)
     if lost:
         raise PibenchError(lost)

@@ -7,19 +7,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pibench.models.variants import BASELINE
-from pibench.quality.summary import plot_quality, render_quality
-from pibench.quality.training_record import KIND as QUALITY_KIND
-from pibench.quality.training_record import QualityRecord, measured_ppl, validate_quality_record
-from pibench.results.generation import generation_table
-from pibench.results.plots import plot, plot_accuracy, plot_generation
-from pibench.results.records import Record, check_folder, read_json, validate_record
-from pibench.results.records import flat_settings as _flat
-from pibench.results.report import MeasuredPpl, Report, build_report, merge_reports
-from pibench.results.tables import FORMATS, GROUPS, parse_columns, render
+from pibench.results.tables import FORMATS, GROUPS
 from pibench.util.errors import PibenchError
-from pibench.util.files import RUN, expect
+
+if TYPE_CHECKING:  # the rest is imported where a report is made: `pibench party` builds this parser too
+    from pibench.quality.training_record import QualityRecord
+    from pibench.results.records import Record
+    from pibench.results.report import MeasuredPpl, Report
 
 HELP = "print savings tables of run records in the papers' layout (and plot them)"
 EPILOG = """\
@@ -112,12 +109,16 @@ def _tables(records: list[tuple[str, Record]]) -> list[_Table]:
 
 def _setting_tags(records: Sequence[Record]) -> list[str]:
     """Per record, its values of the backend settings that differ between `records` ("gelu erf")."""
+    from pibench.results.records import flat_settings as _flat
+
     flat = [_flat(r.backend.settings) for r in records]
     keys = sorted(k for k in set().union(*flat) if len({repr(f.get(k)) for f in flat}) > 1)
     return [", ".join(f"{k} {f.get(k, '-')}" for k in keys) for f in flat]
 
 
 def _report(table: _Table, args: argparse.Namespace, trained: MeasuredPpl | None) -> Report:
+    from pibench.results.report import build_report, merge_reports
+
     backends = args.backends.split(",") if args.backends else [o.backend.name for o in table.others]
     lead = build_report(
         table.record, table.name, args.baseline, args.network, args.predict, table.others, backends, trained
@@ -133,6 +134,12 @@ def emit_report(
 ) -> None:
     """Print the report of `records` ((name, record) pairs), joined with `quality` records (measured
     perplexity), and write plots, as the options say."""
+    from pibench.quality.summary import plot_quality, render_quality
+    from pibench.quality.training_record import measured_ppl
+    from pibench.results.generation import generation_table
+    from pibench.results.plots import plot, plot_accuracy, plot_generation
+    from pibench.results.tables import parse_columns, render
+
     trained = measured_ppl([q for _, q in quality]) if quality else None
     tables = _tables(records)
     reports = [_report(t, args, trained) for t in tables]
@@ -163,6 +170,7 @@ def emit_report(
 
 def _sweep_report(args: argparse.Namespace) -> int:
     """`pibench report SWEEP_DIR`: one table over a sweep's cells (`pibench.sweeps.frame`)."""
+    from pibench.results.records import check_folder
     from pibench.sweeps.frame import DEFAULT_NETWORK, plot_sweep, render_sweep, sweep_frame
 
     if len(args.records) > 1:
@@ -184,6 +192,11 @@ def _sweep_report(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pibench.quality.training_record import KIND as QUALITY_KIND
+    from pibench.quality.training_record import validate_quality_record
+    from pibench.results.records import check_folder, read_json, validate_record
+    from pibench.util.files import RUN, expect
+
     if any(Path(p).is_dir() for p in args.records):
         return _sweep_report(args)
     runs, quality = [], []

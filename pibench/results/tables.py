@@ -21,9 +21,8 @@ import re
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import tabulate as tabulate_module
 from tabulate import tabulate
 
@@ -31,6 +30,9 @@ from pibench.counting.notation import BYTE_UNITS, TIME_UNITS, Unit, billions, un
 from pibench.results.latex import render_latex
 from pibench.results.report import Report, Row, footer, title
 from pibench.util.errors import PibenchError, did_you_mean
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: the CLI's parser reads FORMATS and GROUPS alone
+    import pandas as pd
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 GROUPS = {  # what each group of columns holds, for --columns and the README
@@ -260,6 +262,8 @@ def _pick(cols: list[Column], groups: Sequence[str]) -> list[Column]:
 
 def frame(reports: Sequence[Report], groups: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (record, variant), numeric columns named with their units; `groups` None: all."""
+    import pandas as pd
+
     rows: list[dict[str, Any]] = []
     for rep in reports:
         cols = _pick(columns(rep), groups or tuple(GROUPS))
@@ -432,6 +436,8 @@ COMPARED = (
 
 def compare_frame(a: Report, b: Report) -> pd.DataFrame:
     """One row per (variant, metric) of the variants both reports have: A, B and B's change in %."""
+    import pandas as pd
+
     fa, fb = (frame([r]).set_index("variant") for r in (a, b))
     rows = []
     for name in [n for n in fa.index if n in fb.index]:
@@ -454,6 +460,8 @@ def compare_frame(a: Report, b: Report) -> pd.DataFrame:
 def render_compare(df: pd.DataFrame, fmt: str, about: list[str], width: int | None = None) -> str:
     """csv and json: the frame (GB and minutes); display formats show communication and latency in the
     unit their largest figure calls for (one per family, so that fastest, median and slowest agree)."""
+    import pandas as pd
+
     if fmt == "csv":
         return df.to_csv(index=False).rstrip("\n")
     if fmt == "json":
@@ -485,6 +493,8 @@ def render_compare(df: pd.DataFrame, fmt: str, about: list[str], width: int | No
 
 
 def _fmt_metric(metric: str, x: float) -> str:
+    import pandas as pd
+
     if pd.isna(x):
         return "-"
     if metric == "Rounds":
@@ -495,4 +505,6 @@ def _fmt_metric(metric: str, x: float) -> str:
 
 
 def _pct(x: float) -> str:
+    import pandas as pd
+
     return "-" if pd.isna(x) else f"{x:+.1f}%"
