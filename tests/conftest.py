@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "test-secret-0123456789abcdef"  # the shared secret of party-mode tests (`pibench.measuring.peers`)
 
 
+# The terminal's size never reaches the CLI under test (pytest-xdist's workers set COLUMNS=80): tables are
+# as wide as a test asks (COLUMNS in `env`), else pibench's default of 120 columns
+BASE_ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+
 def run_cli(
     *args: str, cwd: Path = ROOT, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -26,7 +31,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**BASE_ENV, **(env or {})},
     )
 
 
@@ -39,6 +44,7 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=BASE_ENV,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
