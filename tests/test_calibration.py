@@ -242,3 +242,5 @@ def test_extend_measures_only_what_a_calibration_lacks(tmp_path):
     proc = run_cli("cost", str(suite), "--predict")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "argmax over rows of 100 is not in calibration" in proc.stderr and "--extend" in proc.stderr
+    # the whole sentence (it was once cut after "measures a suite's")
+    assert proc.stderr.strip().endswith("measures the argmax at that suite's vocabulary")

@@ -124,3 +124,25 @@ def test_every_help_text_renders():
     # the same through the installed command, as a newcomer types it
     proc = subprocess.run([sys.executable, "-m", "pibench", "-h"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stderr == "" and "COMMAND" in proc.stdout
+
+
+def test_bare_pibench_prints_the_help(cli):
+    """Issue 32: a bare `pibench` printed an argparse error; it prints what pibench does and exits 0."""
+    proc = cli()
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("usage: pibench") and "quick start:" in proc.stdout
+
+
+def test_include_is_taken_after_the_commands_name_too(cli, tmp_path):
+    """Issue 32: `--include` after the subcommand's name was refused; both places register the file."""
+    mine = tmp_path / "mine.py"
+    mine.write_text(
+        "from pibench.models.config import ModelConfig\nfrom pibench.models.variants import variant\n\n\n"
+        '@variant("mine_relu", "Mine R")\ndef _(c: ModelConfig) -> ModelConfig:\n    return c.replace(activation="relu")\n'
+    )
+    suite = tmp_path / "s.yaml"
+    suite.write_text("model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [mine_relu]\n")
+    for argv in (["--include", str(mine), "cost", str(suite)], ["cost", "--include", str(mine), str(suite)]):
+        proc = cli(*argv, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)[0]["nonlinear"]["relu"]["count"] == 1

@@ -84,8 +84,10 @@ def test_parties_in_two_namespaces_over_a_shaped_link(tmp_path):
 
 
 @needs_root
-@pytest.mark.parametrize("how", ["party dies", "runner terminated"])
+@pytest.mark.parametrize("how", ["party dies", "runner terminated", "router dies"])
 def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
+    """Whichever way a run over an emulated link fails, its namespaces and processes are gone after it;
+    a delay router killed mid-run is named as what failed (it was once reported as both parties hung)."""
     suite = write_suite(tmp_path, "name: slow\nmodel: {L: 8, H: 2, d: 64, T: 16}\nvariants: [sm_ln_g, sm_ln_r]\n")
     out = tmp_path / "r.json"
     cmd = [
@@ -95,7 +97,7 @@ def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
         "run",
         str(suite),
         "--emulate",
-        "lan",
+        "100mbit,1ms",
         "--full",
         "--no-progress",
         "--out",
@@ -110,11 +112,18 @@ def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
             time.sleep(0.2)
         assert len(parties) == 2 and len(our_namespaces()) == 2
         time.sleep(3)
+        routers = [
+            p for p in psutil.Process(proc.pid).children(recursive=True) if "delay_router" in " ".join(p.cmdline())
+        ]
         if how == "party dies":
             party_processes(proc.pid)[1].kill()
+        elif how == "router dies":
+            if not routers:
+                pytest.skip("this kernel has netem: no delay router to kill")
+            routers[0].kill()
         else:
             proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -122,6 +131,10 @@ def test_namespaces_are_removed_after_a_failed_run(tmp_path, how):
     assert our_namespaces() == []
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in parties)
     assert not out.exists()
+    if how == "router dies":
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("pibench: error: the emulated link's delay router (PID ") and "hung" not in err, err
+        assert "cutting the parties' link; the run was stopped and no record written" in err
 
 
 needs_tun = pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="no /dev/net/tun")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -133,6 +134,35 @@ def test_markdown(t128_record):
     md = run_cli("report", str(path), "--format", "markdown").stdout
     assert "| Network Arch." in md and "| SM + LN + G " in md and "Comm. (GB) [CrypTen]" in md
     assert "Savings Lat. [paper-wan proj.]" in md and "#Nonlinear Ops" in md
+    # issue 32: 11 columns of dashes once stood in a pasted table; a column with no figure is left out
+    header, _, *rows = [ln for ln in md.splitlines() if ln.startswith("|")]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert all(any(row[i] != "-" for row in cells) for i in range(len(cells[0])))
+    assert "Top-1 agr." not in header  # no accuracy on real text in this record
+    # asked for by name, a group is shown even where it is empty
+    asked = run_cli("report", str(path), "--format", "markdown", "--columns", "accuracy").stdout
+    assert "Top-1 agr. [CrypTen]" in asked
+
+
+def test_predicted_columns_need_predict(t128_record):
+    """Issue 32: `--columns predicted` without `--predict` printed an empty table; it says why instead."""
+    path, _ = t128_record
+    proc = run_cli("report", str(path), "--columns", "predicted")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "pibench: error: --columns predicted: the predicted columns come with --predict; add it\n"
+
+
+def test_the_footer_names_the_weights(t128_record):
+    """Issue 32: with Hugging Face weights the footer did not name them; it names them, or says the
+    weights were synthetic."""
+    _, record = t128_record
+    from pibench.results.report import measured_by
+
+    assert "synthetic weights (seed 0)" in measured_by(record)
+    hf = record.model_copy(
+        update={"suite": record.suite.model_copy(update={"source": {"weights": {"huggingface": "../gpt2"}}})}
+    )
+    assert "weights huggingface ../gpt2" in measured_by(hf)
 
 
 def test_latex_is_booktabs_with_two_level_headers(t128_record, tmp_path):
@@ -305,7 +335,16 @@ def test_compare_two_records(t128_record, tmp_path):
     rows = list(csv.DictReader(io.StringIO(run_cli("compare", str(path), str(other), "--format", "csv").stdout)))
     assert len(rows) == 10 * 9 and float(rows[9]["change_pct"]) == 12.5  # sm_ln_r's first metric
     smoke = run_cli("compare", str(path), str(ROOT / ".ci" / "baselines" / "smoke.json"))
-    assert smoke.returncode == 2 and "compare records of one suite" in smoke.stderr
+    assert smoke.returncode == 2 and "compare records of one size" in smoke.stderr
+    # another suite of the same dimensions (issue 32: refused): compared, and said so
+    renamed = json.loads(other.read_text())
+    renamed["suite"]["name"] = "gpt2_t128_mine"
+    (tmp_path / "c.json").write_text(json.dumps(renamed))
+    proc = run_cli("compare", str(path), str(tmp_path / "c.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Suites differ: A is gpt2_t128, B is gpt2_t128_mine, of the same dimensions." in " ".join(
+        proc.stdout.split()
+    )
 
 
 def spread_record(tmp_path, repeats=3):

@@ -70,6 +70,24 @@ BAD = {
         HEAD + "  - variant: sm_ln_g\n    overrides: {activation: relu, activation: gelu}\n",
         "x.yaml:4: key 'activation' given twice on line 4",
     ),
+    # an unknown key is matched within its own section (issue 32: 'heads' once suggested 'seeds'), a
+    # dimension by the names users give it; a key valid elsewhere is sent there, never suggested as itself
+    "dimension_synonym": (
+        "model: {L: 2, heads: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\n",
+        "x.yaml:1: model.heads: unknown key 'heads' (did you mean 'H'?)",
+    ),
+    "key_of_another_section": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\nhuggingface: ../gpt2\n",
+        "x.yaml:3: huggingface: unknown key 'huggingface' here; it belongs under 'weights'",
+    ),
+    "generation_at_the_top": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\nnew_tokens: 4\n",
+        "x.yaml:3: new_tokens: unknown key 'new_tokens' here; it belongs under 'generate'",
+    ),
+    "backend_setting_typo": (
+        "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\ncrypten: {provder: TFP}\n",
+        "x.yaml:3: crypten.provder: unknown key 'provder' (did you mean 'provider'?)",
+    ),
     "duplicate_backend_setting": (
         "model: {L: 2, H: 2, d: 32, T: 8}\nvariants: [sm_ln_g]\ncrypten:\n  gelu: erf\n  gelu: tanh\n",
         "x.yaml:5: key 'gelu' given twice (lines 4 and 5)",

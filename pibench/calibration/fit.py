@@ -217,7 +217,7 @@ def _bytes_rounds(m: CallModel, call: str, sig: tuple[int, ...], path: str) -> t
         if n not in m.lengths:
             raise PibenchError(
                 f"{call} over rows of {n} is not in calibration '{path}' (it has {', '.join(map(str, m.lengths))}); "
-                f"`pibench calibrate --extend {path} --suite SUITE` measures a suite's"
+                f"`pibench calibrate --extend {path} --suite SUITE` measures the argmax at that suite's vocabulary"
             )
         i = m.lengths.index(n)
         assert isinstance(m.rounds, list) and m.per_row_bytes is not None

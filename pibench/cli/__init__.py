@@ -49,6 +49,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    include = "register the variants of a .py file, or of every .py file of a folder (repeatable)"
     parser = argparse.ArgumentParser(
         prog="pibench",
         description="Cost of private (2PC) inference of transformer language-model variants.",
@@ -57,13 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"pibench {__version__}")
-    parser.add_argument(
-        "--include",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="register the variants of a .py file, or of every .py file of a folder (repeatable)",
-    )
+    parser.add_argument("--include", action="append", default=[], metavar="PATH", help=include)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"pibench.cli.{name}_cmd")
@@ -76,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=HelpFormatter,
         )
         module.add_arguments(p)
+        # after the command's name too (`pibench cost --include mine.py s.yaml`): kept apart, joined in `main`
+        p.add_argument(
+            "--include", action="append", dest="include_after", default=argparse.SUPPRESS, metavar="PATH", help=include
+        )
         p.set_defaults(handler=module.main)
     return parser
 
@@ -95,7 +94,13 @@ def entry() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    given = sys.argv[1:] if argv is None else list(argv)
+    if not given:  # bare `pibench`: what it does, not an error
+        parser.print_help()
+        return 0
+    args = parser.parse_args(given)
+    args.include = [*args.include, *getattr(args, "include_after", [])]
     debug = getattr(args, "debug", False)
     try:
         from pibench.models.plugins import include, load_entry_points

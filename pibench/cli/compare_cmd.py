@@ -14,8 +14,9 @@ HELP = "set two run records side by side per variant (two commits, backends or m
 EPILOG = """\
 Rows: every variant both records have, with GB, minutes, savings (each record against its own
 baseline), rounds, MPC error and peak memory. Under the table: what produced each record (backend and
-settings, CPU, commit) and which variants only one has. Records of different suites are refused; a
-variant whose configuration differs between the two is named.
+settings, CPU, commit) and which variants only one has. Records of different suites of the same
+dimensions are compared, said under the table; of other dimensions, refused. A variant whose
+configuration differs between the two is named.
 """
 
 
@@ -43,12 +44,14 @@ def _suite(record: Record) -> str:
 
 def main(args: argparse.Namespace) -> int:
     a, b = read_record(args.a), read_record(args.b)
-    if not a.same_suite(b):
+    if a.suite.dims != b.suite.dims:
         raise PibenchError(
-            f"'{args.a}' is of suite {_suite(a)}, '{args.b}' of {_suite(b)}: compare records of one suite"
+            f"'{args.a}' is of suite {_suite(a)}, '{args.b}' of {_suite(b)}: compare records of one size"
         )
     ra, rb = build_report(a, args.a, args.baseline), build_report(b, args.b, args.baseline)
     about = [_about("A", args.a, a), _about("B", args.b, b), *record_differences(a, b)]
+    if a.suite.name != b.suite.name:
+        about.insert(2, f"Suites differ: A is {a.suite.name}, B is {b.suite.name}, of the same dimensions.")
     va, vb = ({v.name: v for v in r.variants} for r in (a, b))
     differ = [n for n in va if n in vb and va[n].config != vb[n].config]
     if differ:

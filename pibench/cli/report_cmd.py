@@ -141,11 +141,15 @@ def emit_report(
     from pibench.results.tables import parse_columns, render
 
     trained = measured_ppl([q for _, q in quality]) if quality else None
+    groups = parse_columns(args.columns)
+    named = [g.strip() for g in (args.columns or "").split(",")]
+    if "predicted" in named and not args.predict:
+        raise PibenchError("--columns predicted: the predicted columns come with --predict; add it")
     tables = _tables(records)
     reports = [_report(t, args, trained) for t in tables]
     if reports:
         required = [g for g, asked in (("predicted", args.predict), ("others", args.backends)) if asked]
-        print(render(reports, args.format, parse_columns(args.columns), required=required))
+        print(render(reports, args.format, groups, required=required))
     if args.format not in ("csv", "json"):
         for _, record in records:
             generated = generation_table(record)

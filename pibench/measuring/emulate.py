@@ -211,6 +211,16 @@ class EmulatedLink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def check(self, during: str) -> None:
+        """Raise where the delay router has exited: the parties lost their link (they would next be
+        reported as hung, which is not what happened)."""
+        router = self.router
+        if router is not None and router.poll() is not None:
+            raise PibenchError(
+                f"the emulated link's delay router (PID {router.pid}) exited with code {router.returncode} during "
+                f"{during}, cutting the parties' link; the run was stopped and no record written"
+            )
+
     def command_prefix(self, rank: int) -> list[str]:
         return ["ip", "netns", "exec", self.names[rank]]
 

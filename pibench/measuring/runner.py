@@ -207,7 +207,10 @@ class _Parties:
             pass  # it died at once; the monitor reports its exit
 
     def check(self, current: str) -> None:
-        """Raise when a party failed or all computing parties stopped making progress."""
+        """Raise when the emulated link's router died, a party failed, or all computing parties stopped
+        making progress."""
+        if self.link is not None:
+            self.link.check(f"variant '{current}'")
         # a party killed by a signal first: the others' errors then only say that it left
         for p in sorted(self.parties.values(), key=lambda p: (p.proc.poll() or 0) >= 0):
             code = p.proc.poll()

@@ -133,8 +133,14 @@ def measured_by(record: Record) -> str:
         backend += f" (chosen per product shape: {tally})"
     repeats = record.repeats
     median = f", median of {repeats} passes per measured step" if repeats > 1 else ", one pass per measured step"
+    source = record.suite.source if isinstance(record.suite.source, dict) else {}
+    weights = (
+        f"weights {_flat_weights(source['weights'])}"
+        if source.get("weights")
+        else f"synthetic weights (seed {record.run.seed})"
+    )
     return (
-        f"{backend}, network {run.network}, {how}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
+        f"{backend}, network {run.network}, {how}, {weights}; Comm. = bytes sent by both parties (1 GB = 1e9 B); "
         f"Lat. = forward-pass wall time on {record.environment.cpu_count} cores{median}"
     )
 

@@ -371,8 +371,16 @@ def render_table(rep: Report, groups: Sequence[str] | None, width: int, required
     return f"{title(rep)}\n{_two_level(cols, _cells(rep, cols))}\n{_wrap(notes, width)}"
 
 
-def render_markdown(rep: Report, groups: Sequence[str] | None) -> str:
-    cols = _pick(columns(rep), groups or PASTE_GROUPS)
+def _with_figures(rep: Report, cols: list[Column]) -> list[Column]:
+    """`cols` without those that have no figure in any row (all "-": no published row matches, nothing
+    repeated for a spread...): a pasted table shows what was measured, not a grid of dashes."""
+    return [c for c in cols if c.group == "arch" or any(c.get(r) is not None for r in rep.rows)]
+
+
+def render_markdown(rep: Report, groups: Sequence[str] | None, default: Sequence[str] = PASTE_GROUPS) -> str:
+    """`groups` None: the `default` groups' columns that have a figure in some row."""
+    cols = _pick(columns(rep), groups or default)
+    cols = cols if groups else _with_figures(rep, cols)
     table = tabulate(_cells(rep, cols), headers=[c.flat for c in cols], tablefmt="github", disable_numparse=True)
     return f"**{title(rep)}**\n\n{table}\n\n" + "\n\n".join(footer(rep, {c.group for c in cols}))
 
@@ -397,10 +405,18 @@ def render(
             ensure_ascii=False,
         )
     if fmt == "latex":
-        picked = [(rep, _pick(columns(rep), groups or (*LATEX_GROUPS, *required))) for rep in reports]
+        picked = [
+            (
+                rep,
+                _pick(columns(rep), groups)
+                if groups
+                else _with_figures(rep, _pick(columns(rep), (*LATEX_GROUPS, *required))),
+            )
+            for rep in reports
+        ]
         return "\n\n".join(render_latex(rep, cols, _runs(cols)) for rep, cols in picked)
     if fmt == "markdown":
-        return "\n\n".join(render_markdown(rep, groups or (*PASTE_GROUPS, *required)) for rep in reports)
+        return "\n\n".join(render_markdown(rep, groups, (*PASTE_GROUPS, *required)) for rep in reports)
     return "\n\n".join(render_table(rep, groups, width or terminal_width(), required) for rep in reports)
 
 

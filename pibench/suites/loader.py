@@ -274,13 +274,66 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _describe(err: Any) -> tuple[tuple[Any, ...], str]:
-    """The key path and a one-line message for one pydantic error."""
+# Names a user may write for a dimension, each with the key it means (`model: {heads: 12}` -> H)
+DIMENSION_SYNONYMS = {
+    **dict.fromkeys(("layers", "n_layer", "n_layers", "num_layers", "num_hidden_layers", "depth"), "L"),
+    **dict.fromkeys(("heads", "n_head", "n_heads", "num_heads", "num_attention_heads"), "H"),
+    **dict.fromkeys(("d_model", "hidden", "hidden_size", "n_embd", "width", "dim"), "d"),
+    **dict.fromkeys(("tokens", "seq_len", "sequence_length", "length", "context", "prompt", "n_positions"), "T"),
+}
+
+
+def _sections() -> dict[str, set[str]]:
+    """Each section of a suite and the keys it takes ("": the top level)."""
+    out = {
+        "": {f.name for f in dataclasses.fields(SuiteSpec)} | set(BACKENDS.names()),
+        "model": set(DIMENSIONS),
+        "variants[]": {f.name for f in dataclasses.fields(EntrySpec)},
+        "variants[].overrides": set(FIELDS) - set(DIMENSIONS) - set(SUITE_LEVEL),
+        "train": _field_names(TrainSettings),
+        "network": {f.name for f in dataclasses.fields(NetworkSpec)},
+        "generate": {f.name for f in dataclasses.fields(GenerateSpec)},
+        "weights": {f.name for f in dataclasses.fields(WeightsSpec)},
+        "accuracy": {f.name for f in dataclasses.fields(AccuracySpec)},
+    }
+    return out | {entry.name: _field_names(entry.value.settings_type) for entry in BACKENDS}
+
+
+def _section(loc: tuple[Any, ...]) -> str:
+    """The section a key at path `loc` (the key last) is in: "model", "variants[].overrides", ..."""
+    parts = [str(p) for p in loc[:-1] if not isinstance(p, int)]
+    if parts[:1] == ["variants"]:
+        return "variants[]" + "".join(f".{p}" for p in parts[1:2])
+    return parts[0] if parts else ""
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """The message for an unknown key at `loc`: a suggestion from its own section (never the key itself,
+    a dimension's other names too), else the section where that key belongs."""
+    key = str(loc[-1]) if loc else ""
+    sections = _sections()
+    here = _section(loc)
+    own = sections.get(here, KNOWN_KEYS)
+    if here == "model" and key.lower() in DIMENSION_SYNONYMS:
+        return f"unknown key {shorten(key)} (did you mean '{DIMENSION_SYNONYMS[key.lower()]}'?)"
+    suggestion = did_you_mean(key[:100], own)
+    if suggestion:
+        return f"unknown key {shorten(key)}{suggestion}"
+    homes = [name for name, keys in sections.items() if key in keys and name != here]
+    if homes:
+        where = " or ".join(f"'{h}'" if h else "the top level" for h in homes[:3])
+        return f"unknown key {shorten(key)} here; it belongs under {where}"
+    return f"unknown key {shorten(key)}{did_you_mean(key[:100], KNOWN_KEYS)}"
+
+
+def _describe(err: Any, where: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str]:
+    """The key path and a one-line message for one pydantic error (`where`: the path of what was
+    validated, for the section an unknown key is in)."""
     loc = tuple(p for p in err["loc"] if p not in ("function-before",))
     kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
     key = str(loc[-1]) if loc else ""
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        return loc, f"unknown key {shorten(key)}{did_you_mean(key[:100], KNOWN_KEYS)}"
+        return loc, _unknown_key((*where, *loc))
     if kind in ("missing", "missing_argument"):
         return loc, f"missing required key '{key}'"
     if kind == "string_pattern_mismatch":
@@ -417,7 +470,7 @@ def _backend_settings(file: _SuiteFile, data: dict[str, Any], backend: str) -> A
         try:
             settings: Any = TypeAdapter(impl.settings_type).validate_python({} if section is None else section)
         except ValidationError as err:
-            loc, msg = _describe(_most_telling(err))
+            loc, msg = _describe(_most_telling(err), (entry.name,))
             raise file.error((entry.name, *loc), msg) from None
         if entry.name == backend:
             chosen = settings
@@ -446,7 +499,7 @@ def _entries(file: _SuiteFile, data: dict[str, Any], spec: SuiteSpec, dims: dict
                 cfg = cfg.replace(new_tokens=spec.generate.new_tokens)
             cfg = cfg.replace(scope=spec.scope, **({"vocab": spec.vocab} if spec.vocab else {}))
         except ValidationError as err:
-            sub, msg = _describe(_most_telling(err))
+            sub, msg = _describe(_most_telling(err), ("variants", i, "overrides"))
             raise file.error(("variants", i, "overrides", *sub), msg) from None
         name = item.name or item.variant
         if any(e.name == name for e in entries):
@@ -464,7 +517,7 @@ def _entry_train(file: _SuiteFile, spec: SuiteSpec, item: EntrySpec, i: int) -> 
     try:
         return TypeAdapter(TrainSettings).validate_python(dataclasses.asdict(spec.train) | item.train)
     except ValidationError as err:
-        sub, msg = _describe(_most_telling(err))
+        sub, msg = _describe(_most_telling(err), ("variants", i, "train"))
         raise file.error(("variants", i, "train", *sub), msg) from None
 
 

@@ -18,8 +18,8 @@ class PibenchError(Exception):
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest of `choices`, or '' when none is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    """' (did you mean 'x'?)' for the closest of `choices` other than `name` itself, or '' when none is close."""
+    close = difflib.get_close_matches(name, [c for c in choices if c != name], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
