@@ -71,6 +71,62 @@ def test_an_unreachable_address_is_one_line(folder):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # an empty HTTP/2 SETTINGS frame: gRPC's first word, then nothing
+ANSWERS = {
+    "silent": (None, "said nothing in 5 s"),
+    "junk": (b"HTTP/1.1 400 Bad Request\r\n\r\n", "does not speak gRPC as a Ray cluster's head does"),
+    "grpc, then silent": (SETTINGS, "Ray did not connect at 127.0.0.1:{port} within 5 s"),
+}
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+def test_an_address_that_accepts_but_never_answers_as_ray_is_one_line_within_seconds(folder, case):
+    """Issue 32: a loopback listener that accepted and stayed silent (or answered junk) kept the sweep
+    running past 190 s, printing 15 lines of Ray's C++ warnings and none of pibench's. It is now one line,
+    exit 2, within seconds: silence and junk are told apart from a Ray head before Ray is asked, and
+    Ray's own connecting is bounded (PIBENCH_RAY_INIT_TIMEOUT_S, 5 s here) with its warnings held back."""
+    answer, said = ANSWERS[case]
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(30)
+    stop = threading.Event()
+
+    def serve():  # accept, then stay silent (or answer junk), until the test ends
+        held = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if answer:
+                conn.sendall(answer)
+            held.append(conn)
+        for conn in held:
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    start = time.monotonic()
+    try:
+        proc = run_cli(
+            *("sweep", str(folder / "grid.yaml"), "--out", str(folder / "out"), "--no-progress"),
+            *("--executor", "ray", "--address", f"127.0.0.1:{port}"),
+            env={"PIBENCH_RAY_INIT_TIMEOUT_S": "5"},
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        listener.close()
+    assert time.monotonic() - start < 5 + 15
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("pibench: error: ") and said.format(port=port) in proc.stderr
+    assert not (folder / "out" / "cells").exists()
+
+
 def test_a_local_instance_runs_on_loopback_and_stops_with_the_sweep(folder):
     (folder / "one.yaml").write_text("suite: tiny.yaml\naxes:\n  variant: [sm_scfuffn]\n")
     before = _ray_servers()

@@ -24,6 +24,8 @@ import logging
 import os
 import socket
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,21 +54,84 @@ def _ray() -> Any:
     return ray
 
 
+# HTTP/2's connection preface and an empty SETTINGS frame: a gRPC server (a Ray head's GCS) answers with a
+# SETTINGS frame of its own (type 4) at once
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+# ray.init retries without limit where something answers that is not a cluster; PIBENCH_RAY_INIT_TIMEOUT_S
+# sets another limit (a slow link to a far cluster)
+INIT_TIMEOUT_S = float(os.environ.get("PIBENCH_RAY_INIT_TIMEOUT_S", "60"))
+
+
 def _check_address(address: str) -> None:
-    """An address that no Ray cluster answers is one line, before Ray tries for a minute."""
+    """An address that no Ray cluster answers is one line within seconds, before Ray tries without limit:
+    nothing listening, a listener that says nothing, or one that does not speak gRPC (HTTP/2) as a
+    Ray head's GCS does."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise PibenchError(
             f"--address '{address[:80]}' is not HOST:PORT (a Ray head's GCS address, e.g. 10.0.0.5:6379)"
         )
+    start = "`ray start --head --node-ip-address ADDR` on a private network starts one"
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S) as sock:
+            sock.sendall(H2_PREFACE)
+            head = b""
+            deadline = time.monotonic() + CONNECT_TIMEOUT_S
+            while len(head) < 9 and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except TimeoutError:
+        head = b""
     except OSError as err:
+        why = err.strerror or err
+        raise PibenchError(f"--address {address}: no Ray cluster answers there ({why}); {start}") from None
+    if not head:
         raise PibenchError(
-            f"--address {address}: no Ray cluster answers there ({err.strerror or err}); start one with "
-            "`ray start --head --node-ip-address ADDR` on a private network"
-        ) from None
+            f"--address {address}: something accepted the connection but said nothing in {CONNECT_TIMEOUT_S:.0f} s: "
+            f"not a Ray cluster's head; {start}"
+        )
+    if len(head) < 9 or head[3] != 4:
+        raise PibenchError(
+            f"--address {address}: what answers there does not speak gRPC as a Ray cluster's head does; {start}"
+        )
+
+
+def _init_bounded(ray: Any, address: str | None, kwargs: dict[str, Any]) -> None:
+    """`ray.init`, ended with one line (exit 2) where it has not connected within INIT_TIMEOUT_S: Ray
+    retries without limit, and a call blocked in its C++ core cannot be interrupted otherwise. Ray's C++
+    core writes its warnings to file descriptor 2 while it connects: they are held in a temporary file
+    meanwhile, so that pibench's one line stands alone."""
+    where = f" at {address}" if address else ""
+    done = threading.Event()
+    terminal = os.dup(2)  # where pibench's own line goes while fd 2 holds Ray's
+
+    def give_up() -> None:
+        if not done.wait(INIT_TIMEOUT_S):
+            line = (
+                f"pibench: error: Ray did not connect{where} within {INIT_TIMEOUT_S:.0f} s (something answers "
+                "there that is not a Ray cluster's head, or one of another Ray version); no cell ran\n"
+            )
+            os.write(terminal, line.encode())
+            os._exit(2)
+
+    watchdog = threading.Thread(target=give_up, daemon=True)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        watchdog.start()
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:  # a local instance, on loopback only, stopped with the sweep
+                ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
+        except Exception as err:  # Ray's own errors: one line
+            raise PibenchError(f"Ray did not start{where}: {str(err).splitlines()[0][:200]}") from None
+        finally:
+            done.set()
+            os.dup2(terminal, 2)
+            os.close(terminal)
 
 
 def _loopback(address: str) -> bool:
@@ -207,15 +272,7 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the cluster
         self.ray = _ray()
         kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
-        try:
-            if address:
-                self.ray.init(address=address, **kwargs)
-            else:  # a local instance, on loopback only, stopped with the sweep
-                self.ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, **kwargs)
-        except Exception as err:  # Ray's own errors: one line
-            raise PibenchError(
-                f"Ray did not start{f' at {address}' if address else ''}: {str(err).splitlines()[0][:200]}"
-            ) from None
+        _init_bounded(self.ray, address, kwargs)
         self.in_flight: list[_InFlight] = []
 
     def _nodes(self) -> list[dict[str, Any]]:
