@@ -291,9 +291,10 @@ def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
     """`pibench run` of a tiny generating suite under CrypTen: the prefill, then two decode steps over the
     cache with reused weight masks. Sampled (one layer per kind) and --full (every layer) runs give every
     pass the same bytes and rounds, and so does the record's prediction (the shipped calibration on the
-    symbolic trace of each pass, decode steps opening no weight); the set-up opens each weight matrix once: SM + LN + G at d=32 has
-    32x96 + 32x32 + 32x128 + 128x32 = 12,288 weight elements a layer, 2 layers, 8 B a party, both
-    parties: 2 * 12288 * 8 * 2 = 393,216 B, which the prefill's bytes already hold."""
+    symbolic trace of each pass, decode steps opening no weight); the set-up opens every weight products use
+    once: SM + LN + G at d=32 has 32x96 + 32x32 + 32x128 + 128x32 = 12,288 matrix elements and two
+    LayerNorm gains of 32 a layer, 12,352, 2 layers, 8 B a party, both parties: 2 * 12352 * 8 * 2 =
+    395,264 B, which the prefill's bytes already hold."""
     records, said = _sampled_and_full(write_suite(tmp_path, GEN_SUITE, "gen.yaml"), tmp_path)
     for mode in ("sampled", "full"):
         assert "generation: 3 tokens, the prefill (pre.), then 2 decode steps" in said[mode]
@@ -307,7 +308,18 @@ def test_a_measured_generation_is_exact_sampled_or_full(tmp_path):
         predicted = sampled["predicted"]["generation"]
         assert [(p["context"], p["bytes"], p["rounds"]) for p in predicted["steps"]] == shape, sampled["name"]
         assert predicted["setup_bytes"] == s["setup"]["bytes"]
-    assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 393_216
+    assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 395_264
+    # issue 32: LayerNorm gains and residual scales were re-opened at every decode step. A LayerNorm of r rows of
+    # 32 moves 48 r 32 + 384 r + 16 x 32 (its gain, where opened) bytes: the prefill's 4 (2 a layer) at r = 8,
+    # 4 x (12288 + 3072 + 512) = 63,488 B; a decode step's at r = 1 open no gain: 4 x (1536 + 384) = 7,680 B
+    steps = records["full"]["variants"][0]["measured"]["generation"]["steps"]
+    assert [st["by_kind"]["layernorm"]["bytes"] for st in steps] == [63_488, 7_680, 7_680]
+    # SM + ScFuFFN pruned scales each branch by a weight (alpha, beta): 16 x (elements + 1) bytes where the
+    # scale is opened, 16 x elements after: a decode step's "other" is 16 x 32 per scaled branch, no more
+    pruned = records["full"]["variants"][1]
+    decode_other = [st["by_kind"]["other"]["bytes"] for st in pruned["measured"]["generation"]["steps"][1:]]
+    branches = sum(1 for i in range(2) for _ in ("alpha", "beta")[: 1 + (i < pruned["config"]["ffn_blocks_kept"])])
+    assert decode_other == [16 * 32 * branches] * 2
     # the gate compares a generation's counts: sampled against full passes, one more byte in the last
     # decode step of one variant is a regression of that token, of the generation and of nothing else
     # counted in the generation's metrics
@@ -452,7 +464,10 @@ for name in ("sm_ln_g", "sm_scfuffn", "hehofmann_scffn"):
         wanted.append(int(expect.argmax()))
     # only the generated tokens are revealed, to the client
     ids = [c.get_plain_text(dst=1) for c in chosen]
-    matrices = sum(v.numel() for n, v in w.items() if v.dim() == 2 and n != "wpe")  # wpe: rows added
+    # every weight a product with a secret uses: all but the biases and wpe (only added; wpe's rows) and, while
+    # 3 dh = 24 is over the positions seen, He & Hofmann's a and c (they scale public I and C: local)
+    local = ("wpe", "h0.attn.shape_a", "h0.attn.shape_c")
+    matrices = sum(v.numel() for n, v in w.items() if not n.endswith(".b") and n not in local)
     found[name] = {
         "mpc": [int(i.argmax()) for i in ids] if rank == 1 else None,
         "plain": wanted,
@@ -467,8 +482,8 @@ def test_crypten_generates_the_plaintext_tokens_end_to_end():
     """Two CrypTen parties: the client's secret prompt as one-hot rows, embedding lookup, the stack,
     ln_f, the tied LM head and the argmax under MPC; each chosen token feeds the next step as a secret
     one-hot row. The client learns the plaintext interpreter's greedy tokens (and only them). Weight
-    masks are reused: over three tokens each weight matrix is opened once, the LM head's (wte^T) being
-    the embedding's transposed."""
+    masks are reused: over three tokens each weight a product uses (matrices, LayerNorm gains, scales) is
+    opened once, the LM head's (wte^T) being the embedding's transposed."""
     parties = run_crypten_pair(CRYPTEN_END_TO_END)
     assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
     client = json.loads(parties[1][1].strip().splitlines()[-1])["found"]
@@ -476,7 +491,7 @@ def test_crypten_generates_the_plaintext_tokens_end_to_end():
     for name, got in client.items():
         assert len(got["plain"]) == 3 and got["mpc"] == got["plain"], (name, got)
         opened, matrices = got["opened"]
-        assert opened == matrices, (name, got)  # every weight matrix (wte, the layers'), once each
+        assert opened == matrices, (name, got)  # every multiplied weight (wte, the layers', gains), once each
 
 
 CRYPTEN_MASKS = """
@@ -486,19 +501,25 @@ crypten.cfg.communicator.verbose = True
 comm = comm_module.get()
 torch.manual_seed(7)
 w_plain, xs_plain = torch.randn(16, 24) * 0.3, [torch.randn(n, 16) for n in (4, 1, 1)]
+g_plain = torch.rand(16) + 0.5  # a LayerNorm's gain: an elementwise product with a fixed weight
 out = {}
 for mode in ("fresh", "reuse"):
-    w = crypten.cryptensor(w_plain, src=0)
+    w, g = crypten.cryptensor(w_plain, src=0), crypten.cryptensor(g_plain, src=0)
     masks = WeightMasks(rank)
-    seen = []
+    seen, scaled = [], []
     for x_plain in xs_plain:  # a prefill of 4 positions, then two decode steps
         x = crypten.cryptensor(x_plain, src=1)
         comm.reset_communication_stats()
-        y = x.matmul(w) if mode == "fresh" else masks.matmul(x, w)
+        y = x.matmul(w) if mode == "fresh" else masks.product(x, w, "matmul")
         stats = comm.get_communication_stats()
         err = (y.get_plain_text() - x_plain @ w_plain).abs().max().item()
         seen.append([stats["bytes"], stats["rounds"], err])
-    out[mode] = {"steps": seen, "opened": masks.opened}
+        comm.reset_communication_stats()
+        z = x * g if mode == "fresh" else masks.product(x, g, "mul")
+        stats = comm.get_communication_stats()
+        err = (z.get_plain_text() - x_plain * g_plain).abs().max().item()
+        scaled.append([stats["bytes"], stats["rounds"], err])
+    out[mode] = {"steps": seen, "scaled": scaled, "opened": masks.opened}
 print(json.dumps({"rank": rank, "out": out}))
 crypten.uninit()
 """
@@ -508,8 +529,9 @@ def test_reused_weight_masks_open_each_weight_once():
     """x @ W three times (4 rows, then 1, then 1; W 16 x 24 = 384 elements). CrypTen's fresh triple opens
     x - A and W - B every time in one round; CrypTen's own counter (its all-reduce: 16 B per opened
     element) says 16 * (64 + 384) = 7168 B, then 16 * (16 + 384) = 6400 B twice. Reused, the first
-    product is the same and the later ones open x - A alone: 16 * 16 = 256 B. Every product is x @ W
-    to fixed point."""
+    product is the same and the later ones open x - A alone: 16 * 16 = 256 B. The same for x * g, g a
+    gain of 16: 16 * (64 + 16) = 1280 B, then 16 * (16 + 16) = 512 B twice fresh, 16 * 16 = 256 B reused.
+    Every product is x @ W (x * g) to fixed point."""
     parties = run_crypten_pair(CRYPTEN_MASKS)
     assert [rc for rc, _, _ in parties] == [0, 0], [err[-2000:] for _, _, err in parties]
     out = json.loads(parties[0][1].strip().splitlines()[-1])["out"]
@@ -517,8 +539,10 @@ def test_reused_weight_masks_open_each_weight_once():
     reuse = [(b, r) for b, r, _ in out["reuse"]["steps"]]
     assert fresh == [(7168, 1), (6400, 1), (6400, 1)]
     assert reuse == [(7168, 1), (256, 1), (256, 1)]
-    assert out["reuse"]["opened"] == 384 and out["fresh"]["opened"] == 0
-    assert all(err < 1e-3 for mode in out.values() for _, _, err in mode["steps"])
+    assert [(b, r) for b, r, _ in out["fresh"]["scaled"]] == [(1280, 1), (512, 1), (512, 1)]
+    assert [(b, r) for b, r, _ in out["reuse"]["scaled"]] == [(1280, 1), (256, 1), (256, 1)]
+    assert out["reuse"]["opened"] == 384 + 16 and out["fresh"]["opened"] == 0
+    assert all(err < 1e-3 for mode in out.values() for _, _, err in mode["steps"] + mode["scaled"])
 
 
 SPU_END_TO_END = """
@@ -582,8 +606,9 @@ def test_an_end_to_end_generation_is_measured_exactly_and_chooses_the_plaintexts
     decode steps 1 and 3 of 3, step 2 counting its figures) and --full (every layer, the head at every
     step) give every pass the same bytes and rounds, and so does the prediction (the calibration's
     argmax table at vocab 64; the tied LM head reuses the mask the embedding lookup opened). The set-up
-    opens wte once, (64 x 32) elements, beside each layer's: SM + LN + G 2 * 12,288 + 2,048 = 26,624
-    elements, 16 B each for both parties: 425,984 B. With --full the client learns the plaintext
+    opens wte once, (64 x 32) elements, and ln_f's gain (32), beside each layer's weights and gains: SM + LN
+    + G 2 * (12,288 + 64) + 2,048 + 32 = 26,784 elements, 16 B each for both parties: 428,544 B. With
+    --full the client learns the plaintext
     interpreter's greedy tokens on the same weights and prompt; a sampled run, whose step 2 chose no
     token, reports none."""
     plots = tmp_path / "plots"
@@ -609,7 +634,7 @@ def test_an_end_to_end_generation_is_measured_exactly_and_chooses_the_plaintexts
         assert s["tokens"] is None and len(f["tokens"]["generated"]) == 4
         assert f["tokens"]["generated"] == f["tokens"]["plaintext"], sampled["name"]
         assert f["usable"] and s["usable"]
-    assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 425_984
+    assert records["full"]["variants"][0]["measured"]["generation"]["setup"]["bytes"] == 428_544
 
 
 SPU_GEN_SUITE = """name: e2e_spu

@@ -329,18 +329,17 @@ def test_passes_are_interleaved_and_rerun_the_first_pass_inputs(monkeypatch):
 def test_record_line_follows_the_table_in_one_stream(tmp_path):
     """Table (stdout) and "record: PATH" (stderr) sent to one pipe, as under tox or `2>&1 | tee`: the
     table comes first, whole."""
-    import os
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import BASE_ENV, ROOT
 
     suite = write_suite(tmp_path, "model: {L: 1, H: 2, d: 16, T: 4}\nvariants: [sm]\n")
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "pibench", "run", str(suite), "--repeats", "1", "--no-progress", "--out", str(out)]
     # the environment as run_cli passes it (os.environ, not what a C library may have set beneath it),
     # with stdout buffered as Python buffers a pipe by default
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env = {k: v for k, v in BASE_ENV.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120
     )

@@ -317,7 +317,8 @@ def predict_generation(
     settings: dict[str, Any] | None = None,
 ) -> PredictedGeneration:
     """Every pass of `gen` predicted (`predict_cost`), and its set-up: under reused weight masks, every
-    weight the prefill multiplies by opened once, as the first product with it opens it."""
+    weight that products use opened once (`GenerationCost.setup_elements`), 16 bytes an element as the
+    first product with it opens it."""
     passes = [(gen.prefill.config.T, gen.prefill), *((c.config.T + j, c) for j, c in enumerate(gen.decode, 1))]
     steps = []
     for context, cost in passes:
@@ -327,7 +328,7 @@ def predict_generation(
                 context=context, **p.model_dump(include={"bytes", "rounds", "wall_s", "minutes"}), by_kind=p.by_kind
             )
         )
-    setup = cal.op("linear", (0, gen.prefill.tally.opened, 0, 0))[0] if gen.masks == "reuse" else None
+    setup = cal.op("linear", (0, gen.setup_elements, 0, 0))[0] if gen.masks == "reuse" else None
     return PredictedGeneration(steps=steps, setup_bytes=setup)
 
 

@@ -15,12 +15,20 @@ split into FFN (roles "ffn.*") and attention (roles "attn.*"). Two conventions:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from pibench.counting.sampling import layer_kinds, trace_head, trace_input_stage
 from pibench.models.config import ModelConfig
-from pibench.models.definition import Span
+from pibench.models.definition import (
+    ParamSpec,
+    Span,
+    head_param_specs,
+    input_param_specs,
+    layer_param_specs,
+    multiplied,
+)
 from pibench.models.opkinds import NONLINEAR
 from pibench.models.ops import MATMUL_ROLES
 from pibench.models.registry import Registry
@@ -147,6 +155,7 @@ class GenerationCost:
     decode: tuple[VariantCost, ...]  # in order of context, T+1 .. T+new_tokens-1
     total: VariantCost
     masks: str = "fresh"  # "reuse": the set-up opens every weight once, and decode steps open none
+    setup_elements: int = 0  # "reuse": the weight elements the set-up opens (`opened_at_setup`)
 
 
 def generation_cost(
@@ -163,4 +172,19 @@ def generation_cost(
     total = Tally()
     for part in (prefill, *decode):
         total.add(part.tally)
-    return GenerationCost(prefill, decode, _cost(total, cfg, variant, label, flops), masks)
+    setup = opened_at_setup(cfg) if masks == "reuse" else 0
+    return GenerationCost(prefill, decode, _cost(total, cfg, variant, label, flops), masks, setup)
+
+
+def opened_at_setup(cfg: ModelConfig) -> int:
+    """Weight elements a set-up opens once for every decode step (`pibench.backends.crypten.masks`): every
+    weight products use (`multiplied`: matrices, LayerNorm gains, scales, SM(t)'s temperatures) of the head,
+    the input stage and each layer (one layer per kind, times its count: layers of a kind are alike)."""
+
+    def elements(specs: dict[str, ParamSpec]) -> int:
+        return sum(math.prod(spec.shape) for spec in multiplied(specs).values())
+
+    total = elements(head_param_specs(cfg) | input_param_specs(cfg))
+    for kind in layer_kinds(cfg):
+        total += kind.count * elements(layer_param_specs(cfg, kind.first))
+    return total

@@ -47,13 +47,15 @@ from pibench.models.checkpoints import load_weights
 from pibench.models.config import ModelConfig
 from pibench.models.definition import (
     KVCache,
-    ParamSpec,
     embed,
+    head_param_specs,
+    input_param_specs,
     input_stage,
     layer,
     layer_param_specs,
     layer_weight_specs,
     logits,
+    multiplied,
     step,
 )
 from pibench.models.opkinds import KINDS
@@ -184,10 +186,10 @@ def _decode(
     run (not `full`) runs the head at `head_sample`'s steps alone. Returns each step's counts over the
     stack, the set-up's, and (end to end, the head run at every step) every token chosen, secret, in order."""
     setup: StepCounts | None = None
-    # the weights products open: wte (the embedding lookup and the tied LM head; wpe's rows are added) and
-    # each layer kind's
-    head = {"wte": ParamSpec((cfg.vocab, cfg.d))} if cfg.scope == "end_to_end" else {}
-    parts = [head] + [layer_param_specs(cfg, i) for _, _, i in steps if isinstance(i, int)]
+    # every weight products use (`multiplied`): the head's (wte, for the embedding lookup and the tied LM head,
+    # and the final LayerNorm's gain; wpe's rows are added), the input stage's and each layer kind's
+    head = multiplied(head_param_specs(cfg) | input_param_specs(cfg))
+    parts = [head] + [multiplied(layer_param_specs(cfg, i)) for _, _, i in steps if isinstance(i, int)]
     times = [1] + [t for _, t, i in steps if isinstance(i, int)]
     for specs, n in zip(parts, times, strict=True):  # the head's and each layer kind's weights
         opened = session.prepare({name: weights[name] for name in specs}) if specs else None

@@ -25,10 +25,14 @@ from pibench.models.ops import Ops, Tensor
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """Shape of one weight and how a freshly built model initialises it."""
+    """Shape of one weight, how a freshly built model initialises it, and how the model uses it: in a
+    product with a secret ("product": a matrix, a LayerNorm gain, a scale; under 2PC each such product
+    opens the weight's masked value, which a deployment opens once: `pibench.backends.crypten.masks`) or
+    only added ("sum": a bias, the position embedding; adding shares is local)."""
 
     shape: tuple[int, ...]
     init: Literal["normal", "ones", "zeros"] = "normal"
+    use: Literal["product", "sum"] = "product"
 
 
 def param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
@@ -45,7 +49,7 @@ def head_param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
     LayerNorm ln_f where the variant normalises before each layer (pre_ln)."""
     if cfg.scope != "end_to_end":
         return {}
-    specs = {"wte": ParamSpec((cfg.vocab, cfg.d)), "wpe": ParamSpec((cfg.context, cfg.d))}
+    specs = {"wte": ParamSpec((cfg.vocab, cfg.d)), "wpe": ParamSpec((cfg.context, cfg.d), use="sum")}
     return specs | (_layernorm_specs("ln_f", cfg.d) if cfg.norm == "pre_ln" else {})
 
 
@@ -55,7 +59,7 @@ def input_param_specs(cfg: ModelConfig) -> dict[str, ParamSpec]:
 
 
 def _layernorm_specs(name: str, d: int) -> dict[str, ParamSpec]:
-    return {f"{name}.g": ParamSpec((d,), "ones"), f"{name}.b": ParamSpec((d,), "zeros")}
+    return {f"{name}.g": ParamSpec((d,), "ones"), f"{name}.b": ParamSpec((d,), "zeros", "sum")}
 
 
 def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
@@ -67,7 +71,7 @@ def layer_param_specs(cfg: ModelConfig, index: int) -> dict[str, ParamSpec]:
     def linear(name: str, n_in: int, n_out: int) -> None:
         specs[f"{p}{name}.w"] = ParamSpec((n_in, n_out))
         if cfg.bias:
-            specs[f"{p}{name}.b"] = ParamSpec((n_out,), "zeros")
+            specs[f"{p}{name}.b"] = ParamSpec((n_out,), "zeros", "sum")
 
     if cfg.norm == "pre_ln":
         specs |= _layernorm_specs(p + "ln1", d)
@@ -217,6 +221,11 @@ def layer(
     block = _parallel_block if cfg.attention == "shaped" else _sequential_block
     span = Span(cache.past(index) if cache is not None else 0, x.shape[0])
     return block(_Layer(ops, weights, cfg, index, cache, span), x)
+
+
+def multiplied(specs: Mapping[str, ParamSpec]) -> dict[str, ParamSpec]:
+    """The weights of `specs` that products use (`ParamSpec.use`): what a 2PC set-up opens once."""
+    return {name: spec for name, spec in specs.items() if spec.use == "product"}
 
 
 def layer_weight_specs(cfg: ModelConfig, layers: Sequence[int]) -> dict[str, ParamSpec]:

@@ -81,6 +81,13 @@ def _rows_cols(shapes: Sequence[Shape]) -> Signature:
     return (math.prod(lead), cols)
 
 
+def _layernorm(shapes: Sequence[Shape]) -> Signature:
+    """(rows, cols, gain elements opened): a fresh LayerNorm's product with its gain opens the gain's
+    cols elements (the symbolic interpreter sets 0 where the gain's opened mask is reused)."""
+    rows, cols = _rows_cols(shapes)
+    return (rows, cols, cols)
+
+
 def _elements(shapes: Sequence[Shape]) -> Signature:
     return (math.prod(shapes[0]),)
 
@@ -146,13 +153,15 @@ class Call:
 
     def size(self, sig: Signature) -> int:
         """The work a call does, for the time model: multiply-accumulates of products, else elements."""
-        return sig[2] if self.name in MATMULS else math.prod(sig)
+        if self.name in MATMULS:
+            return sig[2]
+        return sig[0] * sig[1] if self.name == "layernorm" else math.prod(sig)
 
     def fitted_features(self, sig: Signature) -> list[float]:
         """Features a fitted (not exact) byte or round model combines, for backends whose traffic is not
         an exact function of shapes: a constant per call, and the sizes that traffic can grow with."""
         if self.name in ("softmax", "layernorm"):
-            rows, cols = sig
+            rows, cols = sig[:2]
             return [1.0, float(rows * cols), float(rows)]
         if self.name in MATMULS:  # products in the batch, elements in, elements out, multiply-accumulates
             a, b, macs, out = sig
@@ -192,9 +201,9 @@ CALLS: dict[str, Call] = {
         Call(
             "layernorm",
             "layernorm",
-            _rows_cols,
+            _layernorm,
             lambda ops, xs: ops.layernorm(*xs),
-            lambda s: [s[0] * s[1], s[0], s[1]],
+            lambda s: [s[0] * s[1], s[0], s[2]],
             samples=(((1, 8),), ((2, 8),), ((1, 16),), ((3, 100),), ((4, 32),)),
             time_samples=(((128, 768),), ((256, 768),), ((512, 768),)),
         ),

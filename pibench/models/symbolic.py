@@ -75,10 +75,12 @@ MASKS = ("fresh", "reuse", "opened")
 class SymbolicOps(Ops):
     """`Ops` over `SymTensor`s, recording into `self.tally`.
 
-    `masks`: what a 2PC product with a weight matrix opens (`pibench.backends.crypten.masks`):
-    "fresh", the weight's masked value every time (CrypTen's own product); "reuse", only at the
-    weight's first product of the pass; "opened", never (a decode step after the set-up opened every
-    weight). A product that opens the activation alone has signature (elements of a, 0, MACs, out)."""
+    `masks`: what a 2PC product with a fixed weight (a matrix, a LayerNorm gain, a scale: every
+    `ParamSpec.use == "product"`) opens (`pibench.backends.crypten.masks`): "fresh", the weight's masked
+    value every time (CrypTen's own product); "reuse", only at the weight's first product of the pass;
+    "opened", never (a decode step after the set-up opened every weight). A product that opens the
+    activation alone counts the weight's elements as 0 in its signature ((elements of a, 0, MACs, out)
+    for a matrix product, (elements, 0) for an elementwise one, (rows, cols, 0) for a LayerNorm)."""
 
     def __init__(self, masks: str = "fresh") -> None:
         if masks not in MASKS:
@@ -133,7 +135,12 @@ class SymbolicOps(Ops):
 
     def mul(self, a: SymTensor, b: SymTensor) -> SymTensor:
         if not (a.public or b.public):
-            self.tally.calls[("mul", CALLS["mul"].signature((a.shape, b.shape)))] += 1
+            ea, eb = CALLS["mul"].signature((a.shape, b.shape))
+            if b.weight and not self._opens(b):  # a fixed weight's opened mask reused: its activation alone
+                eb = 0
+            elif a.weight and not b.weight and not self._opens(a):
+                ea = 0
+            self.tally.calls[("mul", (ea, eb))] += 1
         return self._elementwise("mul_public" if a.public or b.public else "mul", a, b)
 
     def scale(self, a: SymTensor, c: float) -> SymTensor:
@@ -141,18 +148,20 @@ class SymbolicOps(Ops):
             self.tally.elementwise["mul_public"] += a.numel
         return a
 
-    def _nonlinear(self, kind: str, x: SymTensor) -> SymTensor:
+    def _nonlinear(self, kind: str, x: SymTensor, sig: tuple[int, ...] | None = None) -> SymTensor:
         assert kind in NONLINEAR, kind
         *lead, rows, cols = (1,) * max(0, 2 - len(x.shape)) + x.shape
         self.tally.nonlinear[(kind, (rows, cols))] += math.prod(lead)
-        self.tally.calls[(kind, CALLS[kind].signature((x.shape,)))] += 1
+        self.tally.calls[(kind, sig or CALLS[kind].signature((x.shape,)))] += 1
         return SymTensor(x.shape, x.public)
 
     def softmax(self, x: SymTensor) -> SymTensor:
         return self._nonlinear("softmax", x)
 
     def layernorm(self, x: SymTensor, gain: SymTensor, bias: SymTensor) -> SymTensor:
-        return self._nonlinear("layernorm", x)
+        rows, cols, gain_cols = CALLS["layernorm"].signature((x.shape,))
+        opened = self._opens(gain) if gain.weight else True  # the product with the gain opens it, or reuses it
+        return self._nonlinear("layernorm", x, (rows, cols, gain_cols if opened else 0))
 
     def gelu(self, x: SymTensor) -> SymTensor:
         return self._nonlinear("gelu", x)
@@ -189,7 +198,9 @@ class SymbolicOps(Ops):
     def rows(self, x: SymTensor, start: int, stop: int) -> SymTensor:
         if not 0 <= start < stop <= x.shape[-2]:
             raise ValueError(f"rows {start}..{stop - 1} of {x.shape}")
-        return SymTensor((*x.shape[:-2], stop - start, x.shape[-1]), x.public)
+        # rows of a weight are that weight's (SM(t)'s temperature of the positions a pass computes): their
+        # mask is a part of the weight's, opened with it
+        return SymTensor((*x.shape[:-2], stop - start, x.shape[-1]), x.public, x.weight)
 
     def causal_mask(self, n: int, t: int | None = None) -> SymTensor:
         return SymTensor((n, n if t is None else t), public=True)

@@ -63,27 +63,41 @@ class CrypTenOps(TorchConstants, Ops):
         self.masks = masks  # reuse each weight's opened Beaver mask (None: CrypTen's fresh triples)
         self._weights: set[int] = set()  # ids of the shared weight matrices, and of their transposes
         self._transposed: dict[int, Any] = {}
+        self._parts: list[Any] = []  # rows of weights handed out (`rows`), kept alive: their ids stay theirs
 
     def use_weights(self, weights: Mapping[str, Any]) -> None:
         """The weights products with which may reuse their masks (a variant's, as just shared)."""
-        self._weights = {id(w) for w in weights.values() if w.dim() == 2}
+        self._weights = {id(w) for w in weights.values()}
         self._transposed.clear()
+        self._parts.clear()
         if self.masks is not None:
             self.masks.forget()
 
     def open_masks(self, weights: Mapping[str, Any]) -> None:
-        """Open the masks of those of `weights` that are matrices (reuse only; set-up of a generation)."""
+        """Open the masks of `weights` (reuse only; the set-up of a generation: every weight products use)."""
         if self.masks is not None:
             with self.meter.kind("linear"):  # what the products with these weights would have opened
                 self.masks.open([w for w in weights.values() if id(w) in self._weights])
+
+    def _reused(self, w: Any) -> bool:
+        """Whether a product with `w` reuses its opened mask: a weight (or rows of one), masks reused."""
+        return self.masks is not None and not isinstance(w, torch.Tensor) and id(w) in self._weights
 
     def matmul(self, a: Any, b: Any, role: str) -> Any:
         with self.meter.kind(matmul_kind(role)):
             if isinstance(a, torch.Tensor):  # public x secret, local: (b^T a^T)^T on the shared tensor
                 return b.transpose(-2, -1).matmul(a.transpose(-2, -1)).transpose(-2, -1)
-            if self.masks is not None and id(b) in self._weights:
-                return self.masks.matmul(a, b)
+            if self.masks is not None and self._reused(b):
+                return self.masks.product(a, b, "matmul")
             return a.matmul(b)
+
+    def _times(self, x: Any, w: Any) -> Any:
+        """x * w, a fixed weight's product reusing its opened mask where masks are reused."""
+        if self.masks is not None and self._reused(w) and not self._reused(x):
+            return self.masks.product(x, w, "mul")
+        if self.masks is not None and self._reused(x) and not isinstance(w, torch.Tensor):
+            return self.masks.product(w, x, "mul")
+        return x * w
 
     def add(self, a: Any, b: Any) -> Any:
         with self.meter.kind("other"):
@@ -93,7 +107,7 @@ class CrypTenOps(TorchConstants, Ops):
     def mul(self, a: Any, b: Any) -> Any:
         with self.meter.kind("other"):
             a, b = _secret_first(a, b)
-            return a * b
+            return self._times(a, b)
 
     def scale(self, a: Any, c: float) -> Any:
         with self.meter.kind("other"):
@@ -109,7 +123,7 @@ class CrypTenOps(TorchConstants, Ops):
         with self.meter.kind("layernorm"):
             centred = x - x.mean(-1, keepdim=True)
             var = centred.square().mean(-1, keepdim=True)
-            return centred * (var + LAYERNORM_EPS).inv_sqrt() * gain + bias
+            return self._times(centred * (var + LAYERNORM_EPS).inv_sqrt(), gain) + bias
 
     def gelu(self, x: Any) -> Any:
         with self.meter.kind("gelu"):
@@ -146,6 +160,16 @@ class CrypTenOps(TorchConstants, Ops):
             if self.masks is not None:
                 self.masks.tie(t, x)
         return self._transposed[id(x)]
+
+    def rows(self, x: Any, start: int, stop: int) -> Any:
+        """Positions start..stop-1; rows of a weight (SM(t)'s temperatures of a pass's positions) are a
+        weight too, whose mask is those rows of the weight's (`WeightMasks.derive`)."""
+        part = super().rows(x, start, stop)
+        if self.masks is not None and not isinstance(x, torch.Tensor) and id(x) in self._weights:
+            self._weights.add(id(part))
+            self._parts.append(part)
+            self.masks.derive(part, x, start, stop)
+        return part
 
     def concat(self, a: Any, b: Any) -> Any:
         import crypten
