@@ -173,6 +173,7 @@ def fake_run(**changes: object):
             "ranks": {"0": "server", "1": "client"},
             "dealer": None,
             "accepted_unusable": False,
+            "warm_parties": False,
             **changes,
         }
     )

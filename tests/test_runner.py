@@ -232,11 +232,12 @@ def test_a_schema_2_record_is_migrated_on_load(tmp_path, all_variants):
     _, rec = all_variants
     v2 = json.loads(json.dumps(rec)) | {"schema_version": 2}
     del v2["environment"]["code"]
+    del v2["run"]["warm_parties"]
     for variant in v2["variants"]:
         del variant["measured"]["prompt"]
     path = write_record(tmp_path / "v2.json", v2)
     record = read_record(path)
-    assert record.schema_version == 3 and record.environment.code is None
+    assert record.schema_version == 3 and record.environment.code is None and not record.run.warm_parties
     assert all(v.measured.prompt is None for v in record.variants)
     assert json.loads(path.read_text())["schema_version"] == 2  # read, not rewritten
     for command in (["report", str(path)], ["compare", str(path), str(path)], ["gate", str(path), str(path)]):

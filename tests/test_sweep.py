@@ -143,6 +143,16 @@ def test_a_sweep_measures_each_cell_once_and_only_new_cells_after_an_axis_grows(
     assert {k: after[k] for k in before} == before and len(after) == 4  # the first records untouched
     records = sweep_records(folder / "out")
     assert set(records) == {(4, "sm_ln_g"), (4, "sm_scfuffn"), (8, "sm_ln_g"), (8, "sm_scfuffn")}
+    # a sweep's cells run on warm parties (kept from one cell to the next; the first of each sweep started
+    # for it), and count what `pibench run` counts on parties started afresh
+    assert sorted(r["run"]["warm_parties"] for r in records.values()) == [False, False, True, True]
+    cold = write_suite(folder, TINY.replace("T: 4", "T: 8").replace("[sm_ln_g, sm_scfuffn]", "[sm_scfuffn]"), "c.yaml")
+    assert run_cli("run", str(cold), "--out", str(folder / "cold.json"), "--no-progress").returncode == 0
+    started = json.loads((folder / "cold.json").read_text())["variants"][0]["measured"]
+    warm = records[(8, "sm_scfuffn")]["variants"][0]["measured"]
+    assert {k: (v["bytes"], v["rounds"]) for k, v in warm["by_kind"].items()} == {
+        k: (v["bytes"], v["rounds"]) for k, v in started["by_kind"].items()
+    }
     # each cell is `pibench run` of the one-variant suite: the linear layers' bytes by hand, 16 bytes per
     # element of each operand of a Beaver product (both parties open both masked operands, 8 bytes each):
     # T=4: QKV (4,16)x(16,48), O (4,16)x(16,16), FFN (4,16)x(16,64), (4,64)x(64,16):

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--events", action="store_true", help=argparse.SUPPRESS)  # JSON lines for `pibench run`
     parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # rank 0's socket from `pibench run`
+    # a warm worker of a sweep's local executor: one run per line of stdin (`pibench.measuring.workers`)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     add_report_options(parser)
 
 
@@ -62,8 +64,14 @@ def _suite(args: argparse.Namespace) -> Suite:
     """The suite file, or (`-`, from `pibench run`) the validated text the runner sends on stdin."""
     if args.suite != "-":
         return load_suite(args.suite, backend=args.backend, device=args.device, repeats=args.repeats)
+    return _sent_suite(args, sys.stdin.readline(MAX_STDIN))
+
+
+def _sent_suite(args: argparse.Namespace, line: str) -> Suite:
+    """The suite `pibench run` sends a party (one JSON line: the validated text, its digest, the run's
+    secret and the user's variant files), checked against its digest; the secret goes to `args`."""
     try:
-        given = json.loads(sys.stdin.readline(MAX_STDIN))
+        given = json.loads(line)
         path, text, digest = given["path"], given["text"], given["digest"]
         backend, device, repeats = given["backend"], given["device"], given["repeats"]
         args.secret = str(given["secret"]).encode()
@@ -97,8 +105,9 @@ def _emitter(args: argparse.Namespace, state: dict[str, Any]) -> Any:
     return emit
 
 
-def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
-    """The suite, its backend and the backend's ranks, with every argument checked."""
+def _checked(args: argparse.Namespace, suite: Suite | None = None) -> tuple[Suite, Any, dict[int, str]]:
+    """The suite (read as the arguments say, unless given), its backend and the backend's ranks, with every
+    argument checked."""
     from pibench.backends import BACKENDS
 
     matches = [ADDRESS.fullmatch(a) for a in args.rendezvous.split(",")]
@@ -107,7 +116,7 @@ def _checked(args: argparse.Namespace) -> tuple[Suite, Any, dict[int, str]]:
             f"--rendezvous '{args.rendezvous[:80]}' is not of the form tcp://HOST:PORT "
             "(or one per rank, comma-separated)"
         )
-    suite = _suite(args)
+    suite = suite or _suite(args)
     backend = BACKENDS.get(suite.backend)
     roles = backend.ranks(suite.settings)
     if args.rank not in roles:
@@ -142,13 +151,47 @@ def _run_info(args: argparse.Namespace, suite: Suite, roles: dict[int, str], ela
         ranks={str(r): role for r, role in roles.items()},
         dealer=None,
         accepted_unusable=args.accept_unusable,
+        warm_parties=False,
     )
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """A warm party (`pibench.measuring.workers`): each line of stdin is one run, as `pibench run` sends a
+    party its suite, with where to meet: rank 0 listens on a fresh port of the given host and says where
+    ("listening"), the others join the rendezvous given. A run ends with a "done" event, and the worker
+    waits for the next; the end of stdin ends it. Any error ends the worker as it ends a party."""
+    from pibench.util.procs import listening_socket
+
+    if args.suite != "-" or not args.events:
+        raise PibenchError("--serve is for pibench's own runner: suite '-' and --events")
+    while True:
+        line = sys.stdin.readline(MAX_STDIN)
+        if not line.strip():
+            return 0
+        given = json.loads(line)
+        args.full, args.timeout = bool(given["full"]), float(given["timeout"])  # this run's
+        if args.rank == 0:  # a socket of its own, handed to the run (which closes it) as `pibench run` hands one
+            listener = listening_socket(str(given["listen"]), 0)
+            args.rendezvous = f"tcp://{given['listen']}:{listener.getsockname()[1]}"
+            args.listen_fd = listener.detach()
+            print(json.dumps({"event": "listening", "rendezvous": args.rendezvous}), flush=True)
+        else:
+            args.rendezvous, args.listen_fd = str(given["rendezvous"]), None
+        _run(args, *_checked(args, _sent_suite(args, line)))
+        print(json.dumps({"event": "done"}), flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.serve:
+        return _serve(args)
+    return _run(args, *_checked(args))
+
+
+def _run(args: argparse.Namespace, suite: Suite, backend: Any, roles: dict[int, str]) -> int:
+    """One run as party `args.rank`: join the others, run every variant, and (rank 0 of a run of its own)
+    write the record."""
     from pibench.backends.base import Rendezvous
 
-    suite, backend, roles = _checked(args)
     if not getattr(args, "debug", False):  # torch.distributed's C++ logs would bury our one-line errors
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     state: dict[str, Any] = {"variant": "(start-up)", "start": time.monotonic()}

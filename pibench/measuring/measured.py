@@ -257,5 +257,8 @@ class RunInfo(Strict):
     elapsed_s: Seconds
     accepted_unusable: bool
     dealer: DealerCheck | None
+    # the parties were warm (`pibench.measuring.workers`): processes kept from earlier cells of a sweep, not
+    # started for this run (schema 3; False in records migrated from 2)
+    warm_parties: bool
     # a sweep's cell run on Ray (`pibench.sweeps.ray_executor`): rank -> the node it ran on ("IP, node ID")
     nodes: dict[str, str] | None = None

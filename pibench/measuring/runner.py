@@ -34,6 +34,7 @@ from pibench.measuring.emulate import EmulatedLink
 from pibench.measuring.measured import DealerCheck, Measured, RunInfo
 from pibench.measuring.peers import STARTUP_GRACE_S, new_secret
 from pibench.measuring.plan import reported_steps, sample_of
+from pibench.measuring.workers import Workers, json_events
 from pibench.models.config import ModelConfig
 from pibench.models.definition import layer_weight_specs
 from pibench.suites.loader import Suite
@@ -89,6 +90,11 @@ class _Party:
     last_event: float = field(default_factory=time.monotonic)  # progress: any event but "waiting"
     last_waiting: float = 0.0  # the party said it is blocked on another party
     ready: bool = False  # it has joined the others
+    finished: threading.Event | None = None  # a warm party's: its run is over (`pibench.measuring.workers`)
+
+    def over(self) -> bool:
+        """Whether the party is done with this run: exited, or (warm) finished it."""
+        return self.proc.poll() is not None or (self.finished is not None and self.finished.is_set())
 
     def stopped(self) -> bool:
         """Whether the process is frozen (SIGSTOP, a debugger): it cannot say so itself."""
@@ -110,13 +116,8 @@ class _Party:
 
 def _read_events(party: _Party, events: queue.Queue[tuple[int, dict[str, Any]]]) -> None:
     assert party.proc.stdout is not None
-    for line in party.proc.stdout:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a stray print of a library
-        if isinstance(event, dict):
-            events.put((party.rank, event))
+    for event in json_events(party.proc.stdout):
+        events.put((party.rank, event))
 
 
 def _read_stderr(party: _Party) -> None:
@@ -136,10 +137,13 @@ class _Parties:
         link: EmulatedLink | None,
         include: Sequence[str] = (),
         ranks: Sequence[int] | None = None,
+        workers: Workers | None = None,
     ) -> None:
         self.suite, self.full, self.timeout_s, self.link = suite, full, timeout_s, link
         self.include = list(include)  # files of the user's own variants, which the parties load too
         self.ranks = ranks  # the ranks this host starts (None: every rank of the backend)
+        self.workers = workers  # warm parties to run on (a sweep's), else parties started for this run
+        self.warm = False  # every party had served an earlier run
         self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
         self.parties: dict[int, _Party] = {}
         self.threads: list[threading.Thread] = []
@@ -150,24 +154,14 @@ class _Parties:
         hosts), rank 0 serves on `listener` where it runs here, and every rank uses `secret`."""
         backend = BACKENDS.get(self.suite.backend)
         roles = {r: role for r, role in backend.ranks(self.suite.settings).items() if r in (self.ranks or [r])}
+        if self.workers is not None:
+            return self._start_warm(roles)
         if rendezvous is None and self.link:
             rendezvous, listener = self.link.rendezvous, None
         elif rendezvous is None:  # rank 0 serves pibench's channel on this socket, handed over: nothing can take it
             listener = listening_socket("127.0.0.1", 0)
             rendezvous = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-        suite = self.suite
-        payload = json.dumps(
-            {
-                "path": suite.path,
-                "text": suite.text,
-                "digest": suite.digest,
-                "backend": suite.backend,
-                "device": getattr(suite.settings, "device", None),
-                "repeats": suite.repeats,
-                "secret": secret or new_secret().decode(),  # this run's, on the parties' stdin only
-                "include": self.include,
-            }
-        )
+        payload = json.dumps(self._payload(secret))
         try:
             for rank, role in roles.items():
                 fd = listener.fileno() if listener and rank == 0 else None
@@ -175,6 +169,37 @@ class _Parties:
         finally:
             if listener:
                 listener.close()  # rank 0 holds it now
+        return rendezvous
+
+    def _payload(self, secret: str = "") -> dict[str, Any]:
+        """What each party is handed on its stdin: the suite as validated, the run's secret, the user's files."""
+        suite = self.suite
+        return {
+            "path": suite.path,
+            "text": suite.text,
+            "digest": suite.digest,
+            "backend": suite.backend,
+            "device": getattr(suite.settings, "device", None),
+            "repeats": suite.repeats,
+            "secret": secret or new_secret().decode(),  # this run's, on the parties' stdin only
+            "include": self.include,
+        }
+
+    def _start_warm(self, roles: dict[int, str]) -> str:
+        """Hand the run to the warm workers (`Workers`): rank 0 first, which listens on a fresh port of
+        127.0.0.1 and says where; then the others, told to join there."""
+        assert self.workers is not None
+        run = self._payload() | {"full": self.full, "timeout": self.timeout_s + 15}
+        rendezvous = ""
+        kept = self.workers.workers
+        self.warm = all(r in kept and kept[r].proc.poll() is None and kept[r].served > 0 for r in roles)
+        for rank, role in roles.items():
+            worker = self.workers.get(rank)
+            worker.sink = self.events
+            worker.send(run | ({"listen": "127.0.0.1"} if rank == 0 else {"rendezvous": rendezvous}))
+            self.parties[rank] = _Party(rank, role, worker.proc, worker.stderr, finished=worker.finished)
+            if rank == 0:
+                rendezvous = self.workers.rendezvous(max(self.timeout_s, STARTUP_GRACE_S) + 10)
         return rendezvous
 
     def _start(self, rank: int, role: str, rendezvous: str, fd: int | None, payload: str) -> None:
@@ -229,7 +254,7 @@ class _Parties:
                 f"{' and '.join(p.name for p in stopped)} made no progress for {self.timeout_s:.0f} s "
                 f"during variant '{current}' (its process is frozen); the run was stopped and no record written"
             )
-        live = [p for p in self.parties.values() if p.rank < 2 and p.proc.poll() is None]
+        live = [p for p in self.parties.values() if p.rank < 2 and not p.over()]
         if live and all(now - p.last_event > self._patience(p) for p in live):
             hung = [p for p in live if now - p.last_waiting > 5] or live  # a blocked party says so
             raise PibenchError(
@@ -242,9 +267,17 @@ class _Parties:
         return self.timeout_s if party.ready else max(self.timeout_s, STARTUP_GRACE_S) + 10
 
     def running(self) -> bool:
-        return any(p.proc.poll() is None for p in self.parties.values())
+        return any(not p.over() for p in self.parties.values())
 
     def stop(self) -> None:
+        if self.workers is not None:  # warm: kept where every party finished its run, else ended by PID
+            done = all(p.finished is not None and p.finished.is_set() for p in self.parties.values())
+            for worker in (self.workers.workers.get(r) for r in self.parties):
+                if worker is not None:
+                    worker.sink = None
+            if not done:
+                self.workers.discard(list(self.parties))
+            return
         for p in self.parties.values():
             if p.proc.poll() is None:
                 kill_tree(p.proc.pid)
@@ -327,13 +360,15 @@ def run_local(
     link: EmulatedLink | None = None,
     accept_unusable: bool = False,
     include: Sequence[str] = (),
+    workers: Workers | None = None,
 ) -> tuple[list[Measured], RunInfo]:
     """Run `suite` with every party on this machine (loopback, or the two namespaces of an emulated
-    `link`); returns each variant's merged measurement and the run's settings (the record's `run`),
-    from which `pibench.results.records.build_record` makes the record."""
+    `link`; on `workers`, warm parties kept between runs, where there is no link); returns each
+    variant's merged measurement and the run's settings (the record's `run`), from which
+    `pibench.results.records.build_record` makes the record."""
     BACKENDS.get(suite.backend).check(suite.settings, emulated=link is not None)
     started = time.monotonic()
-    parties = _Parties(suite, full, timeout_s, link, include)
+    parties = _Parties(suite, full, timeout_s, link, include, workers=workers if link is None else None)
     watch = _Progress(suite, full, progress, parties)
     try:
         rendezvous = parties.start()
@@ -357,6 +392,7 @@ def run_local(
         ranks={str(r): p.role for r, p in parties.parties.items()},
         dealer=watch.dealer_check(),
         accepted_unusable=accept_unusable,
+        warm_parties=parties.warm,
     )
 
 

@@ -48,14 +48,18 @@ HISTORY = {  # versions no migration reaches, and why
 
 
 def _from_2(record: dict[str, Any]) -> dict[str, Any]:
-    """Version 3 adds each variant's synthetic prompt (`Measured.prompt`; version 2 did not keep it) and
-    the environment's measuring-code digest (`Machine.code`; unknown before)."""
+    """Version 3 adds each variant's synthetic prompt (`Measured.prompt`; version 2 did not keep it), the
+    environment's measuring-code digest (`Machine.code`; unknown before), and whether the parties were
+    warm (`RunInfo.warm_parties`; they never were before)."""
     for measured in (v.get("measured") for v in record.get("variants") or [] if isinstance(v, dict)):
         if isinstance(measured, dict):
             measured.setdefault("prompt", None)
     environment = record.get("environment")
     if isinstance(environment, dict):
         environment.setdefault("code", None)
+    run = record.get("run")
+    if isinstance(run, dict):
+        run.setdefault("warm_parties", False)
     return record
 
 

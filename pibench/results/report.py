@@ -126,6 +126,7 @@ def measured_by(record: Record) -> str:
     impl = BACKENDS.get(b.name) if b.name in BACKENDS else None
     exactly = "exactly" if impl is None or not impl.count_tolerance else "(counts vary a little between identical runs)"
     how = "every layer measured" if run.full else f"layers sampled, bytes and rounds extrapolated {exactly}"
+    how += ", parties kept warm from a sweep's earlier cells" if run.warm_parties else ""
     backend = impl.describe(b.settings, b.version) if impl else b.protocol
     chosen = [c for v in record.variants for p in v.measured.parties for c in p.choices.values()]
     if chosen:

@@ -1,5 +1,8 @@
-"""The local executor: one cell at a time on this machine, its parties started as `pibench run` starts
-them (`pibench.measuring.runner.run_local`). Nothing to install; the default of `pibench sweep`."""
+"""The local executor: one cell at a time on this machine, measured as `pibench run` measures it
+(`pibench.measuring.runner.run_local`) on warm parties kept from one cell to the next
+(`pibench.measuring.workers`: a party's start-up, its imports of torch, CrypTen or JAX, is paid once,
+not per cell; a cell over an emulated link starts its own inside the link's namespaces). Nothing to
+install; the default of `pibench sweep`."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pibench.measuring.workers import Workers
 from pibench.results.records import Record, RecordNotBuilt, build_record
 from pibench.sweeps.spec import Cell, Sweep
 from pibench.util.errors import PibenchError
@@ -36,11 +40,13 @@ def measure_cell(
     include: Sequence[str],
     accept_unusable: bool,
     nodes: dict[str, str] | None = None,
+    workers: Workers | None = None,
 ) -> Outcome:
     """Run one cell's suite (its YAML `text`, said to come from `base`) with its parties on this
     machine, over its `network.emulate` link where it names one, and make its record here (this
     machine's environment). `include`: the user's variant files (loaded in this process already;
-    the parties load them too); `nodes`: the Ray nodes its ranks ran on, for the record."""
+    the parties load them too); `nodes`: the Ray nodes its ranks ran on, for the record; `workers`:
+    warm parties to run on."""
     from pibench.measuring.emulate import EmulatedLink
     from pibench.measuring.runner import run_local
     from pibench.suites.loader import load_suite
@@ -57,6 +63,7 @@ def measure_cell(
                 link=link,
                 accept_unusable=accept_unusable,
                 include=include,
+                workers=workers,
             )
         if nodes:
             run = run.model_copy(update={"nodes": nodes})
@@ -74,6 +81,7 @@ class LocalExecutor:
 
     def __init__(self, sweep: Sweep, include: Sequence[str], accept_unusable: bool) -> None:
         self.sweep, self.include, self.accept_unusable = sweep, list(include), accept_unusable
+        self.workers = Workers()  # warm parties, kept from one cell to the next
 
     def check(self, cells: Sequence[Cell]) -> None:
         """Refuse, before any cell runs, what this machine cannot run (memory for two parties, weights)."""
@@ -93,9 +101,15 @@ class LocalExecutor:
         for cell in cells:
             started(cell)
             outcome = measure_cell(
-                cell.text, cell.base, sweep.full, sweep.timeout_s, self.include, self.accept_unusable
+                cell.text,
+                cell.base,
+                sweep.full,
+                sweep.timeout_s,
+                self.include,
+                self.accept_unusable,
+                workers=self.workers,
             )
             done(cell, outcome, 1)
 
     def close(self) -> None:
-        pass
+        self.workers.close()

@@ -240,6 +240,7 @@ class PartyHost:
                 accepted_unusable=settings["accept"],
                 dealer=None,
                 nodes=nodes,
+                warm_parties=False,
             )
             return {"record": build_record(suite, measured, run).model_dump(mode="json"), "node": node}
         except RecordNotBuilt as err:
