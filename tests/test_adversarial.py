@@ -199,7 +199,7 @@ CALLS = {
         ["cost", "{suite}", "--predict", "--calibration", "{list}"],
         "is not a pibench calibration",
     ),
-    "cost_network_without_predict": (["cost", "{suite}", "--network", "lan"], "go with --predict"),
+    "cost_network_without_predict": (["cost", "{suite}", "--network", "lan"], "--network: goes with --predict"),
     "cost_bad_network": (["cost", "{suite}", "--predict", "--network", "fast"], "network profile 'fast'"),
     "cost_bad_flops": (["cost", "{suite}", "--flops", "papers"], "invalid choice: 'papers'"),
     "calibrate_rows_zero": (

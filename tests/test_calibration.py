@@ -43,11 +43,14 @@ def test_shipped_models_by_hand():
 
 
 def test_table_and_network_columns():
-    out = run_cli("cost", "suites/gpt2_t128.yaml", "--predict", "--network", "paper-wan").stdout
-    assert "pred. comm (GB)" in out and "pred. lat. (min.) paper-wan" in out
-    line = next(ln for ln in out.splitlines() if ln.startswith("sm_ln_g "))
+    """The predictions in the papers' table: GB and minutes per variant, labelled as predicted, savings
+    against SM + LN + G, and the latency projected onto the network asked for by name."""
+    out = run_cli("cost", "suites/gpt2_t128.yaml", "--predict", "--network", "paper-wan", "--columns", "all").stdout
+    assert "Comm. (GB)" in out and "CrypTen pred." in out and "paper-wan proj." in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("SM + LN + G "))
     # measured by `pibench run suites/gpt2_t128.yaml` (README): 7,622,295,552 bytes and 2052 rounds
-    assert "7.622" in line.split() and "2,052" in line.split()
+    assert "7.622" in line.split() and "2,052" in line.split() and "1.00×" in line.split()
+    assert "[CrypTen pred.]: predicted by pibench, not measured:" in " ".join(out.split())
 
 
 def test_other_settings_are_refused(tmp_path):
@@ -67,7 +70,9 @@ def test_rows_longer_than_calibrated_are_refused(tmp_path):
 
 def test_options_need_predict():
     proc = run_cli("cost", "suites/smoke.yaml", "--network", "lan")
-    assert (proc.returncode, proc.stderr) == (2, "pibench: error: --calibration and --network go with --predict\n")
+    assert (proc.returncode, proc.stderr) == (2, "pibench: error: --network: goes with --predict\n")
+    proc = run_cli("cost", "suites/smoke.yaml", "--network", "lan", "--plot", "x")
+    assert (proc.returncode, proc.stderr) == (2, "pibench: error: --network, --plot: go with --predict\n")
 
 
 def test_calibrate_reproduces_the_shipped_exact_models(monkeypatch):

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, run_cli
 
 SUITE = "suites/gpt2_t128.yaml"
 
 
 def test_cost_table_uses_the_papers_notation(cli):
-    proc = cli("cost", SUITE)
+    proc = cli("cost", SUITE, env={"COLUMNS": "200"})  # a wide terminal: each notation on one line
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("sm_ln_g "))
     assert "SM:144×ℝ^{128×128} LN:24×ℝ^{128×768} G:12×ℝ^{128×3072}" in line
@@ -48,7 +52,6 @@ def test_cost_json_exact(cli):
 def test_cost_csv_is_a_tidy_numeric_frame(cli):
     """Numbers as numbers, units in the column names, as `pibench report --format csv` (FLOPs were once
     "14.5B" strings under display headers)."""
-    import pandas as pd
 
     text = cli("cost", SUITE, "--format", "csv").stdout
     frame = pd.read_csv(io.StringIO(text))
@@ -146,3 +149,55 @@ def test_include_is_taken_after_the_commands_name_too(cli, tmp_path):
         proc = cli(*argv, "--format", "json")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)[0]["nonlinear"]["relu"]["count"] == 1
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_cost_and_list_fit_the_terminal(cli, width):
+    """Issue 32: at COLUMNS=80, `cost suites/gpt2_t128.yaml` was 133 columns wide, `--predict` 189, the
+    generation suite's predictions 233, `list` 130, footers up to 464 characters on a line. Every table
+    and footer now fits, at GPT-2 size, with and without predictions, generation included (the notation
+    broken one kind a line, columns left out and named, footers wrapped)."""
+    for argv in (
+        ["cost", SUITE],
+        ["cost", SUITE, "--predict"],
+        ["cost", "suites/gpt2_gen.yaml"],
+        ["cost", "suites/gpt2_gen.yaml", "--predict"],
+        ["list"],
+    ):
+        proc = cli(*argv, env={"COLUMNS": str(width)})
+        assert proc.returncode == 0, proc.stderr
+        widest = max(proc.stdout.splitlines(), key=len)
+        assert len(widest) <= width, (argv, widest)
+
+
+def test_predictions_have_the_reports_formats_savings_and_plots(cli, tmp_path):
+    """Issue 32: `cost --predict` had no savings, no markdown or LaTeX and no plots, and its units changed
+    with the options. Its table is now the report's, labelled as predicted, in every format, each column in
+    one unit named in its header, savings against SM + LN + G (the baseline's 7,622,295,552 bytes: what
+    `pibench run suites/gpt2_t128.yaml` measures, README), and the report's plots."""
+    md = cli("cost", SUITE, "--predict", "--format", "markdown").stdout
+    assert "| Network Arch." in md and "Comm. (GB) [CrypTen pred.]" in md and "Savings Comm. [CrypTen pred.]" in md
+    assert "[CrypTen pred.]: predicted by pibench, not measured" in md
+    latex = cli("cost", SUITE, "--predict", "--format", "latex").stdout
+    assert r"\toprule" in latex and "CrypTen pred." in latex and "Predicted by pibench's calibrated cost model" in latex
+    frame = pd.read_csv(io.StringIO(cli("cost", SUITE, "--predict", "--format", "csv").stdout)).set_index("variant")
+    base = frame.loc["sm_ln_g"]
+    assert base["pred_comm_gb"] == pytest.approx(7.622295552) and base["pred_comm_savings"] == 1.0
+    fused = frame.loc["sm_scfuffn"]
+    assert fused["pred_comm_savings"] == pytest.approx(7.622295552 / fused["pred_comm_gb"])
+    assert fused["pred_lat_savings_paper_wan"] == pytest.approx(
+        base["pred_lat_min_paper_wan"] / fused["pred_lat_min_paper_wan"]
+    )
+    proc = cli("cost", SUITE, "--predict", "--plot", str(tmp_path), "--baseline", "sm_ln_r")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in tmp_path.iterdir()} >= {"gpt2_t128-savings.png", "gpt2_t128-comm_by_kind.png"}
+    assert "Savings against SM + LN + R." in proc.stdout
+
+
+def test_a_sweeps_report_is_a_latex_table_with_the_variants_labels():
+    proc = run_cli("report", str(ROOT / "docs" / "sweeps" / "papers_t"), "--format", "latex")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith(r"\begin{table}[t]") and r"\toprule" in out and r"\bottomrule" in out
+    assert "SM + ScFuFFN" in out and "sm_scfuffn" not in out  # the labels, not the registry names
+    assert "& 1.00$\\times$" in out and re.search(r"& \d{1,3},\d{3} &", out)  # savings, rounds with separators

@@ -201,7 +201,7 @@ def test_report_of_a_quality_record_honours_every_format(tmp_path):
     latex = out["latex"].stdout
     assert (
         latex.startswith(r"\begin{table}")
-        and r"\label{tab:quality\_small-quality}" in latex
+        and r"\label{tab:quality-small-quality}" in latex  # a label of letters, digits and dashes
         # mean (5.455 + 5.270 + 5.238) / 3 = 5.321; sample std sqrt((0.134² + 0.051² + 0.083²) / 2) = 0.117
         and r"SM + LN + G & 5.321 $\pm$ 0.117" in latex
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tabulate import tabulate
-
 from pibench.models.variants import BASELINE, VARIANTS
+from pibench.results.tables import fit_table, terminal_width
 
 HELP = "list the registered model variants"
 
@@ -24,5 +23,6 @@ def main(args: argparse.Namespace) -> int:
     headers = ["variant", "label", "note", "from"]
     if not any(r[3] for r in rows):  # built-in variants only
         rows, headers = [r[:3] for r in rows], headers[:3]
-    print(tabulate(rows, headers=headers, tablefmt="simple"))
+    table, _ = fit_table(headers, rows, terminal_width(), ["note", "from", "label"])  # notes fold to the width
+    print(table)
     return 0

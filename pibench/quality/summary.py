@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from pibench.quality import QUARTERS
 from pibench.quality.training_record import QualityRecord
-from pibench.results.latex import escape
+from pibench.results.latex import booktabs
 from pibench.results.plots import save_figure
 from pibench.results.report import Report
 
@@ -178,22 +178,8 @@ def render_quality(records: Sequence[tuple[str, QualityRecord]], fmt: str) -> st
 
 
 def _latex(record: QualityRecord, rows: list[list[str]]) -> str:
-    spec = "l" + "r" * (len(HEADERS) - 1)
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering\footnotesize\setlength{\tabcolsep}{2pt}",
-        rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
-        r"\toprule",
-        " & ".join(escape(h) for h in HEADERS) + r" \\",
-        r"\midrule",
-        *(" & ".join(escape(c) for c in row) + r" \\" for row in rows),
-        r"\bottomrule",
-        r"\end{tabular}",
-        rf"\caption{{{escape(_notes(record))}}}",
-        rf"\label{{tab:{escape(record.suite.name)}-quality}}",
-        r"\end{table}",
-    ]
-    return "\n".join(lines)
+    text = [True] + [False] * (len(HEADERS) - 1)
+    return booktabs(HEADERS, rows, text, _notes(record), f"{record.suite.name}-quality")
 
 
 def quality_table(record: QualityRecord) -> str:

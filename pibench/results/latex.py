@@ -54,9 +54,16 @@ def caption(rep: Report, shown: set[str], lat_unit: str) -> str:
     """A few sentences: the table's title; what measured it (backend and settings, machine, network);
     units; the baseline; the spread of timings; where published figures come from, by paper and table."""
     repeats = f"median of {rep.repeats} passes per measured step" if rep.repeats > 1 else "one pass per measured step"
+    how = (
+        f"Predicted by pibench's calibrated cost model, not measured: {rep.measured_under}; Comm.: sent by both "
+        f"parties; Lat.: {lat_unit}."
+        if rep.predicted
+        else f"Measured by pibench under {rep.measured_under}; Comm.: sent by both parties; Lat.: {lat_unit}, "
+        f"{repeats}."
+    )
     parts = [
         f"{title(rep, with_record=False)}.",
-        f"Measured by pibench under {rep.measured_under}; Comm.: sent by both parties; Lat.: {lat_unit}, {repeats}.",
+        how,
         f"Savings against {rep.baseline}." if rep.baseline else "",
         spread_note(rep, "spread" in shown) + "." if rep.repeats > 1 and "spread" not in shown else "",
     ]
@@ -117,6 +124,30 @@ def render_latex(rep: Report, cols: Sequence[Any], runs: Sequence[tuple[int, int
     out.append(rf"\caption{{{escape(caption(rep, {c.group for c in cols}, lat_unit))}}}")
     out.append(rf"\label{{tab:{label(rep)}}}")
     out.append(rf"\end{{{env}}}")
+    return "\n".join(out)
+
+
+def booktabs(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[bool], caption: str, key: str
+) -> str:
+    """A plain booktabs table (one header line) of cells already formatted: `text` says which columns are
+    text (left, escaped) and which numbers (right; a trailing "×" becomes math); a caption and a label."""
+    spec = "".join("l" if t else "r" for t in text)
+    out = [
+        r"\begin{table}[t]",
+        r"\centering\footnotesize\setlength{\tabcolsep}{3pt}",
+        *([r"\resizebox{\linewidth}{!}{%"] if len(headers) > ONE_COLUMN + 2 else []),
+        rf"\begin{{tabular}}{{@{{}}{spec}@{{}}}}",
+        r"\toprule",
+        " & ".join(escape(h) for h in headers) + r" \\",
+        r"\midrule",
+        *(" & ".join(escape(c) for c in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}" + ("}" if len(headers) > ONE_COLUMN + 2 else ""),
+        rf"\caption{{{escape(caption)}}}",
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', key).strip('-').lower()}}}",
+        r"\end{table}",
+    ]
     return "\n".join(out)
 
 

@@ -87,7 +87,8 @@ def _comm_by_kind(plt: Any, rep: Report) -> Any:
 def _series(rep: Report, what: str) -> list[tuple[str, list[float | None]]]:
     """(legend label, savings per row) of every backend the table shows, the record's own first."""
     mine = "save_comm" if what == "Communication" else "save_lat"
-    out: list[tuple[str, list[float | None]]] = [(f"measured ({rep.label})", [getattr(r, mine) for r in rep.rows])]
+    own = f"predicted ({rep.label.removesuffix(' pred.')})" if rep.predicted else f"measured ({rep.label})"
+    out: list[tuple[str, list[float | None]]] = [(own, [getattr(r, mine) for r in rep.rows])]
     for o in rep.others:
         theirs = o.save_comm if what == "Communication" else o.save_lat
         tag = f"predicted ({o.label.removesuffix(' pred.')})" if o.label.endswith(" pred.") else f"measured ({o.label})"

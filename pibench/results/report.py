@@ -19,14 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pibench.backends import BACKENDS
+from pibench.calibration.fit import Predicted
+from pibench.counting.cost import VariantCost
 from pibench.counting.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project
-from pibench.counting.notation import nonlinear_notation_json
+from pibench.counting.notation import nonlinear_notation, nonlinear_notation_json
 from pibench.measuring.measured import USABLE_RELATIVE_ERROR, AccuracyRecord, Measured
 from pibench.models.config import ModelConfig
 from pibench.models.variants import BASELINE
 from pibench.results.backend_columns import BackendColumns, other_backends
 from pibench.results.published import PublishedRow, cite, published_rows
 from pibench.results.records import Record, VariantRecord
+from pibench.suites.loader import Suite
 from pibench.util.errors import PibenchError, did_you_mean
 
 PUBLISHED_SETUP = (
@@ -58,8 +61,8 @@ class Row:
     projected_save_lat: dict[str, float | None] = field(default_factory=dict)  # against the baseline's, per profile
     usable: bool = True  # the MPC output was within the usable error (`pibench.measuring.party`)
     rounds: int = 0
-    max_abs_error: float | None = 0.0
-    peak_rss_gb: float = 0.0  # the larger party's peak resident memory, 1 GB = 1e9 B
+    max_abs_error: float | None = None
+    peak_rss_gb: float | None = None  # the larger party's peak resident memory, 1 GB = 1e9 B (None: predicted)
     ppl_measured: float | None = None  # validation perplexity per byte from a quality record (`pibench train`)
     pred_comm_gb: float | None = None  # the calibrated model's prediction (`--predict`)
     pred_lat_min: float | None = None
@@ -105,6 +108,7 @@ class Report:
     # a table of several records of one suite and backend under different settings (`merge_reports`):
     # (row tag, record, what measured it) of each; the rows' labels carry their tag
     merged: list[tuple[str, str, str]] = field(default_factory=list)
+    predicted: bool = False  # the rows are the calibrated model's predictions (`predicted_report`), not a run's
 
 
 @dataclass(frozen=True)
@@ -382,6 +386,87 @@ def build_report(
     )
 
 
+def predicted_report(
+    suite: Suite,
+    costs: Sequence[VariantCost],
+    preds: Sequence[Predicted],
+    predicted_by: str,
+    baseline: str | None = None,
+    name: str = "",
+) -> Report:
+    """The papers' table of a suite's predictions (`pibench cost --predict`), as a run's report is made
+    of its record: per variant the calibrated model's GB, minutes and rounds (the label says "pred."),
+    savings against the baseline, the minutes projected onto each network its predictions hold (the
+    suite's `network.project`, or `--network`), the published rows beside, the bytes by kind (plots)."""
+    label = f"{BACKENDS.get(suite.backend).label} pred."
+    wanted = baseline or BASELINE
+    base = next((i for i, e in enumerate(suite.entries) if wanted in (e.name, e.variant.name)), None)
+    if base is None and baseline is not None:
+        names = [e.name for e in suite.entries]
+        raise PibenchError(
+            f"--baseline '{baseline}' is not a variant of the suite{did_you_mean(baseline, names)}; "
+            f"its variants: {', '.join(names)}"
+        )
+    index = _published_index()
+    published = [index.get(e.config) for e in suite.entries]
+    pub_base = published[base] if base is not None else None
+    b = preds[base] if base is not None else None
+    networks = [n for n in preds[0].minutes if n != "loopback"]
+    rows = []
+    for e, c, p, pub in zip(suite.entries, costs, preds, published, strict=True):
+        projected = {n: p.minutes[n] for n in networks}
+        rows.append(
+            Row(
+                variant=e.name,
+                arch=e.label,
+                ppl=pub.ppl if pub else None,
+                nonlinear=nonlinear_notation(c),
+                flops_ffn=c.flops_ffn,
+                flops_attn=c.flops_attn,
+                comm_gb=p.gb,
+                lat_min=p.minutes["loopback"],
+                save_comm=b.bytes / p.bytes if b and p.bytes else None,
+                save_lat=b.wall_s / p.wall_s if b and p.wall_s else None,
+                pub_comm_gb=pub.comm_gb if pub else None,
+                pub_lat_min=pub.lat_min if pub else None,
+                pub_save_comm=_ratio(pub_base.comm_gb, pub.comm_gb) if pub and pub_base else None,
+                pub_save_lat=_ratio(pub_base.lat_min, pub.lat_min) if pub and pub_base else None,
+                pub_source=pub.source if pub else None,
+                projected_lat_min=dict(projected),
+                projected_save_lat={n: _ratio(b.minutes[n], m) if b else None for n, m in projected.items()},
+                rounds=p.rounds,
+                comm_by_kind={kind: k.bytes for kind, k in p.by_kind.items()},
+            )
+        )
+    sources = sorted({r.pub_source for r in rows if r.pub_source})
+    profiles = [parse_profile(n) for n in networks]
+    return Report(
+        record=name,
+        suite=suite.name,
+        dims=suite.dims,
+        label=label,
+        measured_by=predicted_by,
+        published_by=f"{cite(sources)}: {PUBLISHED_SETUP}" if sources else None,
+        published_from=cite(sources),
+        measured_under=predicted_by,
+        baseline=suite.entries[base].label if base is not None else None,
+        rows=rows,
+        projections=networks,
+        projected_by=(
+            "the calibrated model's minutes on "
+            + "; ".join(p.describe() for p in profiles)
+            + " (compute + max(exchange CPU time, wire time) + rounds x RTT: docs/predictions.md), not measured"
+        ),
+        error_by="",
+        description=suite.description,
+        predicted=True,
+    )
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
 def merge_reports(reports: Sequence[Report], tags: Sequence[str]) -> Report:
     """Reports of one suite under one backend but different settings as one table, so that settings (an
     approximation, a protocol option) compare side by side: every row of each, its label tagged with
@@ -420,9 +505,12 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
 
     if rep.merged:
         lines = [f"[{rep.label}] rows [{tag}]: {record}: measured by pibench: {by}." for tag, record, by in rep.merged]
+    elif rep.predicted:
+        lines = [f"[{rep.label}]: predicted by pibench, not measured: {rep.measured_by}."]
     else:
         lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}."]
-    lines.append(f"{rep.error_by}.")
+    if rep.error_by:
+        lines.append(f"{rep.error_by}.")
     if has("others"):
         for o in rep.others:
             lines.append(

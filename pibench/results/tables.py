@@ -349,7 +349,49 @@ def _cells(rep: Report, cols: list[Column]) -> list[list[str]]:
     return [[c.show(c.get(r)) for c in cols] for r in rep.rows]
 
 
-def _wrap(lines: list[str], width: int) -> str:
+def fit_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    width: int,
+    wrap: Sequence[str] = (),
+    spare: Sequence[str] = (),
+    fmt: str = "simple",
+) -> tuple[str, list[str]]:
+    """A tabulate table of `rows` within `width` columns where it can be: as it is if it fits, else the
+    columns named in `wrap` broken at their spaces (the papers' notation one kind a line; long notes
+    folded), then the `spare` columns left out, least needed first. Returns the table and the headers
+    left out (for a footer that names them)."""
+    heads: list[str] = list(headers)
+    cells: list[list[str]] = [list(r) for r in rows]
+
+    def render(hs: list[str], rs: list[list[str]]) -> str:
+        return tabulate(rs, headers=hs, tablefmt=fmt, disable_numparse=True)
+
+    def wide(text: str) -> int:
+        return max((len(line) for line in text.splitlines()), default=0)
+
+    table, left_out = render(heads, cells), []
+    for name in wrap:
+        if wide(table) <= width or name not in heads:
+            continue
+        i = heads.index(name)
+        others = wide(render(heads[:i] + heads[i + 1 :], [r[:i] + r[i + 1 :] for r in cells]))
+        room = max(12, width - others - 2)
+        cells = [
+            [*r[:i], "\n".join(textwrap.wrap(r[i], room, break_on_hyphens=False)) or r[i], *r[i + 1 :]] for r in cells
+        ]
+        table = render(heads, cells)
+    for name in spare:
+        if wide(table) <= width or name not in heads:
+            continue
+        i = heads.index(name)
+        heads, cells = heads[:i] + heads[i + 1 :], [r[:i] + r[i + 1 :] for r in cells]
+        left_out.append(name)
+        table = render(heads, cells)
+    return table, left_out
+
+
+def wrap_lines(lines: list[str], width: int) -> str:
     return "\n".join(textwrap.fill(ln, width, subsequent_indent="  ", break_on_hyphens=False) for ln in lines)
 
 
@@ -368,7 +410,7 @@ def render_table(rep: Report, groups: Sequence[str] | None, width: int, required
     wide = _width(rep, cols)
     if wide > width:
         notes.append(f"This table is {wide} characters wide, more than the {width} it was asked to fit.")
-    return f"{title(rep)}\n{_two_level(cols, _cells(rep, cols))}\n{_wrap(notes, width)}"
+    return f"{title(rep)}\n{_two_level(cols, _cells(rep, cols))}\n{wrap_lines(notes, width)}"
 
 
 def _with_figures(rep: Report, cols: list[Column]) -> list[Column]:
@@ -505,7 +547,7 @@ def render_compare(df: pd.DataFrame, fmt: str, about: list[str], width: int | No
     table = tabulate(
         shown, headers=["Network Arch.", "metric", "A", "B", "B vs A"], tablefmt=style, disable_numparse=True
     )
-    return table + "\n" + _wrap(about, width or terminal_width())
+    return table + "\n" + wrap_lines(about, width or terminal_width())
 
 
 def _fmt_metric(metric: str, x: float) -> str:

@@ -129,8 +129,10 @@ def render_sweep(df: pd.DataFrame, manifest: Manifest, notes: list[str], fmt: st
         return df.to_csv(index=False).rstrip("\n")
     if fmt == "json":
         return df.to_json(orient="records", indent=1)
+    if fmt == "latex":
+        return _latex(df, manifest, notes)
     if fmt not in ("table", "markdown"):
-        raise PibenchError(f"--format {fmt}: a sweep's report is a table, markdown, csv or json")
+        raise PibenchError(f"--format {fmt}: a sweep's report is a table, markdown, latex, csv or json")
     from tabulate import tabulate
 
     shown = df.drop(columns=["machine", "architecture"], errors="ignore").copy()
@@ -163,6 +165,41 @@ def render_sweep(df: pd.DataFrame, manifest: Manifest, notes: list[str], fmt: st
             f"not shown, to fit {width} columns: {', '.join(hidden)} (--format csv or json has every column)",
         ]
     return "\n".join([head, body, *(f"  {n}" for n in notes)])
+
+
+# (column, header, format) of a sweep's LaTeX table after its axes: the variants' labels, figures formatted
+LATEX_COLUMNS = (
+    ("architecture", "Network Arch.", "{}"),
+    ("comm_GB", "Comm. (GB)", "{:.3f}"),
+    ("rounds", "Rounds", "{:,.0f}"),
+    ("time_s", "Lat. (s)", "{:.2f}"),
+    ("x_comm", "Sav. comm.", "{:.2f}×"),
+    ("x_time", "Sav. lat.", "{:.2f}×"),
+)
+
+
+def _latex(df: pd.DataFrame, manifest: Manifest, notes: list[str]) -> str:
+    """The sweep's table for a paper (booktabs): the axes, each cell's variant by its label, GB, rounds,
+    seconds, minutes projected and savings, formatted ("-" where a cell has no figure), the notes as caption."""
+    from pibench.results.latex import booktabs
+
+    axes = [a for a in manifest.axes if a != VARIANT and a in df]
+    projected = [c for c in df.columns if c.endswith("_min") and not c.startswith("gen_")]
+    columns = [(a, a, "{}") for a in axes] + list(LATEX_COLUMNS[:4])
+    columns += [(c, f"{c.removesuffix('_min')} proj. (min.)", "{:.2f}") for c in projected]
+    columns += [c for c in LATEX_COLUMNS[4:] if c[0] in df]
+    columns += [(f"x_{c.removesuffix('_min')}", f"Sav. {c.removesuffix('_min')}", "{:.2f}×") for c in projected]
+    columns = [c for c in columns if c[0] in df]
+
+    def cell(value: Any, fmt: str) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return fmt.format(value) if fmt != "{}" else str(value)
+
+    rows = [[cell(row[key], fmt) for key, _, fmt in columns] for row in df.to_dict("records")]
+    text = [fmt == "{}" for _, _, fmt in columns]
+    caption = f"Sweep {manifest.name}: {len(df)} cells. " + " ".join(n[0].upper() + n[1:] + "." for n in notes)
+    return booktabs([h for _, h, _ in columns], rows, text, caption, f"sweep-{manifest.name}")
 
 
 def _numeric_axes(df: pd.DataFrame, manifest: Manifest) -> list[str]:
