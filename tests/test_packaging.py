@@ -5,6 +5,7 @@ only that wheel (its dependencies borrowed from the test environment, so nothing
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import site
 import subprocess
@@ -137,5 +138,6 @@ def test_wheel_installs_and_predicts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     relu = {v["variant"]: v["nonlinear"].get("relu", {}).get("count") for v in json.loads(proc.stdout)}
     assert relu == {"sm_ln_g": None, "sm_ln_r_half": 2, "sm_ln_r_one": 1}  # ReLU in 2 of 4 FFNs, and in 1
-    listed = subprocess.run([str(python), "-c", code, "list"], capture_output=True, text=True, timeout=120)
+    wide = {**os.environ, "COLUMNS": "200"}  # `list` fits the terminal: wide enough for the package's name unwrapped
+    listed = subprocess.run([str(python), "-c", code, "list"], capture_output=True, text=True, timeout=120, env=wide)
     assert "from package pibench-example-plugin (pibench_example_plugin)" in listed.stdout

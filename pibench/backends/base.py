@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pibench.models.config import ModelConfig
-from pibench.models.opkinds import KINDS, Call, Sample
+from pibench.models.opkinds import KINDS, MATMULS, Call, CostForm, Sample
 from pibench.util.procs import listening_socket
 
 
@@ -294,6 +294,24 @@ class Backend(ABC):
         """Operand shapes the calibration times `call` on: the GPT-2-sized defaults of
         `pibench.models.opkinds`, or smaller ones for a backend whose products take too long there."""
         return call.time_samples
+
+    def count_samples(self, call: Call) -> tuple[Sample, ...]:
+        """Operand shapes the calibration measures `call`'s bytes and rounds on (`count_model`): by default
+        the small shapes of `pibench.models.opkinds`, enough for an exact fit."""
+        return call.samples
+
+    def cost_form(self, call: Call) -> CostForm:
+        """How `call`'s traffic follows from its signature under this backend (`CostForm`): the kind's own,
+        unless the backend's algorithm gives one (CrypTen's log-reduction softmax)."""
+        return call.form
+
+    def count_model(self, call: Call) -> str:
+        """Which model a calibration fits `call`'s bytes and rounds with (`pibench.calibration.fit`):
+        "exact" where counts are deterministic; else "fitted" for products, whose traffic grows with their
+        operands' sizes, and "interpolated" for the rest, whose traffic comes in lumps."""
+        if not self.count_tolerance:
+            return "exact"
+        return "fitted" if call.name in MATMULS else "interpolated"
 
     @property
     def shipped_calibration(self) -> Path | None:

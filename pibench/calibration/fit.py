@@ -1,29 +1,33 @@
-"""Calibrated cost model: predict bytes, rounds and seconds of a variant under a backend without running it.
+"""Calibrated cost model: predict bytes, rounds, round trips and seconds of a variant under a backend
+without running it.
 
 A calibration maps every call of the symbolic tally (`Tally.calls`, kinds and signatures from
-`pibench.models.opkinds.CALLS`) to bytes, rounds and seconds. For a backend whose counts are deterministic
-(CrypTen) the byte and round models are exact:
+`pibench.models.opkinds.CALLS`) to bytes, rounds, round trips and seconds. How a call's traffic follows
+from its signature is its cost form (`CostForm`: features with a constant first, a per-call cost; the
+backend's own form where its algorithm gives one, CrypTen's log-reduction softmax and argmax), and the
+backend says which model its counts take (`Backend.count_model`):
 
-    kind                 signature                     bytes (both parties)            rounds
-    gelu, relu           (elements,)                   a * elements                    constant
-    layernorm            (rows, cols)                  a*rows*cols + b*rows + c*cols   constant
-    linear, attn_matmul  (elems a, elems b, MACs)      a * (elems a + elems b)         constant
-    mul                  (elems a, elems b)            a * (elems a + elems b)         constant
-    softmax              (rows, row length n)          rows * g[n]                     h[n]
+    exact         integer coefficients of the form's features, reproducing every calibration sample
+                  (CrypTen: its counts are deterministic); exact past the calibrated sizes where the
+                  form holds, and said so
+    fitted        non-negative coefficients minimising the relative error over the samples (SPU's
+                  products), with the largest relative error of any sample kept as the model's spread
+    interpolated  the samples' means at their sizes, interpolated on log scales between them (SPU's
+                  other kinds: traffic in lumps, its OT buffers refilled a few megabytes at a time, so
+                  neither constant nor proportional at small sizes), the widest spread between repeats of
+                  one size kept; per element beyond the largest
 
-Bytes and rounds are deterministic, so their fits must be exact (integer coefficients reproducing
-every sample) or calibration fails; softmax's dependence on n is tabulated for every n up to
-`max_row_length`. For a backend whose traffic varies a little between identical runs (SPU: its OT
-and HE engines refill buffers as they go) bytes and rounds are fitted like seconds, by non-negative
-least squares on `Call.fitted_features` (a constant, elements in and out, multiply-accumulates).
-Seconds are fitted (non-negative least squares) per kind on features (calls, bytes,
-rounds, MACs or elements) from GPT-2-sized samples, so they hold for the machine the file names.
+Seconds are fitted (non-negative least squares) per kind on features (calls, bytes, rounds, MACs or
+elements), so they hold for the machine the file names. A prediction past a model's largest calibrated
+size, or from a model with a spread, says so (`Predicted.notes`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,7 +37,7 @@ from pibench.backends import BACKENDS
 from pibench.counting.cost import GenerationCost, VariantCost
 from pibench.counting.network import NetworkProfile, project
 from pibench.measuring.measured import Count, Seconds, Strict
-from pibench.models.opkinds import CALLS
+from pibench.models.opkinds import CALLS, CostForm
 from pibench.models.symbolic import Tally
 from pibench.util.errors import PibenchError, validated
 from pibench.util.files import CALIBRATION, expect, read_json
@@ -44,12 +48,13 @@ from pibench.util.machine import TIME_SETTINGS, Machine, fingerprint, same_machi
 # the same bytes in the same round (`pibench.backends.crypten.masks`).
 ONE_OP_SETTINGS = ("weight_masks",)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class PredictedKind(Strict):
     bytes: Count
     rounds: Count
+    round_trips: Count
     wall_s: Seconds
 
 
@@ -59,6 +64,7 @@ class PredictedStep(Strict):
     context: Count
     bytes: Count
     rounds: Count
+    round_trips: Count
     wall_s: Seconds
     minutes: dict[str, Seconds]
     by_kind: dict[str, PredictedKind]
@@ -78,15 +84,18 @@ class Predicted(Strict):
     bytes: Count
     gb: Annotated[float, Field(ge=0)]
     rounds: Count
+    round_trips: Count  # what a network's RTT is multiplied by (CrypTen: round trips; SPU: its messages)
     wall_s: Seconds
     minutes: dict[str, Seconds]
     by_kind: dict[str, PredictedKind]
     calibration: str
     time_model: str  # "this machine", or which other machine the seconds were fitted on
+    notes: list[str]  # what the prediction stands on beyond what was measured: extrapolations, spreads
     generation: PredictedGeneration | None = None  # a suite that generates: every pass (the prefill is the above)
 
 
 MAX_FILE_BYTES = 16 * 2**20
+FITS = ("exact", "fitted", "interpolated")
 
 
 def time_features(call: str, sig: tuple[int, ...], byts: float, rounds: float) -> list[float]:
@@ -94,16 +103,32 @@ def time_features(call: str, sig: tuple[int, ...], byts: float, rounds: float) -
     return [1.0, byts, rounds, float(CALLS[call].size(sig))]
 
 
-class CallModel(Strict):
-    """The fitted cost of one call kind: bytes and rounds exact (integer coefficients of
-    `Call.byte_features`; softmax tabulated per row length in `per_row_bytes` and `rounds`) or fitted
-    (`fit: nnls`, coefficients of `Call.fitted_features`); seconds always fitted (`time_features`)."""
+class Knot(Strict):
+    """One calibrated size of an interpolated model: the mean of its repeats (`microbench.POOL_BYTES`)."""
 
-    fit: Literal["exact", "nnls"] = "exact"
-    bytes: list[int] | list[float] | None = None
-    rounds: int | list[int] | list[float]
-    per_row_bytes: list[int] | None = None
-    lengths: list[int] | None = None  # argmax: the row lengths `per_row_bytes` and `rounds` hold, in order
+    size: Annotated[int, Field(ge=1)]
+    bytes: Annotated[float, Field(ge=0)]
+    rounds: Annotated[float, Field(ge=0)]
+    round_trips: Annotated[float, Field(ge=0)]
+
+
+class CallModel(Strict):
+    """The calibrated cost of one call kind (the module's docstring): `form` names the cost form whose
+    features `bytes`, `rounds` and `round_trips` are coefficients of (exact, fitted), or `knots` the sizes
+    it is interpolated between; `largest` the largest size calibrated (`CostForm.size`); `spread` how far
+    a call's bytes and rounds may be from the model (relative; 0 where exact); seconds always fitted
+    (`time_features`)."""
+
+    fit: Literal["exact", "fitted", "interpolated"]
+    form: str
+    bytes: list[float] = Field(default_factory=list)
+    rounds: list[float] = Field(default_factory=list)
+    round_trips: list[float] = Field(default_factory=list)
+    knots: list[Knot] = Field(default_factory=list)
+    largest: Annotated[int, Field(ge=1)]
+    spread: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # "bytes", "rounds"
+    # bytes: the largest excess of one call over the model, where the backend refills pools in lumps (SPU)
+    lump: Annotated[float, Field(ge=0)] = 0.0
     wall_s: list[float]
     comm_s: list[float]
     measured: str | None = None  # when and where, for a model measured apart from the file's (`--extend`)
@@ -112,7 +137,7 @@ class CallModel(Strict):
 class CalibrationFile(Strict):
     """A calibration as `pibench calibrate` writes it."""
 
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     kind: Literal["pibench.calibration"]
     backend: str
     created: str
@@ -120,9 +145,42 @@ class CalibrationFile(Strict):
     environment: Machine
     fingerprint: dict[str, Any]
     quick: bool
-    max_row_length: Annotated[int, Field(ge=1)]
     models: dict[str, CallModel]
     units: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """One call's predicted figures, and what the prediction stands on beyond what was measured."""
+
+    bytes: int
+    rounds: int
+    round_trips: int
+    wall_s: float
+    comm_s: float
+    notes: tuple[str, ...] = ()
+
+
+def combine(coef: Sequence[float], feats: Sequence[float]) -> float:
+    return sum(c * f for c, f in zip(coef, feats, strict=True))
+
+
+def _interpolate(knots: Sequence[Knot], size: int, what: str) -> float:
+    """`what` ("bytes", "rounds", "round_trips") at `size`: the first knot's below it, the last knot's per
+    unit of size beyond it, and between two knots linear on log scales."""
+    first, last = knots[0], knots[-1]
+    if size <= first.size:
+        return float(getattr(first, what))
+    if size >= last.size:
+        return float(getattr(last, what)) * size / last.size
+    for a, b in itertools.pairwise(knots):
+        if a.size <= size <= b.size:
+            ya, yb = float(getattr(a, what)), float(getattr(b, what))
+            if ya <= 0 or yb <= 0:
+                return ya + (yb - ya) * (size - a.size) / (b.size - a.size)
+            t = math.log(size / a.size) / math.log(b.size / a.size)
+            return math.exp(math.log(ya) + t * (math.log(yb) - math.log(ya)))
+    raise AssertionError("knots are sorted by size")
 
 
 @dataclass
@@ -131,6 +189,17 @@ class Calibration:
 
     file: CalibrationFile
     path: str = ""
+    forms: dict[str, CostForm] = field(default_factory=dict)  # the backend's, by call
+
+    def __post_init__(self) -> None:
+        impl = BACKENDS.get(self.file.backend)
+        self.forms = {name: impl.cost_form(call) for name, call in CALLS.items()}
+        for name, model in self.file.models.items():
+            if name in self.forms and model.form != self.forms[name].name:
+                raise PibenchError(
+                    f"calibration '{self.path}': its model of {name} is of the cost form {model.form}, and this "
+                    f"pibench's is {self.forms[name].name}; `pibench calibrate` makes one for this pibench"
+                )
 
     @property
     def backend(self) -> str:
@@ -175,65 +244,78 @@ class Calibration:
                 f"(differ: {', '.join(diff)}); run `pibench calibrate --suite SUITE` for them"
             )
 
-    def op(self, call: str, sig: tuple[int, ...]) -> tuple[int, int, float, float]:
-        """(bytes, rounds, wall seconds, comm seconds) of one call."""
-        models, call = self.file.models, CALLS[call].model
-        if call not in models:
+    def op(self, call: str, sig: tuple[int, ...]) -> CallCost:
+        """One call's predicted figures."""
+        name = CALLS[call].model
+        if name not in self.file.models:
             raise PibenchError(
-                f"calibration '{self.path}' has no model for '{call}' (made before pibench calibrated it); "
+                f"calibration '{self.path}' has no model for '{name}' (made before pibench calibrated it); "
                 f"`pibench calibrate --extend {self.path}` measures what it lacks"
             )
-        m = models[call]
-        byts, rounds = _bytes_rounds(m, call, sig, self.path)
+        m, form = self.file.models[name], self.forms[name]
+        if m.fit == "interpolated":
+            size = max(form.size(sig), 1)
+            byts, rounds, trips = (_interpolate(m.knots, size, w) for w in ("bytes", "rounds", "round_trips"))
+        else:
+            byts = combine(m.bytes, form.bytes(sig))
+            rounds, trips = combine(m.rounds, form.rounds(sig)), combine(m.round_trips, form.round_trips(sig))
+        if not any(sig):  # a call that moves nothing (an empty operand) costs nothing
+            byts = rounds = trips = 0.0
+        notes = []
+        if form.size(sig) > m.largest and (byts or rounds):  # a call that exchanges nothing has nothing to extrapolate
+            how = "exact where its form holds" if m.fit == "exact" else "per element beyond it"
+            notes.append(f"{name} beyond the calibrated {m.largest:,} ({form.name}): extrapolated, {how}")
+        spreads = {what: spread for what, spread in m.spread.items() if spread > 0.005}
+        if m.lump and spreads:
+            ranged = " and ".join(f"±{spread:.0%} in {what.replace('_', ' ')}" for what, spread in spreads.items())
+            notes.append(f"{LUMPY}: {name} {ranged} (lumps to {m.lump / 1e6:.1f} MB)")
+        for what, spread in spreads.items():
+            if m.fit == "exact":  # only round trips of calls whose smallest exchange is one or two elements miss
+                if form.payload(sig) in (1, 2):
+                    notes.append(
+                        f"{name}'s round trips within ±{spread:.0%} where an exchange carries one or two elements"
+                    )
+            elif not m.lump:
+                notes.append(f"{name}'s {what} within ±{spread:.0%} (repeated calls of one size differed so)")
         feats = time_features(call, sig, byts, rounds)
-        wall = sum(c * f for c, f in zip(m.wall_s, feats, strict=True))
-        comm = sum(c * f for c, f in zip(m.comm_s, feats, strict=True))
-        return byts, rounds, wall, min(comm, wall)
+        wall = combine(m.wall_s, feats)
+        comm = combine(m.comm_s, feats)
+        return CallCost(round(byts), round(rounds), round(trips), wall, min(comm, wall), tuple(notes))
 
     def predict(self, tally: Tally) -> dict[str, Any]:
-        """Predicted totals of one forward pass from its symbolic tally."""
-        out: dict[str, Any] = {"bytes": 0, "rounds": 0, "wall_s": 0.0, "comm_s": 0.0, "by_kind": {}}
+        """Predicted totals of one forward pass from its symbolic tally, with the notes of its calls."""
+        out: dict[str, Any] = {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0, "comm_s": 0.0}
+        out |= {"by_kind": {}, "notes": []}
         for (call, sig), n in sorted(tally.calls.items()):
-            byts, rounds, wall, comm = self.op(call, sig)
-            k = out["by_kind"].setdefault(CALLS[call].bucket, {"bytes": 0, "rounds": 0, "wall_s": 0.0})
+            cost = self.op(call, sig)
+            zero = {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0}
+            k = out["by_kind"].setdefault(CALLS[call].bucket, zero)
             for target in (out, k):
-                target["bytes"] += n * byts
-                target["rounds"] += n * rounds
-                target["wall_s"] += n * wall
-            out["comm_s"] += n * comm
+                target["bytes"] += n * cost.bytes
+                target["rounds"] += n * cost.rounds
+                target["round_trips"] += n * cost.round_trips
+                target["wall_s"] += n * cost.wall_s
+            out["comm_s"] += n * cost.comm_s
+            out["notes"] += [note for note in cost.notes if note not in out["notes"]]
         return out
 
 
-def _bytes_rounds(m: CallModel, call: str, sig: tuple[int, ...], path: str) -> tuple[int, int]:
-    """Bytes and rounds of one call: exact models (integer coefficients, softmax tabulated), or fitted
-    ones (`fit: nnls`, for backends whose traffic varies between identical runs)."""
-    if m.fit == "nnls":
-        feats = CALLS[call].fitted_features(sig)
-        byts = sum(c * f for c, f in zip(m.bytes or [], feats, strict=True))
-        rounds = m.rounds if isinstance(m.rounds, list) else [m.rounds]
-        return round(byts), round(sum(c * f for c, f in zip(rounds, feats, strict=True)))
-    if m.lengths is not None:  # tabulated at some row lengths (argmax: vocabulary sizes)
-        n = sig[1]
-        if n not in m.lengths:
-            raise PibenchError(
-                f"{call} over rows of {n} is not in calibration '{path}' (it has {', '.join(map(str, m.lengths))}); "
-                f"`pibench calibrate --extend {path} --suite SUITE` measures the argmax at that suite's vocabulary"
-            )
-        i = m.lengths.index(n)
-        assert isinstance(m.rounds, list) and m.per_row_bytes is not None
-        return sig[0] * m.per_row_bytes[i], int(m.rounds[i])
-    features = CALLS[call].byte_features
-    if features is None:  # tabulated per row length
-        n, table = sig[1], m.per_row_bytes or []
-        if n > len(table):
-            raise PibenchError(
-                f"softmax rows of length {n} exceed the {len(table)} calibrated in '{path}'; "
-                f"run `pibench calibrate --max-row-length {n}`"
-            )
-        assert isinstance(m.rounds, list)
-        return sig[0] * table[n - 1], int(m.rounds[n - 1])
-    assert isinstance(m.rounds, int)
-    return int(sum(c * f for c, f in zip(m.bytes or [], features(sig), strict=True))), m.rounds
+LUMPY = (
+    "a mean of calls that ranged about it, where the backend refills pools (Beaver triples, oblivious transfers) in "
+    "lumps in whichever call empties them"
+)
+
+
+def merge_notes(notes: Iterable[str]) -> list[str]:
+    """Notes in order, once each, those that share a head ("head: item") as one: "head: item, item"."""
+    merged: dict[str, list[str]] = {}
+    for note in notes:
+        head, _, item = note.partition(": ")
+        key = head if item and head == LUMPY else note
+        items = merged.setdefault(key, [])
+        if item and key == head and item not in items:
+            items.append(item)
+    return [f"{key}: {', '.join(items)}" if items else key for key, items in merged.items()]
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -258,27 +340,45 @@ def shipped_calibration(backend: str) -> Calibration:
     return load_calibration(path)
 
 
-def exact_fit(kind: str, rows: list[tuple[list[int], int]]) -> list[int]:
-    """Integer coefficients reproducing every sample's bytes exactly, or an error."""
+def integer_fit(rows: list[tuple[list[float], float]]) -> list[float]:
+    """Integer coefficients of the fewest leading features that reproduce every sample (`rows`: features,
+    value), else of all of them, nearest: a constant fitted as a constant, not spread over features that
+    happen to be constant among the samples too."""
     import numpy as np
 
-    x = np.array([f for f, _ in rows], dtype=float)
-    y = np.array([b for _, b in rows], dtype=float)
-    coef = [round(c) for c in np.linalg.lstsq(x, y, rcond=None)[0]]
-    for feats, byts in rows:
-        if sum(c * f for c, f in zip(coef, feats, strict=True)) != byts:
-            raise PibenchError(f"the bytes of {kind} are not the linear function of {len(coef)} features expected")
+    x = np.array([f for f, _ in rows], dtype=float).reshape(len(rows), -1)
+    y = np.array([v for _, v in rows], dtype=float)
+    width = x.shape[1]
+    coef = np.zeros(width)
+    for used in range(1, width + 1):
+        coef = np.zeros(width)
+        coef[:used] = np.round(np.linalg.lstsq(x[:, :used], y, rcond=None)[0])
+        if np.array_equal(x @ coef, y):
+            break
+    return [float(c) + 0.0 for c in coef]  # + 0.0: no "-0.0" in a file
+
+
+def exact_fit(kind: str, rows: list[tuple[list[float], float]]) -> list[float]:
+    """Integer coefficients reproducing every sample exactly (`integer_fit`), or an error."""
+    coef = integer_fit(rows)
+    for feats, value in rows:
+        if sum(c * f for c, f in zip(coef, feats, strict=True)) != value:
+            raise PibenchError(f"the counts of {kind} are not the linear function of {len(coef)} features expected")
     return coef
 
 
-def nnls_fit(rows: list[tuple[list[float], float]]) -> list[float]:
-    """Non-negative least squares on column-scaled features."""
+def nnls_fit(rows: list[tuple[list[float], float]], relative: bool = False) -> list[float]:
+    """Non-negative least squares on column-scaled features; `relative`: each sample weighted by the
+    inverse of its value, so that a small call's error counts as much as a large one's."""
     import numpy as np
     from scipy.optimize import nnls
 
-    x = np.array([f for f, _ in rows])
-    y = np.array([t for _, t in rows])
-    scale = x.max(axis=0)
+    x = np.array([f for f, _ in rows], dtype=float)
+    y = np.array([t for _, t in rows], dtype=float)
+    if relative:
+        weight = 1 / np.maximum(np.abs(y), 1e-12)
+        x, y = x * weight[:, None], y * weight
+    scale = np.abs(x).max(axis=0)
     scale[scale == 0] = 1
     coef, _ = nnls(x / scale, y)
     return [float(c) for c in coef / scale]
@@ -287,26 +387,30 @@ def nnls_fit(rows: list[tuple[list[float], float]]) -> list[float]:
 def predict_cost(
     cal: Calibration, tally: Tally, profiles: Sequence[NetworkProfile] = (), settings: dict[str, Any] | None = None
 ) -> Predicted:
-    """Predicted bytes, rounds, GB and minutes of one variant; minutes also under `profiles` (the two
-    parties send equal halves of the bytes; rounds x `Backend.rtt_per_round` RTTs, as measured records
-    are projected, though the calibration counts rounds, not CrypTen's round trips)."""
+    """Predicted bytes, rounds, round trips, GB and minutes of one variant; minutes also under `profiles`
+    (the two parties send equal halves of the bytes; round trips x `Backend.rtt_per_round` RTTs, as
+    measured records are projected)."""
     totals = cal.predict(tally)
     minutes = {"loopback": totals["wall_s"] / 60}
-    rounds = totals["rounds"] * BACKENDS.get(cal.file.backend).rtt_per_round
+    trips = totals["round_trips"] * BACKENDS.get(cal.file.backend).rtt_per_round
     for prof in profiles:
-        minutes[prof.name] = project(totals["wall_s"], totals["comm_s"], rounds, totals["bytes"] // 2, prof) / 60
+        minutes[prof.name] = project(totals["wall_s"], totals["comm_s"], trips, totals["bytes"] // 2, prof) / 60
     return Predicted(
         bytes=int(totals["bytes"]),
         gb=totals["bytes"] / 1e9,
         rounds=int(totals["rounds"]),
+        round_trips=int(totals["round_trips"]),
         wall_s=totals["wall_s"],
         minutes=minutes,
         by_kind={
-            k: PredictedKind(bytes=int(v["bytes"]), rounds=int(v["rounds"]), wall_s=v["wall_s"])
+            k: PredictedKind(
+                bytes=int(v["bytes"]), rounds=int(v["rounds"]), round_trips=int(v["round_trips"]), wall_s=v["wall_s"]
+            )
             for k, v in totals["by_kind"].items()
         },
         calibration=cal.path,
         time_model=cal.time_model(cal.file.settings if settings is None else settings),
+        notes=totals["notes"],
     )
 
 
@@ -315,21 +419,24 @@ def predict_generation(
     gen: GenerationCost,
     profiles: Sequence[NetworkProfile] = (),
     settings: dict[str, Any] | None = None,
-) -> PredictedGeneration:
+) -> tuple[PredictedGeneration, list[str]]:
     """Every pass of `gen` predicted (`predict_cost`), and its set-up: under reused weight masks, every
     weight that products use opened once (`GenerationCost.setup_elements`), 16 bytes an element as the
-    first product with it opens it."""
+    first product with it opens it; and the notes of every pass."""
     passes = [(gen.prefill.config.T, gen.prefill), *((c.config.T + j, c) for j, c in enumerate(gen.decode, 1))]
-    steps = []
+    steps, notes = [], []
     for context, cost in passes:
         p = predict_cost(cal, cost.tally, profiles, settings)
         steps.append(
             PredictedStep(
-                context=context, **p.model_dump(include={"bytes", "rounds", "wall_s", "minutes"}), by_kind=p.by_kind
+                context=context,
+                **p.model_dump(include={"bytes", "rounds", "round_trips", "wall_s", "minutes"}),
+                by_kind=p.by_kind,
             )
         )
-    setup = cal.op("linear", (0, gen.setup_elements, 0, 0))[0] if gen.masks == "reuse" else None
-    return PredictedGeneration(steps=steps, setup_bytes=setup)
+        notes += [note for note in p.notes if note not in notes]
+    setup = cal.op("linear", (0, gen.setup_elements, 0, 0)).bytes if gen.masks == "reuse" else None
+    return PredictedGeneration(steps=steps, setup_bytes=setup), notes
 
 
 def predictions_for(
@@ -360,8 +467,10 @@ def predicted(
     """Each variant's prediction, with its generation's where `gens` has one per variant."""
     out = [predict_cost(cal, c.tally, profiles, settings) for c in costs]
     if gens:
-        out = [
-            p.model_copy(update={"generation": predict_generation(cal, g, profiles, settings)})
-            for p, g in zip(out, gens, strict=True)
-        ]
+        with_gen = []
+        for p, g in zip(out, gens, strict=True):
+            generation, notes = predict_generation(cal, g, profiles, settings)
+            merged = [*p.notes, *(n for n in notes if n not in p.notes)]
+            with_gen.append(p.model_copy(update={"generation": generation, "notes": merged}))
+        out = with_gen
     return out

@@ -1,17 +1,27 @@
 """Measuring a calibration: every call kind of `opkinds.CALLS` on a pair of op servers, then the fits
-of `pibench.calibration.fit`."""
+of `pibench.calibration.fit`: each kind's counts on the backend's count samples (`Backend.count_samples`,
+fitted as `Backend.count_model` says), its seconds on its time samples (`Backend.time_samples`)."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.calibration.fit import SCHEMA_VERSION, CalibrationFile, exact_fit, nnls_fit, time_features
-from pibench.models.opkinds import ARGMAX_LENGTHS, CALLS
+from pibench.calibration.fit import (
+    SCHEMA_VERSION,
+    CalibrationFile,
+    combine,
+    exact_fit,
+    integer_fit,
+    nnls_fit,
+    time_features,
+)
+from pibench.models.opkinds import CALLS, Call, CostForm
 from pibench.util.errors import PibenchError
 from pibench.util.files import CALIBRATION
 from pibench.util.machine import environment, fingerprint, now
@@ -66,6 +76,7 @@ class OpPair:
         return {
             "bytes": replies[0]["bytes"] + replies[1]["bytes"],
             "rounds": max(r["rounds"] for r in replies),
+            "round_trips": max(r["round_trips"] for r in replies),
             "wall_s": max(r["wall_s"] for r in replies),
             "comm_s": max(r["comm_s"] for r in replies),
         }
@@ -94,146 +105,154 @@ def settings_dict(settings: Any) -> dict[str, Any]:
     return dataclasses.asdict(settings)
 
 
-def _exact_models(pair: OpPair, progress: Callable[[str], None], names: Sequence[str] | None = None) -> dict[str, Any]:
-    models: dict[str, Any] = {}
-    for name, call in CALLS.items():
-        if call.byte_features is None or not call.calibrated or (names is not None and name not in names):
-            continue
-        rows: list[tuple[list[int], int]] = []
-        rounds: set[int] = set()
-        for sample in call.samples:
-            r = pair.run(name, sample)
-            rows.append((call.byte_features(call.signature(sample)), int(r["bytes"])))
-            rounds.add(int(r["rounds"]))
-        if len(rounds) != 1:
-            raise PibenchError(f"the rounds of {name} vary with its shape ({sorted(rounds)}); not modelled")
-        models[name] = {"bytes": exact_fit(name, rows), "rounds": rounds.pop()}
-        progress(f"{name}: bytes {models[name]['bytes']} per feature, {models[name]['rounds']} rounds")
-    return models
+# A backend whose counts are not deterministic (SPU) draws Beaver triples and oblivious transfers from pools it
+# refills in lumps (0.5 to 1.2 MB) in whichever call empties them: each shape runs again until its runs moved
+# POOL_BYTES (at most MAX_REPEATS times), so that a model's mean carries the pools' refills in proportion.
+POOL_BYTES = 16_000_000
+MAX_REPEATS = 24
 
 
-def _softmax_table(pair: OpPair, max_row_length: int, progress: Callable[[str], None]) -> dict[str, Any]:
-    per_row, rounds = [], []
-    for n in range(1, max_row_length + 1):
-        r1 = pair.run("softmax", [(1, n)])
-        if n in (2, 64, 128):
-            r3 = pair.run("softmax", [(3, n)])
-            if r3["bytes"] != 3 * r1["bytes"] or r3["rounds"] != r1["rounds"]:
-                raise PibenchError(f"softmax bytes are not proportional to rows at row length {n}")
-        per_row.append(r1["bytes"])
-        rounds.append(r1["rounds"])
-        if n % 128 == 0:
-            progress(f"softmax: row lengths 1..{n}")
-    return {"per_row_bytes": per_row, "rounds": rounds}
+def _counts(pair: OpPair, backend: str, name: str, progress: Callable[[str], None]) -> tuple[dict[str, Any], list]:
+    """Call `name`'s count model on the backend's count samples, and the runs (signature, figures) measured."""
+    impl, call = BACKENDS.get(backend), CALLS[name]
+    form, fit = impl.cost_form(call), impl.count_model(call)
+    samples = impl.count_samples(call)
+    runs = []
+    for sample in samples:
+        sig, moved, done = call.signature(sample), 0.0, 0
+        while done < 1 or (fit != "exact" and moved < POOL_BYTES and done < MAX_REPEATS):
+            runs.append((sig, pair.run(name, sample)))
+            moved, done = moved + runs[-1][1]["bytes"], done + 1
+    model: dict[str, Any] = {"fit": fit, "form": form.name, "largest": max(form.size(sig) for sig, _ in runs)}
+    if fit == "exact":
+        model["bytes"] = exact_fit(f"{name}'s bytes", [(form.bytes(sig), r["bytes"]) for sig, r in runs])
+        model["rounds"] = exact_fit(f"{name}'s rounds", [(form.rounds(sig), r["rounds"]) for sig, r in runs])
+        model["round_trips"], model["spread"] = _round_trips(form, runs)
+    elif fit == "fitted":
+        model["spread"] = {}
+        for what, features in (("bytes", form.bytes), ("rounds", form.rounds), ("round_trips", form.round_trips)):
+            rows = [(features(sig), float(r[what])) for sig, r in runs]
+            model[what] = nnls_fit(rows, relative=True)
+            if what != "round_trips":
+                model["spread"][what] = _largest_error(model[what], rows)
+        model["lump"] = max(0.0, *(r["bytes"] - combine(model["bytes"], form.bytes(sig)) for sig, r in runs))
+    else:
+        model["knots"], model["spread"], model["lump"] = _knots([(form.size(sig), r) for sig, r in runs])
+    progress(f"{name}: {fit} counts on {len(runs)} runs of {len(samples)} shapes")
+    return model, runs
 
 
-def _argmax_table(pair: OpPair, lengths: Sequence[int], progress: Callable[[str], None]) -> dict[str, Any]:
-    """The argmax's bytes per row and rounds at each row length (its cost follows CrypTen's tree of
-    comparisons over the row, not a linear function of its length); two rows cost twice one."""
-    per_row, rounds = [], []
-    for n in lengths:
-        r1 = pair.run("argmax", [(1, n)])
-        if n <= 64:
-            r2 = pair.run("argmax", [(2, n)])
-            if r2["bytes"] != 2 * r1["bytes"] or r2["rounds"] != r1["rounds"]:
-                raise PibenchError(f"argmax bytes are not proportional to rows at row length {n}")
-        per_row.append(int(r1["bytes"]))
-        rounds.append(int(r1["rounds"]))
-    progress(f"argmax: row lengths {', '.join(map(str, lengths))}")
-    return {"lengths": list(lengths), "per_row_bytes": per_row, "rounds": rounds}
+def _round_trips(form: CostForm, runs: list) -> tuple[list[float], dict[str, float]]:
+    """Round trips' integer coefficients (`CostForm.round_trips`: the rounds' features, then corrections
+    for calls whose smallest exchange carries one element, and two): each block fitted on its calls
+    (`integer_fit`), exact where the samples allow, else the nearest with the largest relative error kept
+    as the model's spread (a single row's exchanges wait for one round trip or two by their sizes, which
+    no feature counts exactly)."""
+    width = len(form.rounds(runs[0][0]))
+    coef = [0.0] * (3 * width)
+    for block, narrow in enumerate((None, 1, 2)):
+        rows = []
+        for sig, r in runs:
+            if (form.payload(sig) if form.payload(sig) in (1, 2) else None) == narrow:
+                base = sum(c * f for c, f in zip(coef[:width], form.rounds(sig), strict=True)) if narrow else 0.0
+                rows.append((form.rounds(sig), float(r["round_trips"]) - base))
+        if rows:
+            coef[block * width : (block + 1) * width] = integer_fit(rows)
+    error = _largest_error(coef, [(form.round_trips(sig), float(r["round_trips"])) for sig, r in runs])
+    return coef, ({"round_trips": error} if error else {})
 
 
-def _fitted_models(
-    pair: OpPair, backend: str, progress: Callable[[str], None], names: Sequence[str] | None = None
+def _largest_error(coef: list[float], rows: list[tuple[list[float], float]]) -> float:
+    worst = 0.0
+    for feats, value in rows:
+        if value:
+            worst = max(worst, abs(sum(c * f for c, f in zip(coef, feats, strict=True)) / value - 1))
+    return round(worst, 4)
+
+
+def _knots(runs: list[tuple[int, dict[str, float]]]) -> tuple[list[dict[str, float]], dict[str, float], float]:
+    """An interpolated model's knots: per size, the mean of its runs (what a call costs with the pools'
+    refills in proportion, `POOL_BYTES`); the spread, the largest relative distance of a run from its
+    size's mean (bytes, rounds); and the lump, the largest excess of a run's bytes over that mean."""
+    by_size: dict[int, list[dict[str, float]]] = {}
+    for size, r in runs:
+        by_size.setdefault(size, []).append(r)
+    knots, spread, lump = [], {"bytes": 0.0, "rounds": 0.0}, 0.0
+    for size in sorted(by_size):
+        rs = by_size[size]
+        knot = {"size": size} | {w: sum(r[w] for r in rs) / len(rs) for w in ("bytes", "rounds", "round_trips")}
+        knots.append(knot)
+        lump = max(lump, *(r["bytes"] - knot["bytes"] for r in rs))
+        for what in spread:
+            if knot[what]:
+                spread[what] = max(spread[what], *(abs(r[what] / knot[what] - 1) for r in rs))
+    return knots, {w: round(v, 4) for w, v in spread.items()}, round(lump)
+
+
+def _seconds(pair: OpPair, backend: str, call: Call, model: dict[str, Any], runs: list) -> list:
+    """The seconds' fit into `model`: on the count runs where the backend times on its count samples
+    (their figures), else on its time samples, the faster of two runs each. Returns the runs timed."""
+    impl = BACKENDS.get(backend)
+    if impl.time_samples(call) == impl.count_samples(call):
+        timed = [(sig, r) for sig, r in runs]
+    else:
+        timed = []
+        for sample in impl.time_samples(call):
+            best = min((pair.run(call.name, sample) for _ in range(2)), key=lambda r: r["wall_s"])
+            timed.append((call.signature(sample), best))
+    for what in ("wall_s", "comm_s"):
+        model[what] = nnls_fit([(time_features(call.name, sig, r["bytes"], r["rounds"]), r[what]) for sig, r in timed])
+    return timed
+
+
+def _validate(name: str, form: CostForm, model: dict[str, Any], timed: list) -> None:
+    """An exact model checked on the (GPT-2-sized) runs its seconds were timed on: each run's bytes and
+    rounds reproduced, else an error; its calibrated range grows to them."""
+    for sig, r in timed:
+        for what, features in (("bytes", form.bytes), ("rounds", form.rounds)):
+            if sum(c * f for c, f in zip(model[what], features(sig), strict=True)) != r[what]:
+                raise PibenchError(f"the {what} of {name} at {sig} are not what its exact model gives")
+        model["largest"] = max(model["largest"], form.size(sig))
+
+
+def _measure(
+    pair: OpPair, backend: str, names: Sequence[str], progress: Callable[[str], None], counts: bool = True
 ) -> dict[str, Any]:
-    """Bytes, rounds and seconds fitted (non-negative least squares) over the backend's samples, one
-    pass each after one unmeasured call of the kind (a session's first calls of a kind pay one-time
-    setup); of every calibrated call, or of `names`."""
-    models: dict[str, Any] = {}
-    for name, call in CALLED.items():
-        if names is not None and name not in names:
-            continue
-        samples = BACKENDS.get(backend).time_samples(call)
-        pair.run(name, samples[0])
-        runs = [(call.signature(sample), pair.run(name, sample)) for sample in samples]
-        fitted = [(call.fitted_features(sig), r) for sig, r in runs]
-        timed = [(time_features(name, sig, r["bytes"], r["rounds"]), r) for sig, r in runs]
-        models[name] = {
-            "fit": "nnls",
-            "bytes": nnls_fit([(f, r["bytes"]) for f, r in fitted]),
-            "rounds": nnls_fit([(f, r["rounds"]) for f, r in fitted]),
-            "wall_s": nnls_fit([(f, r["wall_s"]) for f, r in timed]),
-            "comm_s": nnls_fit([(f, r["comm_s"]) for f, r in timed]),
-        }
-        progress(f"{name}: bytes, rounds and seconds fitted on {len(samples)} samples")
+    """Models of the calls `names`: counts and seconds (`counts`), or seconds alone (--quick: the counts of
+    the model given are kept by the caller)."""
+    models = {}
+    for name in names:
+        call = CALLS[name]
+        if counts:
+            model, runs = _counts(pair, backend, name, progress)
+        else:
+            model, runs = {}, []
+            impl = BACKENDS.get(backend)
+            if impl.time_samples(call) == impl.count_samples(call):  # timed on its count samples: run them
+                samples = impl.count_samples(call)
+                runs = [(call.signature(s), pair.run(name, s)) for s in samples]
+        timed = _seconds(pair, backend, call, model, runs)
+        if model.get("fit") == "exact":
+            _validate(name, BACKENDS.get(backend).cost_form(call), model, timed)
+        progress(f"{name}: seconds fitted")
+        models[name] = model
     return models
 
 
-def _time_models(
-    pair: OpPair,
-    backend: str,
-    models: dict[str, Any],
-    progress: Callable[[str], None],
-    names: Sequence[str] | None = None,
-) -> None:
-    for name, call in CALLED.items():
-        if names is not None and name not in names:
-            continue
-        rows_wall, rows_comm = [], []
-        samples = BACKENDS.get(backend).time_samples(call)
-        for sample in samples:
-            best = min((pair.run(name, sample) for _ in range(2)), key=lambda r: r["wall_s"])
-            feats = time_features(name, call.signature(sample), best["bytes"], best["rounds"])
-            rows_wall.append((feats, best["wall_s"]))
-            rows_comm.append((feats, best["comm_s"]))
-        models[name]["wall_s"] = nnls_fit(rows_wall)
-        models[name]["comm_s"] = nnls_fit(rows_comm)
-        progress(f"{name}: time fitted on {len(samples)} samples")
+WIDEST = 48 * 2048 + 1  # elements of a call that uses all of SPU's (at most 48) instances of oblivious transfers
 
 
-def _measure_missing(
-    pair: OpPair,
-    backend: str,
-    models: dict[str, Any],
-    argmax_lengths: Sequence[int],
-    progress: Callable[[str], None],
-) -> list[str]:
-    """Measure, into `models`, every calibrated call it has no model for, and the argmax at the row
-    lengths its table lacks; each stamped with this machine and time. Returns the calls measured."""
-    stamp = _stamp()
-    missing = [name for name in CALLED if name not in models]
-    if "softmax" in missing:
-        raise PibenchError("a calibration without a softmax table cannot be extended; recalibrate")
-    if BACKENDS.get(backend).count_tolerance:
-        fitted = _fitted_models(pair, backend, progress, missing) if missing else {}
-        models |= {name: m | {"measured": stamp} for name, m in fitted.items()}
-        return missing
-    models |= _exact_models(pair, progress, missing) if set(missing) - {"argmax"} else {}
-    table = models.get("argmax", {"lengths": [], "per_row_bytes": [], "rounds": []})
-    todo = sorted(set(argmax_lengths) - set(table["lengths"]))
-    if todo:
-        new = _argmax_table(pair, todo, progress)
-        rows = sorted(
-            zip(
-                table["lengths"] + new["lengths"],
-                table["per_row_bytes"] + new["per_row_bytes"],
-                table["rounds"] + new["rounds"],
-                strict=True,
-            )
-        )
-        table = {
-            **table,
-            "lengths": [r[0] for r in rows],
-            "per_row_bytes": [r[1] for r in rows],
-            "rounds": [r[2] for r in rows],
-            "measured": stamp,
-        }
-        models["argmax"] = table
-    if missing:
-        _time_models(pair, backend, models, progress, missing)
-    for name in missing:
-        models[name]["measured"] = stamp
-    return [*missing, *(["argmax"] if todo and "argmax" not in missing else [])]
+def _warm(pair: OpPair, backend: str, names: Sequence[str]) -> None:
+    """Run each call once on its two smallest count shapes and its largest before anything is measured: a
+    session's first calls pay one-time set-up (CrypTen's; SPU's homomorphic keys, and a set-up of oblivious
+    transfers for each instance that a wider call than any before uses), which no call's model should carry."""
+    impl = BACKENDS.get(backend)
+    pair.run("relu", ((WIDEST,),))  # SPU sets up another instance of oblivious transfers per 2048 elements
+    for name in names:
+        samples = impl.count_samples(CALLS[name])
+        by_size = sorted(samples, key=lambda s: max(math.prod(x) for x in s))
+        for sample in dict.fromkeys([*by_size[:2], by_size[-1]]):  # the largest sets up what the others use
+            pair.run(name, sample)
 
 
 def _stamp() -> str:
@@ -244,61 +263,56 @@ def _stamp() -> str:
 def calibrate(
     backend: str,
     settings: Any,
-    max_row_length: int = 1024,
     progress: Callable[[str], None] = print,
     quick_from: CalibrationFile | None = None,
-    argmax_lengths: Sequence[int] = ARGMAX_LENGTHS,
 ) -> CalibrationFile:
     """Measure and fit; returns the calibration file's content. `quick_from` (a calibration of the same
-    backend and settings): keep its byte and round models and refit only the seconds on this machine
-    (measuring in full what it has no model for)."""
+    backend and settings): keep its count models and refit only the seconds on this machine (measuring
+    in full what it has no model for)."""
     pair = OpPair(backend, settings)
     try:
-        if quick_from is not None:
+        _warm(pair, backend, list(CALLED))
+        if quick_from is None:
+            models = _measure(pair, backend, list(CALLED), progress)
+        else:
             models = {name: m.model_dump(mode="json", exclude_none=True) for name, m in quick_from.models.items()}
-            max_row_length = quick_from.max_row_length
-            new = _measure_missing(pair, backend, models, argmax_lengths, progress)
-            fitted = _fitted_models(pair, backend, progress) if BACKENDS.get(backend).count_tolerance else None
-            if fitted:
-                for name, model in fitted.items():
-                    models[name] |= {"wall_s": model["wall_s"], "comm_s": model["comm_s"]}
-            else:
-                _time_models(pair, backend, models, progress, [n for n in CALLED if n not in new])
+            missing = [name for name in CALLED if name not in models]
+            models |= _measure(pair, backend, missing, progress)
+            for name, seconds in _measure(
+                pair, backend, [n for n in CALLED if n not in missing], progress, False
+            ).items():
+                models[name] |= seconds
             for name in models:
                 models[name].pop("measured", None)  # every model's seconds are this machine's now
-        elif BACKENDS.get(backend).count_tolerance:
-            models = _fitted_models(pair, backend, progress)
-        else:
-            models = _exact_models(pair, progress)
-            models["softmax"] = _softmax_table(pair, max_row_length, progress)
-            models["argmax"] = _argmax_table(pair, argmax_lengths, progress)
-            _time_models(pair, backend, models, progress)
     finally:
         pair.close()
-    return _file(backend, settings, max_row_length, models, quick_from is not None)
+    return _file(backend, settings, models, quick_from is not None)
 
 
 def extend(
-    base: CalibrationFile,
-    settings: Any,
-    argmax_lengths: Sequence[int] = ARGMAX_LENGTHS,
-    progress: Callable[[str], None] = print,
+    base: CalibrationFile, settings: Any, progress: Callable[[str], None] = print
 ) -> tuple[CalibrationFile, list[str]]:
-    """`base` with what it lacks measured on this machine: the calls it has no model for, and argmax
-    row lengths it has not tabulated; everything else kept as it is. Returns the file and what was
-    measured (each added model says when and where: `CallModel.measured`)."""
+    """`base` with what it lacks measured on this machine: the calls it has no model for; everything else
+    kept as it is. Returns the file and what was measured (each added model says when and where:
+    `CallModel.measured`)."""
     models = {name: m.model_dump(mode="json", exclude_none=True) for name, m in base.models.items()}
-    pair = OpPair(base.backend, settings)
-    try:
-        measured = _measure_missing(pair, base.backend, models, argmax_lengths, progress)
-    finally:
-        pair.close()
+    missing = [name for name in CALLED if name not in models]
+    if missing:
+        pair = OpPair(base.backend, settings)
+        try:
+            stamp = _stamp()
+            _warm(pair, base.backend, missing)
+            models |= {
+                name: m | {"measured": stamp} for name, m in _measure(pair, base.backend, missing, progress).items()
+            }
+        finally:
+            pair.close()
     return base.model_copy(
         update={"models": CalibrationFile.model_validate(base.model_dump(mode="json") | {"models": models}).models}
-    ), measured
+    ), missing
 
 
-def _file(backend: str, settings: Any, max_row_length: int, models: dict[str, Any], quick: bool) -> CalibrationFile:
+def _file(backend: str, settings: Any, models: dict[str, Any], quick: bool) -> CalibrationFile:
     return CalibrationFile.model_validate(
         {
             "schema_version": SCHEMA_VERSION,
@@ -308,9 +322,14 @@ def _file(backend: str, settings: Any, max_row_length: int, models: dict[str, An
             "settings": settings_dict(settings),
             "environment": environment(),
             "fingerprint": fingerprint(settings_dict(settings)),
-            "quick": quick,  # seconds refitted here over another calibration's bytes and rounds
-            "max_row_length": max_row_length,
+            "quick": quick,  # seconds refitted here over another calibration's counts
             "models": models,
-            "units": {"bytes": "sent by both parties", "wall_s": "seconds", "comm_s": "seconds in exchanges"},
+            "units": {
+                "bytes": "sent by both parties",
+                "rounds": "blocking exchanges of the busier party",
+                "round_trips": "network round trips those wait for (rounds, where the backend counts messages)",
+                "wall_s": "seconds",
+                "comm_s": "seconds in exchanges",
+            },
         }
     )

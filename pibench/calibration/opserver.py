@@ -6,7 +6,7 @@ the op benchmarks (`pibench.calibration.microbench.OpPair` starts and drives a p
 Reads one JSON request per line on stdin, {"op": CALL, "shapes": [[...], ...]} (`opkinds.CALLS`),
 runs it on fresh random operands (the first shared by the client, the others by the server as its
 weights, or by the client where the call's operands are all activations) and
-answers one JSON line: this party's bytes sent, rounds, seconds and seconds in exchanges.
+answers one JSON line: this party's bytes sent, rounds, round trips, seconds and seconds in exchanges.
 {"op": "exit"} or the end of stdin stops it.
 """
 
@@ -58,7 +58,13 @@ def serve(backend_name: str, rank: int, rendezvous: Rendezvous, settings_json: s
 
             _, counts = session.measure(step, w, x)
             total = counts.total()
-            reply = {"bytes": total.sent, "rounds": total.rounds, "wall_s": counts.wall_s, "comm_s": total.comm_s}
+            reply = {
+                "bytes": total.sent,
+                "rounds": total.rounds,
+                "round_trips": total.round_trips or total.rounds,  # a backend that does not tell them apart: rounds
+                "wall_s": counts.wall_s,
+                "comm_s": total.comm_s,
+            }
             print(json.dumps(reply), flush=True)
     finally:
         session.close()

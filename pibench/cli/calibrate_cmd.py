@@ -14,15 +14,16 @@ from pibench.util.errors import PibenchError
 
 HELP = "microbenchmark a backend's operations and fit the model behind `pibench cost --predict`"
 EPILOG = """\
-Bytes and rounds are fitted exactly (they are deterministic); seconds are fitted to GPT-2-sized
-samples on this machine. The file records the settings and the machine (its fingerprint: CPU, cores,
-threads, device, local products); predictions say when their time model comes from another machine.
-With the defaults it rebuilds the calibration shipped in pibench/data/calibration-crypten-default.json
-(about 6 minutes); --quick refits only the seconds of an existing one on this machine (2-3 minutes);
---extend FILE measures only what FILE lacks (the argmax, or a suite's vocabulary: a minute).
-The argmax is tabulated at vocabulary sizes (2 to 50257, and the --suite's vocab).
+Each kind's bytes, rounds and round trips are fitted on its cost form's features (docs/predictions.md):
+exactly where the backend's counts are deterministic (CrypTen: every sample reproduced, softmax and
+argmax by their log-reduction form at row lengths 1 to 50257), else fitted or interpolated between
+measured sizes from one row to GPT-2's, with the spread of repeated calls kept (SPU). Seconds are fitted
+on this machine. The file records the settings and the machine (its fingerprint: CPU, cores, threads,
+device, local products); predictions say when their time model comes from another machine. With the
+defaults it rebuilds the calibration shipped in pibench/data/calibration-BACKEND-default.json;
+--quick refits only the seconds of an existing one on this machine; --extend FILE measures only the
+kinds FILE has no model for.
 """
-MAX_ROW_LENGTH = 8192
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="calibration.json", help="calibration file to write (a regular file)")
     parser.add_argument("--force", action="store_true", help="replace an existing file at --out")
     parser.add_argument("--suite", help="take the backend and its settings from this suite (default: its defaults)")
-    parser.add_argument("--max-row-length", type=int, default=1024, help="longest softmax row (T) to tabulate")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -44,14 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extend",
         metavar="FILE",
-        help="keep FILE's models and measure here only what it lacks (a call it has no model for, the argmax "
-        "at the suite's vocabulary); each added model says when and where it was measured",
+        help="keep FILE's models and measure here only the kinds it has no model for; each added model says "
+        "when and where it was measured",
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    if not 1 <= args.max_row_length <= MAX_ROW_LENGTH:
-        raise PibenchError(f"--max-row-length must be 1 to {MAX_ROW_LENGTH}, not {args.max_row_length}")
     suite = load_suite(args.suite) if args.suite else None
     backend = args.backend or (suite.backend if suite else DEFAULT_BACKEND)
     if suite and suite.backend != backend:
@@ -62,14 +60,9 @@ def main(args: argparse.Namespace) -> int:
         raise PibenchError("--calibration goes with --quick")
     if args.extend and args.quick:
         raise PibenchError("--extend and --quick are two ways to start from a calibration; choose one")
-    from pibench.models.opkinds import ARGMAX_LENGTHS
-
-    lengths = sorted(
-        {*ARGMAX_LENGTHS, *([suite.entries[0].config.vocab] if suite and suite.scope == "end_to_end" else [])}
-    )
     progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.extend:
-        return _extend(args, backend, settings, lengths, progress)
+        return _extend(args, backend, settings, progress)
     base = None
     if args.quick:
         from dataclasses import asdict
@@ -80,13 +73,13 @@ def main(args: argparse.Namespace) -> int:
         base.check_settings(backend, asdict(settings), "these settings")
     from pibench.calibration.microbench import calibrate
 
-    data = calibrate(backend, settings, args.max_row_length, progress, base.file if base else None, lengths)
+    data = calibrate(backend, settings, progress, base.file if base else None)
     path = write_record(args.out, data)
     print(json.dumps({"calibration": str(path), "backend": backend, "settings": data.settings}, indent=1))
     return 0
 
 
-def _extend(args: argparse.Namespace, backend: str, settings: Any, lengths: list[int], progress: Any) -> int:
+def _extend(args: argparse.Namespace, backend: str, settings: Any, progress: Any) -> int:
     from dataclasses import asdict
 
     from pibench.calibration.fit import load_calibration
@@ -94,7 +87,7 @@ def _extend(args: argparse.Namespace, backend: str, settings: Any, lengths: list
 
     base = load_calibration(args.extend)
     base.check_settings(backend, asdict(settings), "these settings")
-    data, measured = extend(base.file, settings, lengths, progress)
+    data, measured = extend(base.file, settings, progress)
     path = write_record(args.out, data.model_dump(mode="json", exclude_none=True))  # the file's fields as they were
     print(json.dumps({"calibration": str(path), "extended": args.extend, "measured": measured}, indent=1))
     return 0

@@ -116,10 +116,64 @@ def broadcast(a: Shape, b: Shape) -> Shape:
 
 
 Sample = tuple[Shape, ...]  # operand shapes of one measured call
-# Row lengths (vocabulary sizes) a calibration tabulates the argmax at: GPT-2's, LLaMA's 32000, and
-# small ones for tiny suites; `pibench calibrate --suite SUITE` adds the suite's vocab.
-ARGMAX_LENGTHS = (2, 16, 32, 64, 256, 1024, 32000, 50257)
 MATMULS = ("linear", "attn_matmul", "embedding", "lm_head")
+Features = Callable[[Signature], list[float]]
+
+
+@dataclass(frozen=True)
+class CostForm:
+    """How a call's traffic follows from its signature: its bytes a combination of `bytes`' features,
+    its rounds (and round trips) of `rounds`', each with a constant first (a per-call cost). A calibration
+    finds the coefficients: exact integers for a backend whose counts are deterministic (CrypTen), a
+    fit otherwise (`pibench.calibration.fit`). `size` is the one number a calibrated range is measured
+    in (elements, a row's length, multiply-accumulates), and what a backend's traffic is interpolated
+    over where it is not a combination of features (SPU: `Backend.count_model`). A backend may give a
+    kind a form of its own, from its algorithm (CrypTen's log-reduction softmax: `Backend.cost_form`)."""
+
+    name: str
+    bytes: Features
+    rounds: Features
+    size: Callable[[Signature], int]
+    # the fewest elements one of its exchanges carries: where that is 1 or 2, an exchange waits for one round
+    # trip instead of two (CrypTen's all_reduce), so round trips have features of their own there
+    payload: Callable[[Signature], int]
+
+    def round_trips(self, sig: Signature) -> list[float]:
+        """The features round trips are a combination of: the rounds', and again for calls whose
+        smallest exchange carries one element, and for two."""
+        base, narrow = self.rounds(sig), self.payload(sig)
+        return [*base, *(f * (narrow == 1) for f in base), *(f * (narrow == 2) for f in base)]
+
+
+ELEMENTWISE = CostForm("elementwise/1", lambda s: [1.0, s[0]], lambda s: [1.0, s[0]], lambda s: s[0], lambda s: s[0])
+NORM = CostForm(  # (rows, cols, gain elements opened)
+    "norm/1", lambda s: [1.0, s[0] * s[1], s[0], s[2]], lambda s: [1.0, s[0]], lambda s: s[0] * s[1], lambda s: s[0]
+)
+ROWS = CostForm(  # (rows, row length): a reduction over each row
+    "rows/1",
+    lambda s: [1.0, s[0] * s[1], s[0]],
+    lambda s: [1.0, s[0] * s[1], s[0]],
+    lambda s: s[0] * s[1],
+    lambda s: s[0],
+)
+
+
+def _batch(sig: Signature) -> float:
+    """The products in a batch of matrix products: (B m k)(B k n)(B m n) / (B m k n)^2 = B."""
+    a, b, macs, out = sig
+    return a * b * out / macs**2 if macs else 0.0
+
+
+PRODUCT = CostForm(  # (elements of a, of b, multiply-accumulates, elements of the product)
+    "product/2",
+    lambda s: [1.0, _batch(s), s[0], s[1], s[3]],
+    lambda s: [1.0, _batch(s), s[3]],
+    lambda s: s[2],
+    lambda s: s[0] + s[1],
+)
+PAIR = CostForm(  # (elements of a, of b)
+    "pair/1", lambda s: [1.0, s[0], s[1]], lambda s: [1.0, s[0]], lambda s: s[0], lambda s: s[0] + s[1]
+)
 
 
 @dataclass(frozen=True)
@@ -128,8 +182,7 @@ class Call:
 
     signature:     operand shapes -> the call's signature in the tally
     run:           (ops, operands) -> result: how an op server executes it on an `Ops` interpreter
-    byte_features: signature -> features that bytes are an exact integer-linear function of
-                   (None: tabulated per row length, softmax)
+    form:          how its bytes and rounds follow from its signature (`CostForm`)
     samples:       small operand shapes for the exact byte and round fits
     time_samples:  GPT-2-sized operand shapes for the time fit
     operands:      how many operands the op server makes (extra LayerNorm gain/bias are derived)
@@ -139,7 +192,7 @@ class Call:
     bucket: str  # the breakdown kind (`KINDS`) its exchanges land in
     signature: Callable[[Sequence[Shape]], Signature]
     run: Callable[[Any, Sequence[Any]], Any]
-    byte_features: Callable[[Signature], list[int]] | None
+    form: CostForm
     samples: tuple[Sample, ...]
     time_samples: tuple[Sample, ...]
     weights: bool = True  # operands after the first are the server's weights (else the client's secrets)
@@ -155,19 +208,7 @@ class Call:
         """The work a call does, for the time model: multiply-accumulates of products, else elements."""
         if self.name in MATMULS:
             return sig[2]
-        return sig[0] * sig[1] if self.name == "layernorm" else math.prod(sig)
-
-    def fitted_features(self, sig: Signature) -> list[float]:
-        """Features a fitted (not exact) byte or round model combines, for backends whose traffic is not
-        an exact function of shapes: a constant per call, and the sizes that traffic can grow with."""
-        if self.name in ("softmax", "layernorm"):
-            rows, cols = sig[:2]
-            return [1.0, float(rows * cols), float(rows)]
-        if self.name in MATMULS:  # products in the batch, elements in, elements out, multiply-accumulates
-            a, b, macs, out = sig
-            batch = a * b * out / macs**2  # (B m k)(B k n)(B m n) / (B m k n)^2 = B
-            return [1.0, batch, float(a), float(b), float(out), float(macs)]
-        return [1.0, *(float(n) for n in sig)]
+        return sig[0] * sig[1] if self.name in ("layernorm", "softmax", "argmax") else sig[0]
 
 
 def _tied_product(name: str, role: str) -> Call:
@@ -178,7 +219,7 @@ def _tied_product(name: str, role: str) -> Call:
         name,
         _matmul,
         lambda ops, xs: ops.matmul(xs[0], xs[1], role),
-        lambda s: [s[0] + s[1]],
+        PRODUCT,
         samples=(),
         time_samples=(),
         same_as="linear",
@@ -194,8 +235,8 @@ CALLS: dict[str, Call] = {
             "softmax",
             _rows_cols,
             lambda ops, xs: ops.softmax(xs[0]),
-            None,
-            samples=(),  # tabulated per row length by the calibration
+            ROWS,
+            samples=(((1, 1),), ((1, 2),), ((2, 8),), ((3, 16),), ((1, 100),)),
             time_samples=(((12, 128, 128),), ((12, 256, 256),), ((12, 64, 512),)),
         ),
         Call(
@@ -203,7 +244,7 @@ CALLS: dict[str, Call] = {
             "layernorm",
             _layernorm,
             lambda ops, xs: ops.layernorm(*xs),
-            lambda s: [s[0] * s[1], s[0], s[2]],
+            NORM,
             samples=(((1, 8),), ((2, 8),), ((1, 16),), ((3, 100),), ((4, 32),)),
             time_samples=(((128, 768),), ((256, 768),), ((512, 768),)),
         ),
@@ -212,7 +253,7 @@ CALLS: dict[str, Call] = {
             "gelu",
             _elements,
             lambda ops, xs: ops.gelu(xs[0]),
-            lambda s: [s[0]],
+            ELEMENTWISE,
             samples=(((1, 64),), ((2, 128),), ((1, 1000),)),
             time_samples=(((128, 768),), ((128, 3072),), ((512, 3072),)),
         ),
@@ -221,7 +262,7 @@ CALLS: dict[str, Call] = {
             "relu",
             _elements,
             lambda ops, xs: ops.relu(xs[0]),
-            lambda s: [s[0]],
+            ELEMENTWISE,
             samples=(((1, 64),), ((2, 128),), ((1, 1000),)),
             time_samples=(((128, 768),), ((128, 3072),), ((512, 3072),)),
         ),
@@ -230,8 +271,8 @@ CALLS: dict[str, Call] = {
             "linear",
             _matmul,
             lambda ops, xs: ops.matmul(xs[0], xs[1], "attn.proj"),
-            lambda s: [s[0] + s[1]],
-            samples=(((4, 8), (8, 16)), ((8, 16), (16, 32)), ((16, 8), (8, 8))),
+            PRODUCT,
+            samples=(((4, 8), (8, 16)), ((8, 16), (16, 32)), ((16, 8), (8, 8)), ((1, 4), (4, 4)), ((5, 2), (2, 7))),
             time_samples=(((128, 768), (768, 768)), ((128, 768), (768, 3072)), ((512, 768), (768, 3072))),
         ),
         Call(
@@ -239,8 +280,14 @@ CALLS: dict[str, Call] = {
             "attn_matmul",
             _matmul,
             lambda ops, xs: ops.matmul(xs[0], xs[1], "attn.scores"),
-            lambda s: [s[0] + s[1]],
-            samples=(((2, 4, 8), (2, 8, 4)), ((3, 8, 4), (3, 4, 8))),
+            PRODUCT,
+            samples=(
+                ((2, 4, 8), (2, 8, 4)),
+                ((3, 8, 4), (3, 4, 8)),
+                ((2, 1, 4), (2, 4, 6)),
+                ((1, 5, 2), (1, 2, 3)),
+                ((4, 2, 2), (4, 2, 2)),
+            ),
             time_samples=(
                 ((12, 128, 64), (12, 64, 128)),
                 ((12, 128, 128), (12, 128, 64)),
@@ -255,9 +302,20 @@ CALLS: dict[str, Call] = {
             "argmax",
             _rows_cols,
             lambda ops, xs: ops.argmax(xs[0]),
-            None,
-            samples=(),  # tabulated per row length (`ARGMAX_LENGTHS`) by the calibration
+            ROWS,
+            samples=(((1, 2),), ((1, 16),), ((2, 32),), ((1, 100),)),
             time_samples=(((1, 8192),), ((1, 32000),), ((1, 50257),)),
+            weights=False,
+        ),
+        Call(  # a product with a public constant (attention's 1/sqrt(d_head)): CrypTen's truncation is local,
+            # SPU's exchanges
+            "scale",
+            "other",
+            _elements,
+            lambda ops, xs: ops.scale(xs[0], 0.125),
+            ELEMENTWISE,
+            samples=(((1, 64),), ((2, 128),), ((1, 1000),)),
+            time_samples=(((12, 128, 128),), ((128, 768),), ((12, 512, 512),)),
             weights=False,
         ),
         Call(
@@ -265,7 +323,7 @@ CALLS: dict[str, Call] = {
             "other",
             _two_operands,
             lambda ops, xs: ops.mul(xs[0], xs[1]),
-            lambda s: [s[0] + s[1]],
+            PAIR,
             samples=(((4, 8), (1,)), ((4, 8), (4, 8)), ((2, 4, 4), (2, 4, 1))),
             time_samples=(((128, 768), (1,)), ((12, 128, 128), (12, 128, 1)), ((512, 768), (512, 768))),
         ),

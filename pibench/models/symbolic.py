@@ -146,6 +146,7 @@ class SymbolicOps(Ops):
     def scale(self, a: SymTensor, c: float) -> SymTensor:
         if not a.public:
             self.tally.elementwise["mul_public"] += a.numel
+            self.tally.calls[("scale", (a.numel,))] += 1
         return a
 
     def _nonlinear(self, kind: str, x: SymTensor, sig: tuple[int, ...] | None = None) -> SymTensor:

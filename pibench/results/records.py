@@ -49,8 +49,9 @@ HISTORY = {  # versions no migration reaches, and why
 
 def _from_2(record: dict[str, Any]) -> dict[str, Any]:
     """Version 3 adds each variant's synthetic prompt (`Measured.prompt`; version 2 did not keep it), the
-    environment's measuring-code digest (`Machine.code`; unknown before), and whether the parties were
-    warm (`RunInfo.warm_parties`; they never were before)."""
+    environment's measuring-code digest (`Machine.code`; unknown before), whether the parties were warm
+    (`RunInfo.warm_parties`; they never were before), and to predictions their round trips (version 2's
+    counted rounds, which its projections multiplied) and notes (none)."""
     for measured in (v.get("measured") for v in record.get("variants") or [] if isinstance(v, dict)):
         if isinstance(measured, dict):
             measured.setdefault("prompt", None)
@@ -60,6 +61,17 @@ def _from_2(record: dict[str, Any]) -> dict[str, Any]:
     run = record.get("run")
     if isinstance(run, dict):
         run.setdefault("warm_parties", False)
+    for predicted in (v.get("predicted") for v in record.get("variants") or [] if isinstance(v, dict)):
+        if isinstance(predicted, dict):  # predictions then counted rounds alone, and said nothing more
+            predicted.setdefault("notes", [])
+            generation = predicted.get("generation")
+            steps = generation.get("steps") if isinstance(generation, dict) else None
+            for part in [predicted, *(steps if isinstance(steps, list) else [])]:
+                if isinstance(part, dict):
+                    part.setdefault("round_trips", part.get("rounds", 0))
+                    for kind in (part.get("by_kind") or {}).values():
+                        if isinstance(kind, dict):
+                            kind.setdefault("round_trips", kind.get("rounds", 0))
     return record
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pibench.backends import BACKENDS
-from pibench.calibration.fit import Predicted
+from pibench.calibration.fit import Predicted, merge_notes
 from pibench.counting.cost import VariantCost
 from pibench.counting.network import DEFAULT_PROJECTIONS, NetworkProfile, parse_profile, project
 from pibench.counting.notation import nonlinear_notation, nonlinear_notation_json
@@ -109,6 +109,7 @@ class Report:
     # (row tag, record, what measured it) of each; the rows' labels carry their tag
     merged: list[tuple[str, str, str]] = field(default_factory=list)
     predicted: bool = False  # the rows are the calibrated model's predictions (`predicted_report`), not a run's
+    prediction_notes: list[str] = field(default_factory=list)  # what they stand on beyond what was measured
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,7 @@ def predicted_report(
         error_by="",
         description=suite.description,
         predicted=True,
+        prediction_notes=merge_notes(note for p in preds for note in p.notes),
     )
 
 
@@ -507,6 +509,8 @@ def footer(rep: Report, shown: Collection[str] | None = None) -> list[str]:
         lines = [f"[{rep.label}] rows [{tag}]: {record}: measured by pibench: {by}." for tag, record, by in rep.merged]
     elif rep.predicted:
         lines = [f"[{rep.label}]: predicted by pibench, not measured: {rep.measured_by}."]
+        if rep.prediction_notes:
+            lines.append(f"[{rep.label}] beyond what was measured: {'; '.join(rep.prediction_notes)}.")
     else:
         lines = [f"[{rep.label}]: measured by pibench: {rep.measured_by}."]
     if rep.error_by:

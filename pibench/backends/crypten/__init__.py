@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pibench.backends.base import Backend, Emit, Rendezvous, Session
+from pibench.backends.crypten import log_reduction
 from pibench.backends.crypten.settings import CrypTenSettings, weight_masks
+from pibench.models.opkinds import Call, CostForm, Sample
 from pibench.util.errors import PibenchError
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -38,6 +40,13 @@ class CrypTen(Backend):
 
     def weight_masks(self, settings: Mapping[str, Any]) -> str:
         return weight_masks(settings)
+
+    def cost_form(self, call: Call) -> CostForm:
+        """Softmax and argmax follow CrypTen's log-reduction maximum (`log_reduction`); the rest, the kinds' forms."""
+        return log_reduction.FORMS.get(call.name, call.form)
+
+    def count_samples(self, call: Call) -> tuple[Sample, ...]:
+        return log_reduction.count_samples(call.name)
 
     def reference_gelu(self, settings: CrypTenSettings) -> str:
         return settings.gelu

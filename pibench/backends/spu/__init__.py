@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pibench.backends.base import Backend, Rendezvous, Session, url_of
+from pibench.backends.spu import ciphertexts
 from pibench.backends.spu.settings import SPUSettings
 from pibench.models.config import ModelConfig
-from pibench.models.opkinds import Call, Sample
+from pibench.models.opkinds import Call, CostForm, Sample
 from pibench.util.errors import PibenchError
 from pibench.util.procs import free_port
 
@@ -113,39 +114,77 @@ class SPU(Backend):
         return Path(__file__).resolve().parents[2] / "data" / "calibration-spu-default.json"
 
     def time_samples(self, call: Call) -> tuple[Sample, ...]:
-        """CHEETAH's products take seconds at GPT-2 size on 2 cores: calibrate on shapes that run in
-        seconds, spanning the widths (768, 3072) and row lengths (up to 512) GPT-2 uses; they are also
-        the shapes its fitted byte and round models are fitted on."""
+        """The shapes its counts are calibrated on: their runs give its seconds too."""
+        return SAMPLES[call.name]
+
+    def cost_form(self, call: Call) -> CostForm:
+        """Products follow CHEETAH's ciphertexts (`ciphertexts`); the rest, the kinds' forms."""
+        return ciphertexts.FORMS.get(call.name, call.form)
+
+    def count_samples(self, call: Call) -> tuple[Sample, ...]:
+        """From one row to a GPT-2 layer's shapes: SPU's traffic comes in lumps (its OT buffers refill a
+        few megabytes at a time, so a call of one element can move 9 MB), so it is interpolated between
+        measured sizes (`count_model`), and these span what the shipped suites run, the tiny ones' and
+        GPT-2's (T = 1 to 128, d = 64 and 768, decode steps' one row)."""
         return SAMPLES[call.name]
 
 
-# At least ~50K elements, so that SPU's lumpy OT-buffer refills average out (below that a softmax
-# costs 2,177 bytes an element instead of a steady 1,497), small enough to run in seconds; attention
-# products in GPT-2's packing regime (T=64-128 rows, 6-12 heads; CHEETAH's HE products depend on how
-# shapes pack into 8192-slot ciphertexts). None is a GPT-2 T=128 layer's call: those validate the fits
-# (bench/validate_calibration.py).
 SAMPLES: dict[str, tuple[Sample, ...]] = {
-    "softmax": (((12, 64, 64),), ((6, 64, 128),), ((3, 64, 256),), ((1, 64, 512),), ((12, 32, 128),)),
-    "layernorm": (((64, 768),), ((96, 768),), ((16, 3072),), ((192, 256),)),
-    "gelu": (((64, 768),), ((32, 3072),), ((48, 1024),)),
-    "relu": (((64, 768),), ((32, 3072),), ((48, 1024),)),
+    "softmax": (
+        ((1, 1),),
+        ((1, 8),),
+        ((4, 8, 8),),
+        ((12, 1, 33),),
+        ((1, 1024),),
+        ((12, 1, 129),),
+        ((12, 32, 32),),
+        ((12, 64, 64),),
+        ((12, 128, 128),),
+    ),
+    "layernorm": (((1, 64),), ((8, 64),), ((1, 768),), ((8, 768),), ((32, 768),), ((16, 3072),), ((128, 768),)),
+    "gelu": (((1, 64),), ((1, 256),), ((8, 256),), ((1, 3072),), ((8, 768),), ((32, 3072),), ((128, 3072),)),
+    "relu": (((1, 64),), ((8, 256),), ((1, 3072),), ((32, 3072),), ((128, 3072),)),
     "linear": (
+        ((1, 64), (64, 192)),
+        ((8, 64), (64, 192)),
+        ((8, 64), (64, 256)),
+        ((1, 768), (768, 2304)),
         ((32, 768), (768, 768)),
-        ((64, 768), (768, 768)),
         ((32, 768), (768, 3072)),
-        ((32, 3072), (3072, 768)),
-        ((64, 768), (768, 2304)),
+        ((128, 768), (768, 768)),
+        ((128, 768), (768, 3072)),
+        # a vocabulary's: the tiny suites' (97) and gpt2_gen_small's (2048) embedding and head
+        ((8, 97), (97, 64)),
+        ((1, 64), (64, 97)),
+        ((32, 2048), (2048, 768)),
+        ((1, 768), (768, 2048)),
+        # a row into a narrower output, whose answers CHEETAH packs by coefficients (`ciphertexts.ciphertexts`)
+        ((1, 256), (256, 64)),
+        ((1, 3072), (3072, 768)),
     ),
     "attn_matmul": (
-        ((12, 64, 64), (12, 64, 64)),
-        ((12, 96, 64), (12, 64, 96)),
-        ((12, 96, 96), (12, 96, 64)),
-        ((6, 128, 64), (6, 64, 128)),
-        ((6, 128, 128), (6, 128, 64)),
+        ((4, 8, 16), (4, 16, 8)),
+        ((4, 8, 8), (4, 8, 16)),
+        ((12, 1, 64), (12, 64, 33)),
+        ((12, 1, 33), (12, 33, 64)),
+        ((12, 32, 64), (12, 64, 32)),
+        ((12, 128, 64), (12, 64, 128)),
+        ((12, 128, 128), (12, 128, 64)),
+        # a decode step's scores times values at longer contexts: two unpacked answers, and packed by coefficients
+        ((12, 1, 159), (12, 159, 64)),
+        ((12, 1, 256), (12, 256, 64)),
     ),
-    "mul": (((64, 768), (1,)), ((96, 768), (1,)), ((12, 64, 64), (12, 64, 1)), ((6, 128, 128), (6, 128, 1))),
-    # the next token's choice over a vocabulary: one row, GPT-2's 50257 and smaller ones
-    "argmax": (((1, 8192),), ((1, 16384),), ((2, 8192),), ((1, 50257),)),
+    "mul": (
+        ((1, 64), (1,)),
+        ((4, 8, 8), (4, 8, 1)),
+        ((8, 64), (64,)),
+        ((1, 768), (768,)),
+        ((32, 768), (768,)),
+        ((128, 768), (1,)),
+        ((12, 128, 128), (12, 128, 1)),
+    ),
+    "scale": (((1, 64),), ((4, 8, 8),), ((12, 1, 33),), ((8, 256),), ((12, 32, 32),), ((12, 128, 128),)),
+    "argmax": (((1, 97),), ((1, 1024),), ((1, 2048),), ((1, 8192),), ((1, 50257),)),
 }
 
 
