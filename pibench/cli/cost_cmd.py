@@ -92,7 +92,7 @@ def _predictions(
     )
     if [p for p in profiles if p.bandwidth_bps]:
         rtt = (
-            " + rounds x RTT (measured runs count round trips: up to 2 per round, docs/networks.md)"
+            " + round trips x RTT (the calibration's: an exchange of 3 or more elements is 2, docs/networks.md)"
             if backend.rounds_are_round_trips
             else f" + messages x {backend.rtt_per_round:g} RTT (both parties send at once, docs/networks.md)"
         )

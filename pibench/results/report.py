@@ -456,7 +456,7 @@ def predicted_report(
         projected_by=(
             "the calibrated model's minutes on "
             + "; ".join(p.describe() for p in profiles)
-            + " (compute + max(exchange CPU time, wire time) + rounds x RTT: docs/predictions.md), not measured"
+            + " (compute + max(exchange CPU time, wire time) + round trips x RTT: docs/predictions.md), not measured"
         ),
         error_by="",
         description=suite.description,
