@@ -173,3 +173,34 @@ def test_a_party_without_peer_gives_up_within_its_timeout(tmp_path):
         and err1.count("\n") == 1
     )
     assert all(p.returncode == 2 for p in procs.values()) and not (tmp_path / "r.json").exists()
+
+
+def test_free_ports_are_distinct_and_outside_the_ephemeral_range(monkeypatch):
+    """Two SPU runs of a parallel test suite once died together: their parties' ports came from bind(0),
+    which hands out ports just freed and shares its range with every outgoing connection. Ports are
+    drawn below that range, and one call's are distinct and free."""
+    import socket
+
+    from pibench.util import procs
+
+    start = procs.ephemeral_ports()[0]
+    for _ in range(20):
+        ports = procs.free_ports(3)
+        assert len(set(ports)) == 3
+        assert start <= 21000 or all(20000 <= p < start for p in ports)
+        for p in ports:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p))  # free when handed out
+    # where nothing below the range can be had, the kernel's choice
+    monkeypatch.setattr(procs.socket.socket, "bind", _refuse_low(procs.socket.socket.bind))
+    (port,) = procs.free_ports(1)
+    assert start <= 21000 or port >= start
+
+
+def _refuse_low(bind):
+    def refusing(self, address):
+        if address[1] != 0:
+            raise OSError("taken")
+        return bind(self, address)
+
+    return refusing

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import random
 import signal
 import socket
 import sys
@@ -62,12 +63,47 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections and bind(0) (Linux's default elsewhere)."""
+    try:
+        low, high = (int(v) for v in open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[:2])
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free on `host` now, drawn at random below the kernel's ephemeral range:
+    other processes' outgoing connections take ports from that range and bind(0) hands out ones just
+    freed, so two runs starting together (a parallel test suite, a sweep's cells) were once given one
+    port. Another process may still take one before it is used: where a socket can be passed on,
+    prefer `listening_socket`."""
+    start = ephemeral_ports()[0]
+    low = 20000 if start > 21000 else 1024
+    draw = random.SystemRandom()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(50 * count):  # bounded: ports taken, or in TIME_WAIT, are skipped
+            if len(held) == count:
+                break
+            s = socket.socket()
+            try:
+                s.bind((host, draw.randrange(low, max(low + 1, start))))
+                held.append(s)
+            except OSError:
+                s.close()
+        while len(held) < count:  # none free below the range: the kernel's choice
+            held.append(socket.socket())
+            held[-1].bind((host, 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now (another process may take it before it is used: prefer
-    `listening_socket` and pass the socket on)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """One port free on `host` now (`free_ports`)."""
+    return free_ports(1, host)[0]
 
 
 def local_interface(host: str) -> str | None:

@@ -18,7 +18,7 @@ from pibench.backends.spu.settings import SPUSettings
 from pibench.models.config import ModelConfig
 from pibench.models.opkinds import Call, CostForm, Sample
 from pibench.util.errors import PibenchError
-from pibench.util.procs import free_port
+from pibench.util.procs import free_port, free_ports
 
 
 class SPU(Backend):
@@ -57,7 +57,7 @@ class SPU(Backend):
 
     def local_rendezvous(self, ranks: int) -> tuple[str, socket.socket | None]:
         """SPU's brpc link binds each party's own address itself: one free loopback port per party."""
-        return ",".join(f"tcp://127.0.0.1:{free_port()}" for _ in range(ranks)), None
+        return ",".join(f"tcp://127.0.0.1:{port}" for port in free_ports(ranks)), None
 
     def announce(self, rank: int, host: str, given: tuple[str, int] | None) -> tuple[str | None, socket.socket | None]:
         """Every SPU party listens (brpc binds it): at the address the rendezvous lists for it, else on a
