@@ -162,6 +162,7 @@ class CallCost:
 
 
 def combine(coef: Sequence[float], feats: Sequence[float]) -> float:
+    """A model's value: its coefficients times the cost form's features, summed."""
     return sum(c * f for c, f in zip(coef, feats, strict=True))
 
 
@@ -362,7 +363,7 @@ def exact_fit(kind: str, rows: list[tuple[list[float], float]]) -> list[float]:
     """Integer coefficients reproducing every sample exactly (`integer_fit`), or an error."""
     coef = integer_fit(rows)
     for feats, value in rows:
-        if sum(c * f for c, f in zip(coef, feats, strict=True)) != value:
+        if combine(coef, feats) != value:
             raise PibenchError(f"the counts of {kind} are not the linear function of {len(coef)} features expected")
     return coef
 

@@ -154,7 +154,7 @@ def _round_trips(form: CostForm, runs: list) -> tuple[list[float], dict[str, flo
         rows = []
         for sig, r in runs:
             if (form.payload(sig) if form.payload(sig) in (1, 2) else None) == narrow:
-                base = sum(c * f for c, f in zip(coef[:width], form.rounds(sig), strict=True)) if narrow else 0.0
+                base = combine(coef[:width], form.rounds(sig)) if narrow else 0.0
                 rows.append((form.rounds(sig), float(r["round_trips"]) - base))
         if rows:
             coef[block * width : (block + 1) * width] = integer_fit(rows)
@@ -166,7 +166,7 @@ def _largest_error(coef: list[float], rows: list[tuple[list[float], float]]) -> 
     worst = 0.0
     for feats, value in rows:
         if value:
-            worst = max(worst, abs(sum(c * f for c, f in zip(coef, feats, strict=True)) / value - 1))
+            worst = max(worst, abs(combine(coef, feats) / value - 1))
     return round(worst, 4)
 
 
@@ -210,7 +210,7 @@ def _validate(name: str, form: CostForm, model: dict[str, Any], timed: list) -> 
     rounds reproduced, else an error; its calibrated range grows to them."""
     for sig, r in timed:
         for what, features in (("bytes", form.bytes), ("rounds", form.rounds)):
-            if sum(c * f for c, f in zip(model[what], features(sig), strict=True)) != r[what]:
+            if combine(model[what], features(sig)) != r[what]:
                 raise PibenchError(f"the {what} of {name} at {sig} are not what its exact model gives")
         model["largest"] = max(model["largest"], form.size(sig))
 
