@@ -307,11 +307,37 @@ def test_lumpy_notes_are_one():
     from pibench.calibration.fit import LUMPY, merge_notes
 
     notes = [
-        f"{LUMPY}: softmax ±9% in bytes (lumps to 1.1 MB)",
+        f"{LUMPY}: softmax's (lumps to 1.1 MB)",
         "other",
-        f"{LUMPY}: relu ±80% in bytes (lumps to 0.3 MB)",
+        f"{LUMPY}: relu's (lumps to 0.3 MB)",
     ]
     assert merge_notes([*notes, notes[0]]) == [
-        f"{LUMPY}: softmax ±9% in bytes (lumps to 1.1 MB), relu ±80% in bytes (lumps to 0.3 MB)",
+        f"{LUMPY}: softmax's (lumps to 1.1 MB), relu's (lumps to 0.3 MB)",
         "other",
     ]
+
+
+def test_refills_are_predicted_as_their_own_kind():
+    """A model's refills (`CallModel.refills`) are interpolated as its knots are, log-log, and booked to the
+    kind "refills", not to the call's. ReLU's refills set to 1,000 bytes at 64 elements and 100,000 at
+    6,400: at 640 elements, halfway on a log scale, 1,000 x (100,000 / 1,000)^0.5 = 10,000 bytes; 10
+    messages and 1,000 likewise give 100; three such calls book 30,000 bytes and 300 rounds."""
+    from pibench.calibration.fit import LUMPY, Knot
+    from pibench.models.symbolic import Tally
+
+    cal = shipped_calibration("spu")
+    relu = cal.file.models["relu"]
+    knots = [
+        Knot(size=64, bytes=1_000, rounds=10, round_trips=10),
+        Knot(size=6_400, bytes=100_000, rounds=1_000, round_trips=1_000),
+    ]
+    cal.file.models["relu"] = relu.model_copy(update={"refills": knots, "lump": 532_518})
+    cost = cal.op("relu", (640,))
+    assert cost.refills == (10_000, 100, 100)
+    assert any(n.startswith(LUMPY) and "relu's (lumps to 0.5 MB)" in n for n in cost.notes)
+    tally = Tally()
+    tally.calls[("relu", (640,))] = 3
+    out = cal.predict(tally)
+    assert out["by_kind"]["refills"]["bytes"] == 30_000 and out["by_kind"]["refills"]["rounds"] == 300
+    assert out["by_kind"]["relu"]["bytes"] == 3 * cost.bytes
+    assert out["bytes"] == 3 * cost.bytes + 30_000

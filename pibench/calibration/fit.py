@@ -13,9 +13,13 @@ backend says which model its counts take (`Backend.count_model`):
     fitted        non-negative coefficients minimising the relative error over the samples (SPU's
                   products), with the largest relative error of any sample kept as the model's spread
     interpolated  the samples' means at their sizes, interpolated on log scales between them (SPU's
-                  other kinds: traffic in lumps, its OT buffers refilled a few megabytes at a time, so
-                  neither constant nor proportional at small sizes), the widest spread between repeats of
-                  one size kept; per element beyond the largest
+                  other kinds: neither constant nor proportional at small sizes), the widest spread between
+                  repeats of one size kept; per element beyond the largest
+
+Where a backend refills pools in lumps in whichever call empties them (SPU's oblivious transfers), the
+models are of a call's own traffic, and the refills its consumption costs are a model of their own
+(`CallModel.refills`: their mean per call, interpolated), predicted as the kind "refills", as runs book
+them (`pibench.backends.spu.session.own_and_refills`).
 
 Seconds are fitted (non-negative least squares) per kind on features (calls, bytes, rounds, MACs or
 elements), so they hold for the machine the file names. A prediction past a model's largest calibrated
@@ -127,7 +131,10 @@ class CallModel(Strict):
     knots: list[Knot] = Field(default_factory=list)
     largest: Annotated[int, Field(ge=1)]
     spread: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # "bytes", "rounds"
-    # bytes: the largest excess of one call over the model, where the backend refills pools in lumps (SPU)
+    # where the backend refills pools in lumps inside whichever call empties them (SPU), booked apart as the
+    # kind "refills": their mean per call by size (`microbench.POOL_BYTES`), interpolated as `knots` are, and
+    # the most bytes of refills one calibrated call held
+    refills: list[Knot] = Field(default_factory=list)
     lump: Annotated[float, Field(ge=0)] = 0.0
     wall_s: list[float]
     comm_s: list[float]
@@ -159,6 +166,7 @@ class CallCost:
     wall_s: float
     comm_s: float
     notes: tuple[str, ...] = ()
+    refills: tuple[int, int, int] = (0, 0, 0)  # bytes, rounds, round trips of the pools' refills it costs
 
 
 def combine(coef: Sequence[float], feats: Sequence[float]) -> float:
@@ -260,28 +268,35 @@ class Calibration:
         else:
             byts = combine(m.bytes, form.bytes(sig))
             rounds, trips = combine(m.rounds, form.rounds(sig)), combine(m.round_trips, form.round_trips(sig))
+        refills = [0.0, 0.0, 0.0]
+        if m.refills:
+            refills = [_interpolate(m.refills, max(form.size(sig), 1), w) for w in ("bytes", "rounds", "round_trips")]
         if not any(sig):  # a call that moves nothing (an empty operand) costs nothing
             byts = rounds = trips = 0.0
+            refills = [0.0, 0.0, 0.0]
         notes = []
         if form.size(sig) > m.largest and (byts or rounds):  # a call that exchanges nothing has nothing to extrapolate
             how = "exact where its form holds" if m.fit == "exact" else "per element beyond it"
             notes.append(f"{name} beyond the calibrated {m.largest:,} ({form.name}): extrapolated, {how}")
-        spreads = {what: spread for what, spread in m.spread.items() if spread > 0.005}
-        if m.lump and spreads:
-            ranged = " and ".join(f"±{spread:.0%} in {what.replace('_', ' ')}" for what, spread in spreads.items())
-            notes.append(f"{LUMPY}: {name} {ranged} (lumps to {m.lump / 1e6:.1f} MB)")
-        for what, spread in spreads.items():
+        if refills[0]:
+            notes.append(f"{LUMPY}: {name}'s (lumps to {m.lump / 1e6:.1f} MB)")
+        for what, spread in m.spread.items():
+            if spread <= 0.005:
+                continue
             if m.fit == "exact":  # only round trips of calls whose smallest exchange is one or two elements miss
                 if form.payload(sig) in (1, 2):
                     notes.append(
                         f"{name}'s round trips within ±{spread:.0%} where an exchange carries one or two elements"
                     )
-            elif not m.lump:
+            else:
                 notes.append(f"{name}'s {what} within ±{spread:.0%} (repeated calls of one size differed so)")
         feats = time_features(call, sig, byts, rounds)
         wall = combine(m.wall_s, feats)
         comm = combine(m.comm_s, feats)
-        return CallCost(round(byts), round(rounds), round(trips), wall, min(comm, wall), tuple(notes))
+        own = (round(byts), round(rounds), round(trips))
+        return CallCost(
+            *own, wall, min(comm, wall), tuple(notes), (round(refills[0]), round(refills[1]), round(refills[2]))
+        )
 
     def predict(self, tally: Tally) -> dict[str, Any]:
         """Predicted totals of one forward pass from its symbolic tally, with the notes of its calls."""
@@ -289,21 +304,28 @@ class Calibration:
         out |= {"by_kind": {}, "notes": []}
         for (call, sig), n in sorted(tally.calls.items()):
             cost = self.op(call, sig)
-            zero = {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0}
-            k = out["by_kind"].setdefault(CALLS[call].bucket, zero)
+            k = out["by_kind"].setdefault(
+                CALLS[call].bucket, {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0}
+            )
             for target in (out, k):
                 target["bytes"] += n * cost.bytes
                 target["rounds"] += n * cost.rounds
                 target["round_trips"] += n * cost.round_trips
                 target["wall_s"] += n * cost.wall_s
+            if any(cost.refills):  # the pools' refills its consumption costs, booked apart as a run books them
+                r = out["by_kind"].setdefault("refills", {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0})
+                for target in (out, r):
+                    target["bytes"] += n * cost.refills[0]
+                    target["rounds"] += n * cost.refills[1]
+                    target["round_trips"] += n * cost.refills[2]
             out["comm_s"] += n * cost.comm_s
             out["notes"] += [note for note in cost.notes if note not in out["notes"]]
         return out
 
 
 LUMPY = (
-    "a mean of calls that ranged about it, where the backend refills pools (Beaver triples, oblivious transfers) in "
-    "lumps in whichever call empties them"
+    "refills predicted as the mean that calls' consumption costs, where the backend refills pools (oblivious "
+    "transfers, triples) in lumps in whichever call empties them, so a run books 0 or more whole lumps"
 )
 
 

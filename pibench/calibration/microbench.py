@@ -59,8 +59,9 @@ class OpPair:
                 listener.close()  # rank 0 holds it now
         self.parties = self.procs[:2]
 
-    def run(self, op: str, shapes: Sequence[Sequence[int]]) -> dict[str, float]:
-        """Run `op` once on both parties: bytes sent by both, rounds and seconds of the busier."""
+    def run(self, op: str, shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
+        """Run `op` once on both parties: bytes sent by both, rounds and seconds of the busier; the call's
+        own, and under "refills" the pools' refills that fell in it (`spu.session.own_and_refills`)."""
         request = json.dumps({"op": op, "shapes": [list(s) for s in shapes]}) + "\n"
         for p in self.parties:
             assert p.stdin is not None
@@ -73,13 +74,7 @@ class OpPair:
             if not line:
                 raise PibenchError(f"an op server exited with code {p.wait(timeout=10)} during {op} {list(shapes)}")
             replies.append(json.loads(line))
-        return {
-            "bytes": replies[0]["bytes"] + replies[1]["bytes"],
-            "rounds": max(r["rounds"] for r in replies),
-            "round_trips": max(r["round_trips"] for r in replies),
-            "wall_s": max(r["wall_s"] for r in replies),
-            "comm_s": max(r["comm_s"] for r in replies),
-        }
+        return _both(replies) | {"refills": _both([r["refills"] for r in replies])}
 
     def close(self) -> None:
         for p in self.parties:
@@ -99,15 +94,22 @@ class OpPair:
                 p.stdout.close()
 
 
+def _both(replies: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Two parties' figures as a calibration counts them: bytes sent by both, the rest the busier's."""
+    out = {"bytes": replies[0]["bytes"] + replies[1]["bytes"]}
+    return out | {w: max(r.get(w, 0.0) for r in replies) for w in ("rounds", "round_trips", "wall_s", "comm_s")}
+
+
 def settings_dict(settings: Any) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(settings)
 
 
-# A backend whose counts are not deterministic (SPU) draws Beaver triples and oblivious transfers from pools it
-# refills in lumps (0.5 to 1.2 MB) in whichever call empties them: each shape runs again until its runs moved
-# POOL_BYTES (at most MAX_REPEATS times), so that a model's mean carries the pools' refills in proportion.
+# A backend that draws oblivious transfers from pools it refills in lumps (SPU: 0.5 MB and more) in whichever
+# call empties them tells a call's own traffic from the refills in it (`spu.session.own_and_refills`): each
+# shape runs again until its runs moved POOL_BYTES (at most MAX_REPEATS times), so that the mean of the
+# refills per call is what the call's consumption costs in refills.
 POOL_BYTES = 16_000_000
 MAX_REPEATS = 24
 
@@ -122,7 +124,7 @@ def _counts(pair: OpPair, backend: str, name: str, progress: Callable[[str], Non
         sig, moved, done = call.signature(sample), 0.0, 0
         while done < 1 or (fit != "exact" and moved < POOL_BYTES and done < MAX_REPEATS):
             runs.append((sig, pair.run(name, sample)))
-            moved, done = moved + runs[-1][1]["bytes"], done + 1
+            moved, done = moved + runs[-1][1]["bytes"] + runs[-1][1]["refills"]["bytes"], done + 1
     model: dict[str, Any] = {"fit": fit, "form": form.name, "largest": max(form.size(sig) for sig, _ in runs)}
     if fit == "exact":
         model["bytes"] = exact_fit(f"{name}'s bytes", [(form.bytes(sig), r["bytes"]) for sig, r in runs])
@@ -135,9 +137,11 @@ def _counts(pair: OpPair, backend: str, name: str, progress: Callable[[str], Non
             model[what] = nnls_fit(rows, relative=True)
             if what != "round_trips":
                 model["spread"][what] = _largest_error(model[what], rows)
-        model["lump"] = max(0.0, *(r["bytes"] - combine(model["bytes"], form.bytes(sig)) for sig, r in runs))
     else:
-        model["knots"], model["spread"], model["lump"] = _knots([(form.size(sig), r) for sig, r in runs])
+        model["knots"], model["spread"] = _knots([(form.size(sig), r) for sig, r in runs])
+    if fit != "exact":
+        model["refills"], _ = _knots([(form.size(sig), r["refills"]) for sig, r in runs])
+        model["lump"] = max(r["refills"]["bytes"] for _, r in runs)
     progress(f"{name}: {fit} counts on {len(runs)} runs of {len(samples)} shapes")
     return model, runs
 
@@ -170,23 +174,22 @@ def _largest_error(coef: list[float], rows: list[tuple[list[float], float]]) -> 
     return round(worst, 4)
 
 
-def _knots(runs: list[tuple[int, dict[str, float]]]) -> tuple[list[dict[str, float]], dict[str, float], float]:
-    """An interpolated model's knots: per size, the mean of its runs (what a call costs with the pools'
-    refills in proportion, `POOL_BYTES`); the spread, the largest relative distance of a run from its
-    size's mean (bytes, rounds); and the lump, the largest excess of a run's bytes over that mean."""
-    by_size: dict[int, list[dict[str, float]]] = {}
+def _knots(runs: list[tuple[int, dict[str, Any]]]) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """An interpolated model's knots: per size, the mean of its runs (`POOL_BYTES` of them, where the
+    refills in them are its model); and the spread, the largest relative distance of a run from its size's
+    mean (bytes, rounds)."""
+    by_size: dict[int, list[dict[str, Any]]] = {}
     for size, r in runs:
         by_size.setdefault(size, []).append(r)
-    knots, spread, lump = [], {"bytes": 0.0, "rounds": 0.0}, 0.0
+    knots, spread = [], {"bytes": 0.0, "rounds": 0.0}
     for size in sorted(by_size):
         rs = by_size[size]
         knot = {"size": size} | {w: sum(r[w] for r in rs) / len(rs) for w in ("bytes", "rounds", "round_trips")}
         knots.append(knot)
-        lump = max(lump, *(r["bytes"] - knot["bytes"] for r in rs))
         for what in spread:
             if knot[what]:
                 spread[what] = max(spread[what], *(abs(r[what] / knot[what] - 1) for r in rs))
-    return knots, {w: round(v, 4) for w, v in spread.items()}, round(lump)
+    return knots, {w: round(v, 4) for w, v in spread.items()}
 
 
 def _seconds(pair: OpPair, backend: str, call: Call, model: dict[str, Any], runs: list) -> list:

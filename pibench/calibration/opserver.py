@@ -6,7 +6,8 @@ the op benchmarks (`pibench.calibration.microbench.OpPair` starts and drives a p
 Reads one JSON request per line on stdin, {"op": CALL, "shapes": [[...], ...]} (`opkinds.CALLS`),
 runs it on fresh random operands (the first shared by the client, the others by the server as its
 weights, or by the client where the call's operands are all activations) and
-answers one JSON line: this party's bytes sent, rounds, round trips, seconds and seconds in exchanges.
+answers one JSON line: this party's bytes sent, rounds, round trips, seconds and seconds in exchanges
+(the call's own), and those of the pools' refills that fell in it (SPU's; zero elsewhere).
 {"op": "exit"} or the end of stdin stops it.
 """
 
@@ -57,13 +58,15 @@ def serve(backend_name: str, rank: int, rendezvous: Rendezvous, settings_json: s
                 return call.run(ops, [x, *(w[str(i)] for i in range(n))])
 
             _, counts = session.measure(step, w, x)
-            total = counts.total()
-            reply = {
-                "bytes": total.sent,
-                "rounds": total.rounds,
-                "round_trips": total.round_trips or total.rounds,  # a backend that does not tell them apart: rounds
+            total, refills = counts.total(), counts.by_kind["refills"]
+            reply = {  # the call's own figures; its pools' refills apart (SPU's, `spu.session.own_and_refills`)
+                "bytes": total.sent - refills.sent,
+                "rounds": total.rounds - refills.rounds,
+                # a backend that does not tell them apart: rounds
+                "round_trips": (total.round_trips or total.rounds) - (refills.round_trips or refills.rounds),
                 "wall_s": counts.wall_s,
                 "comm_s": total.comm_s,
+                "refills": {"bytes": refills.sent, "rounds": refills.rounds, "round_trips": refills.rounds},
             }
             print(json.dumps(reply), flush=True)
     finally:

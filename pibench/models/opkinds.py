@@ -34,6 +34,7 @@ class Kind:
     description: str
     abbrev: str | None = None  # the papers' notation, for nonlinear kinds
     end_to_end: bool = False  # only the end-to-end scope runs it (the head: embedding, LM head, argmax)
+    by_chance: bool = False  # a run's figures are whole lumps where a pool ran dry: gates compare the totals only
 
     @property
     def nonlinear(self) -> bool:
@@ -53,6 +54,11 @@ KINDS: dict[str, Kind] = {
         Kind("embedding", "secret one-hot token rows times the token embedding", end_to_end=True),
         Kind("lm_head", "the LM head: hidden state times the tied token embedding", end_to_end=True),
         Kind("other", "residual scalars and other secret×secret elementwise products"),
+        Kind(
+            "refills",
+            "a backend's refills of its pools (SPU's oblivious transfers and triples), wherever a call emptied one",
+            by_chance=True,
+        ),
     )
 }
 NONLINEAR = tuple(k.name for k in KINDS.values() if k.nonlinear)

@@ -57,7 +57,7 @@ def _metrics() -> dict[str, Metric]:
         "time_savings": Metric("time_savings", False, 0.33, False),
         "max_abs_error": Metric("max_abs_error", True, 1.0, False),
     }
-    for kind in KINDS:
+    for kind in (k for k, spec in KINDS.items() if not spec.by_chance):
         out[f"bytes.{kind}"] = Metric(f"bytes.{kind}", True, 0.0, True)
         out[f"rounds.{kind}"] = Metric(f"rounds.{kind}", True, 0.0, True)
     for kind in NONLINEAR:
@@ -87,7 +87,7 @@ def values(variant: VariantRecord, base: VariantRecord | None) -> Iterator[tuple
     if m.max_abs_error is not None:
         yield "max_abs_error", m.max_abs_error
     kinds = kinds_in(variant.config["scope"])
-    for kind in kinds:
+    for kind in (k for k in kinds if not KINDS[k].by_chance):
         yield f"bytes.{kind}", m.by_kind[kind].bytes
         yield f"rounds.{kind}", m.by_kind[kind].rounds
     for kind in NONLINEAR:
