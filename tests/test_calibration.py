@@ -341,3 +341,24 @@ def test_refills_are_predicted_as_their_own_kind():
     assert out["by_kind"]["refills"]["bytes"] == 30_000 and out["by_kind"]["refills"]["rounds"] == 300
     assert out["by_kind"]["relu"]["bytes"] == 3 * cost.bytes
     assert out["bytes"] == 3 * cost.bytes + 30_000
+
+
+def test_a_call_whose_two_runs_both_refilled_counts_as_refills():
+    """Three runs of a LayerNorm of 1 x 768 as SPU's op servers answer them (the call's own, the lesser of
+    two runs; the refills, the first run's excess): 82,000 bytes in 47 messages; 82,100 in 47 with a
+    1,143,000-byte triple refill in 4 messages apart; and 1,225,000 in 51 where both runs refilled. The
+    call's own is the mean of the runs with the fewest messages, (82,000 + 82,100) / 2 = 82,050 bytes,
+    47 messages; the refills the rest of the mean moved: (82,000 + 1,225,100 + 1,225,000) / 3 - 82,050 =
+    761,983.3 bytes, (47 + 51 + 51) / 3 - 47 = 2.667 messages; the spread the jitter, 50 / 82,050 = 0.06%."""
+    from pibench.calibration.microbench import _own_knots
+
+    def run(byts, rounds, refill_bytes=0, refill_rounds=0):
+        refills = {"bytes": refill_bytes, "rounds": refill_rounds, "round_trips": refill_rounds}
+        return {"bytes": byts, "rounds": rounds, "round_trips": rounds, "refills": refills}
+
+    runs = [(768, run(82_000, 47)), (768, run(82_100, 47, 1_143_000, 4)), (768, run(1_225_000, 51))]
+    knots, spread, refills = _own_knots(runs)
+    assert knots == [{"size": 768, "bytes": 82_050, "rounds": 47, "round_trips": 47}]
+    assert refills[0]["bytes"] == pytest.approx(761_983.33, abs=0.01)
+    assert refills[0]["rounds"] == pytest.approx(2.667, abs=0.001)
+    assert spread == {"bytes": 0.0006, "rounds": 0.0}

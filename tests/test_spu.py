@@ -175,15 +175,20 @@ def test_a_runs_refills_are_apart_from_the_call():
     figures are SPU's: 3,796,992 bytes sent and 1,044,480 received in 42 and 40 messages on its own; a
     refill is 532,518 bytes more in 2,562 more messages, one way). The run again, after the refill, moved
     the call's own; the first run's excess is the refill. Runs with as many messages each way refilled
-    nothing: their bytes differ by a ciphertext's size, and the first is the call's own."""
+    nothing: their bytes differ by a ciphertext's size, and the first is the call's own. Where the first
+    two runs both refilled a batch of triples (1,143,000 bytes received in 4 more messages), a third that
+    did not is the call's own, and the first run's refill is one batch."""
     from pibench.backends.spu.session import own_and_refills
 
     own = (3_796_992, 1_044_480, 42, 40)
     refilled = (3_796_992 + 532_518, 1_044_480, 42 + 2_562, 40)
-    assert own_and_refills(refilled, own) == (own, (532_518, 0, 2_562, 0))
-    assert own_and_refills(own, refilled) == (own, (0, 0, 0, 0))  # the run again refilled: nothing booked
+    assert own_and_refills(refilled, [own]) == (own, (532_518, 0, 2_562, 0))
+    assert own_and_refills(own, [refilled]) == (own, (0, 0, 0, 0))  # the run again refilled: nothing booked
     jittered = (1_182_813, 1_180_004, 72, 72)
-    assert own_and_refills(jittered, (1_182_515, 1_180_100, 72, 72)) == (jittered, (0, 0, 0, 0))
+    assert own_and_refills(jittered, [(1_182_515, 1_180_100, 72, 72)]) == (jittered, (0, 0, 0, 0))
+    gelu = (1_298_000, 1_290_000, 72, 72)
+    batch = (gelu[0], gelu[1] + 1_143_000, 72, 76)
+    assert own_and_refills(batch, [batch, gelu]) == (gelu, (0, 1_143_000, 0, 4))
 
 
 def test_refills_never_land_in_a_kind():

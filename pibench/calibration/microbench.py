@@ -137,10 +137,10 @@ def _counts(pair: OpPair, backend: str, name: str, progress: Callable[[str], Non
             model[what] = nnls_fit(rows, relative=True)
             if what != "round_trips":
                 model["spread"][what] = _largest_error(model[what], rows)
-    else:
-        model["knots"], model["spread"] = _knots([(form.size(sig), r) for sig, r in runs])
-    if fit != "exact":
         model["refills"], _ = _knots([(form.size(sig), r["refills"]) for sig, r in runs])
+    else:
+        model["knots"], model["spread"], model["refills"] = _own_knots([(form.size(sig), r) for sig, r in runs])
+    if fit != "exact":
         model["lump"] = max(r["refills"]["bytes"] for _, r in runs)
     progress(f"{name}: {fit} counts on {len(runs)} runs of {len(samples)} shapes")
     return model, runs
@@ -172,6 +172,29 @@ def _largest_error(coef: list[float], rows: list[tuple[list[float], float]]) -> 
         if value:
             worst = max(worst, abs(combine(coef, feats) / value - 1))
     return round(worst, 4)
+
+
+def _own_knots(
+    runs: list[tuple[int, dict[str, Any]]],
+) -> tuple[list[dict[str, float]], dict[str, float], list[dict[str, float]]]:
+    """An interpolated model's knots, its spread and its refills' knots. A run books as its call's own the
+    lesser of two (`spu.session.own_and_refills`), which still holds a refill where both refilled (a pool
+    of triples topped up by what each call lacks can run dry in both): per size, the call's own is the mean
+    of the runs with the fewest messages (their bytes differ by a ciphertext's jitter: the spread), and
+    the refills the mean of everything else the runs moved."""
+    by_size: dict[int, list[dict[str, Any]]] = {}
+    for size, r in runs:
+        by_size.setdefault(size, []).append(r)
+    own, refills = [], []
+    for size in sorted(by_size):
+        rs = by_size[size]
+        least = [r for r in rs if r["rounds"] == min(x["rounds"] for x in rs)]
+        own += [(size, r) for r in least]
+        knot = {w: sum(r[w] for r in least) / len(least) for w in ("bytes", "rounds", "round_trips")}
+        moved = {w: sum(r[w] + r["refills"][w] for r in rs) / len(rs) for w in knot}
+        refills.append({"size": size} | {w: max(0.0, moved[w] - knot[w]) for w in knot})
+    knots, spread = _knots(own)
+    return knots, spread, refills
 
 
 def _knots(runs: list[tuple[int, dict[str, Any]]]) -> tuple[list[dict[str, float]], dict[str, float]]:
