@@ -106,17 +106,17 @@ def check(path: str, record: Record, calibration_path: str | None) -> bool:
     head = f"{'part':<13} {'kind':<12} {'what':<11} {'worst |pred/meas - 1|':>22}  {'of':<24}"
     print(f"  {head} {'measured':>15} {'predicted':>15}  target")
     ok = True
-    lump = max((m.lump for m in cal.file.models.values()), default=0.0)
+    largest_lump = max((m.lump for m in cal.file.models.values()), default=0.0)
     for (part, kind, what), (error, name, m_value, p_value) in sorted(worst.items()):
         stated = _stated(cal, kind, what)
         if KINDS[kind].by_chance if kind in KINDS else False:  # whole lumps where a pool ran dry: a mean predicted
             bytes_miss = abs(worst[(part, kind, "bytes")][3] - worst[(part, kind, "bytes")][2])
-            met = error <= TARGET[what] or bytes_miss <= CHANCE_LUMPS * lump
-            said = f"by chance, within {CHANCE_LUMPS} lumps of {lump / 1e6:.2f} MB" if met else "MISSED"
+            met = error <= TARGET[what] or bytes_miss <= CHANCE_LUMPS * largest_lump
+            said = f"by chance, within {CHANCE_LUMPS} lumps of {largest_lump / 1e6:.2f} MB" if met else "MISSED"
         elif what == "bytes":  # the target allows no spread; a stated lump explains a miss, it does not meet it
             met = error <= TARGET[what]
-            lump = abs(p_value - m_value) <= stated
-            said = f"MISSED, within a stated lump ({stated / 1e6:.1f} MB)" if lump else "MISSED"
+            within = abs(p_value - m_value) <= stated
+            said = f"MISSED, within a stated lump ({stated / 1e6:.1f} MB)" if within else "MISSED"
         else:
             met = error <= max(TARGET[what], stated)
             said = f"within the stated ±{stated:.0%}" if met else "MISSED"

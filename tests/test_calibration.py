@@ -362,3 +362,23 @@ def test_a_call_whose_two_runs_both_refilled_counts_as_refills():
     assert refills[0]["bytes"] == pytest.approx(761_983.33, abs=0.01)
     assert refills[0]["rounds"] == pytest.approx(2.667, abs=0.001)
     assert spread == {"bytes": 0.0006, "rounds": 0.0}
+
+
+def test_below_the_smallest_knot_along_the_first_two():
+    """Below its smallest calibrated size an interpolated model follows its first two knots' log-log slope,
+    held between 0 and 1. SPU's scale of 64 elements moved 208 bytes and of 256, 800: slope
+    log(800 / 208) / log(4) = 0.9717, so 32 elements move 208 x 0.5^0.9717 = 208 x 0.5099 = 106.06 bytes (the first knot's
+    208 before, for a decode step's 36-element scale that moved 128). A slope of 2 is held at 1 (32: 50 of
+    100 at 64); a falling one at 0 (32: 400, the first knot's)."""
+    from pibench.calibration.fit import Knot, _interpolate
+
+    def knots(a, b):
+        return [
+            Knot(size=64, bytes=a, rounds=1, round_trips=1),
+            Knot(size=128 if b != 800 else 256, bytes=b, rounds=1, round_trips=1),
+        ]
+
+    assert _interpolate(knots(208, 800), 32, "bytes") == pytest.approx(106.06, abs=0.01)
+    assert _interpolate(knots(100, 400), 32, "bytes") == pytest.approx(50.0)
+    assert _interpolate(knots(400, 100), 32, "bytes") == pytest.approx(400.0)
+    assert _interpolate(knots(208, 800), 64, "bytes") == 208.0

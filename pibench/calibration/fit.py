@@ -175,9 +175,14 @@ def combine(coef: Sequence[float], feats: Sequence[float]) -> float:
 
 
 def _interpolate(knots: Sequence[Knot], size: int, what: str) -> float:
-    """`what` ("bytes", "rounds", "round_trips") at `size`: the first knot's below it, the last knot's per
-    unit of size beyond it, and between two knots linear on log scales."""
+    """`what` ("bytes", "rounds", "round_trips") at `size`: between two knots linear on log scales; below
+    the first, along the first two knots' log-log slope, held between 0 (a per-call cost) and 1 (a cost
+    per element); the last knot's per unit of size beyond it."""
     first, last = knots[0], knots[-1]
+    if size < first.size and len(knots) > 1 and float(getattr(first, what)) > 0:
+        second = float(getattr(knots[1], what))
+        slope = math.log(second / float(getattr(first, what))) / math.log(knots[1].size / first.size) if second else 0
+        return float(getattr(first, what)) * (size / first.size) ** min(max(slope, 0.0), 1.0)
     if size <= first.size:
         return float(getattr(first, what))
     if size >= last.size:
