@@ -561,3 +561,14 @@ def test_records_name_every_package_that_measures():
     packages = environment()["packages"]
     assert {"torch", "crypten", "spu", "jax", "jaxlib", "numpy"} <= set(packages)
     assert packages["spu"] == "0.9.5"  # installed beside pibench here (pyproject.toml pins it)
+
+
+def test_a_huge_figure_is_printed_in_powers_of_ten():
+    """An MPC perplexity of a broken model (SPU's SM + LN + G on one training: exp(mean NLL) with logits
+    off by 13,000) is 1.366e246: printed with ".3f" it was 247 characters wide; 1e6 and above now take
+    two significant figures, so 1.366e246 -> "1.4e+246", 1,234,567 -> "1.2e+06", and 5.2091 stays "5.209"."""
+    from pibench.results.tables import _num
+
+    three = _num(".3f")
+    assert three(1.366e246) == "1.4e+246" and three(1_234_567.0) == "1.2e+06"
+    assert three(5.2091) == "5.209" and three(None) == "-"

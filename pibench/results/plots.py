@@ -243,11 +243,15 @@ def plot_generation(record: Record, out_dir: str | Path, stem: str) -> list[Path
     return save_figure(plt, _generation(plt, record), Path(out_dir) / f"{stem}-generation")
 
 
+OFF_SCALE = 4.0  # an MPC perplexity over 4x the largest plaintext one is drawn at the top edge, its value named
+
+
 def plot_accuracy(records: Sequence[tuple[str, Record]], out_dir: str | Path, stem: str) -> list[Path]:
     """STEM-accuracy (PNG and SVG) under `out_dir`: each variant's perplexity per byte from the MPC
     logits against that from the plaintext logits on the same real text, one marker per record (a
-    backend), the diagonal where MPC costs nothing; a variant whose MPC perplexity is not finite is
-    drawn at the top edge. None written where no record ran on real text."""
+    backend), the diagonal where MPC costs nothing; a variant whose MPC perplexity is not finite, or
+    over `OFF_SCALE` times the largest plaintext one, is drawn at the top edge with its value. None
+    written where no record ran on real text."""
     ran = [(name, r) for name, r in records if any(v.measured.accuracy for v in r.variants)]
     if not ran:
         return []
@@ -259,17 +263,19 @@ def plot_accuracy(records: Sequence[tuple[str, Record]], out_dir: str | Path, st
         for v in r.variants
         if v.measured.accuracy is not None
     ]
-    finite = [y for _, y in points if y is not None]
+    plain = max(x for x, _ in points)
+    finite = [y for _, y in points if y is not None and y <= OFF_SCALE * plain]
     top = max([x for x, _ in points] + finite) * 1.15
     low = min([x for x, _ in points] + finite) / 1.1
     for k, (name, record) in enumerate(ran):
         xs, ys, labels, broken = [], [], [], []
+        v_mpc = {v.label: v.measured.accuracy.ppl_mpc for v in record.variants if v.measured.accuracy is not None}
         for v in record.variants:
             a = v.measured.accuracy
             if a is None:
                 continue
             xs.append(a.ppl_plaintext)
-            ys.append(a.ppl_mpc if a.ppl_mpc is not None else top)
+            ys.append(a.ppl_mpc if a.ppl_mpc is not None and a.ppl_mpc <= OFF_SCALE * plain else top)
             labels.append(v.label)
             broken.append(not a.usable)
         marker = "osD^v"[k % 5]
@@ -278,7 +284,9 @@ def plot_accuracy(records: Sequence[tuple[str, Record]], out_dir: str | Path, st
         ax.scatter(xs, ys, marker=marker, label=tag, zorder=3)
         for x, y, label, bad in zip(xs, ys, labels, broken, strict=True):
             if bad or abs(y / x - 1) > 0.05:  # the points on the diagonal need no name: the legend says whose
-                text = label + (" (unusable)" if bad else "") + (" (not finite)" if y == top else "")
+                mpc = v_mpc[label]
+                off = "" if y != top else " (not finite)" if mpc is None else f" (off the scale: {mpc:.2g})"
+                text = label + (" (unusable)" if bad else "") + off
                 ax.annotate(text, (x, y), fontsize=6.5, xytext=(4, -3), textcoords="offset points")
     ax.plot([low, top], [low, top], linestyle="--", color="grey", linewidth=0.8, label="MPC = plaintext")
     ax.set_xlim(low, top)

@@ -108,7 +108,9 @@ class Column:
 
 
 def _num(fmt: str) -> Callable[[Any], str]:
-    return lambda x: "-" if x is None else format(x, fmt)
+    """`fmt` for a figure; one of a million or more in powers of ten (an MPC perplexity of 1.4e+243 is
+    a broken model, not 244 digits)."""
+    return lambda x: "-" if x is None else format(x, ".2g" if abs(x) >= 1e6 else fmt)
 
 
 def _times(x: float | None) -> str:
