@@ -190,7 +190,7 @@ def test_report_of_a_quality_record_honours_every_format(tmp_path):
     frame = pd.read_csv(io.StringIO(out["csv"].stdout))
     assert frame["val_ppl"].dtype == float and frame["heads_share_q4"].dtype == float
     runs = [variants[0]["quality"], *variants[0]["other_seeds"]]  # the record's three seeds
-    mean = sum(r["val_ppl"] for r in runs) / len(runs)  # (5.455 + 5.270 + 5.238) / 3 = 5.321
+    mean = sum(r["val_ppl"] for r in runs) / len(runs)  # (5.427 + 5.194 + 5.248) / 3 = 5.290
     assert len(runs) == 3 and frame.loc[0, "val_ppl"] == pytest.approx(mean, rel=1e-12)
     assert frame.loc[0, "train_s"] == pytest.approx(sum(r["wall_s"] for r in runs), rel=1e-12)
     # the shares of heads by quarter add up to 1 in every row
@@ -202,8 +202,8 @@ def test_report_of_a_quality_record_honours_every_format(tmp_path):
     assert (
         latex.startswith(r"\begin{table}")
         and r"\label{tab:quality-small-quality}" in latex  # a label of letters, digits and dashes
-        # mean (5.455 + 5.270 + 5.238) / 3 = 5.321; sample std sqrt((0.134² + 0.051² + 0.083²) / 2) = 0.117
-        and r"SM + LN + G & 5.321 $\pm$ 0.117" in latex
+        # mean (5.427 + 5.194 + 5.248) / 3 = 5.290; sample std sqrt((0.137² + 0.096² + 0.042²) / 2) = 0.122
+        and r"SM + LN + G & 5.290 $\pm$ 0.122" in latex
     )
     assert out["markdown"].stdout.startswith("| Network Arch.") and "Network Arch." in out["table"].stdout
     assert out["table"].stdout != out["csv"].stdout != out["markdown"].stdout
