@@ -54,8 +54,9 @@ LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send
 # chance. A measured call that moved less than this (both ways, at this party) runs again: a refill only adds
 # bytes and messages, so the run with the fewest messages is the call's own traffic, and the first run's
 # excess over it, its refills, is booked to the kind "refills". A program run for the first time in a session
-# whose two runs sent as many messages runs a third time (triples are topped up by what each call lacks, so
-# two runs in a row can both refill); later runs of it also weigh the least it moved before. Each run holds,
+# runs a third time, as triples are topped up by what each call lacks, so two runs in a row can both refill
+# (decided on what both parties know alike, their history, never on one party's figures); later runs of it
+# also weigh the least it moved before. Each run holds,
 # on average, the refills of what it consumed, so the refills booked are what the step's own consumption
 # costs. A larger call keeps its refills (one is at most a few percent of it).
 REFILLS_APART_BELOW = 32_000_000
@@ -321,7 +322,7 @@ class SPUSession(Session):
                 started = time.perf_counter()
                 others = [self._run(name, executable)[1]]
                 known = self.least.get(id(executable))
-                if known is None and _messages(others[0]) == _messages(figures):  # the same on both parties
+                if known is None:  # a program's first call: a third run (both parties alike: the same history)
                     others.append(self._run(name, executable)[1])
                 self.rerun_s += time.perf_counter() - started
                 own, refills = own_and_refills(figures, [*others, *([known] if known else [])])
