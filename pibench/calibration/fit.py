@@ -309,16 +309,14 @@ class Calibration:
         out |= {"by_kind": {}, "notes": []}
         for (call, sig), n in sorted(tally.calls.items()):
             cost = self.op(call, sig)
-            k = out["by_kind"].setdefault(
-                CALLS[call].bucket, {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0}
-            )
+            k = out["by_kind"].setdefault(CALLS[call].bucket, _zero())
             for target in (out, k):
                 target["bytes"] += n * cost.bytes
                 target["rounds"] += n * cost.rounds
                 target["round_trips"] += n * cost.round_trips
                 target["wall_s"] += n * cost.wall_s
             if any(cost.refills):  # the pools' refills its consumption costs, booked apart as a run books them
-                r = out["by_kind"].setdefault("refills", {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0})
+                r = out["by_kind"].setdefault("refills", _zero())
                 for target in (out, r):
                     target["bytes"] += n * cost.refills[0]
                     target["rounds"] += n * cost.refills[1]
@@ -326,6 +324,11 @@ class Calibration:
             out["comm_s"] += n * cost.comm_s
             out["notes"] += [note for note in cost.notes if note not in out["notes"]]
         return out
+
+
+def _zero() -> dict[str, Any]:
+    """One kind's predicted totals before any call."""
+    return {"bytes": 0, "rounds": 0, "round_trips": 0, "wall_s": 0.0}
 
 
 LUMPY = (

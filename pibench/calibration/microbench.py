@@ -178,8 +178,9 @@ def _own_knots(
     runs: list[tuple[int, dict[str, Any]]],
 ) -> tuple[list[dict[str, float]], dict[str, float], list[dict[str, float]]]:
     """An interpolated model's knots, its spread and its refills' knots. A run books as its call's own the
-    lesser of two (`spu.session.own_and_refills`), which still holds a refill where both refilled (a pool
-    of triples topped up by what each call lacks can run dry in both): per size, the call's own is the mean
+    run of the program with the fewest messages (`spu.session.own_and_refills`), which can still hold a
+    refill where every run refilled (a pool of triples topped up by what each call lacks can run dry in
+    each): per size, the call's own is the mean
     of the runs with the fewest messages (their bytes differ by a ciphertext's jitter: the spread), and
     the refills the mean of everything else the runs moved."""
     by_size: dict[int, list[dict[str, Any]]] = {}

@@ -56,9 +56,9 @@ LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send
 # excess over it, its refills, is booked to the kind "refills". A program run for the first time in a session
 # runs a third time, as triples are topped up by what each call lacks, so two runs in a row can both refill
 # (decided on what both parties know alike, their history, never on one party's figures); later runs of it
-# also weigh the least it moved before. Each run holds,
-# on average, the refills of what it consumed, so the refills booked are what the step's own consumption
-# costs. A larger call keeps its refills (one is at most a few percent of it).
+# also weigh the least it moved before. Each run holds, on average, the refills of what it consumed, so the
+# refills booked are what the step's own consumption costs. A larger call keeps its refills (one is at most
+# a few percent of it).
 REFILLS_APART_BELOW = 32_000_000
 
 
